@@ -217,8 +217,14 @@ def _decode(path: Path) -> str:
 def _csv_rows(path: Path, config: CatalogConfig) -> Iterator[tuple[int, dict]]:
     reader = csv.DictReader(io.StringIO(_decode(path), newline=""))
     _require_columns(path, list(reader.fieldnames or []), config)
-    for row_number, row in enumerate(reader, start=1):
-        yield row_number, row
+    try:
+        for row_number, row in enumerate(reader, start=1):
+            if None in row:  # DictReader files surplus cells under the key None
+                row = {"__error__": f"has {len(row[None])} more cells than the header"}
+            yield row_number, row
+    except csv.Error as err:
+        raise SchemaError(f"catalog {path} is not valid CSV at line {reader.line_num}: {err}",
+                          []) from err
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
@@ -340,7 +346,8 @@ class _RowValidator:
         elif isinstance(nested, Mapping):
             raw.update(nested)
         elif nested is not None:
-            tag_problem("tags", f"must be an object of category -> list, got {type(nested).__name__}")
+            tag_problem("tags",
+                        f"must be an object of category -> list, got {type(nested).__name__}")
         for key, value in row.items():
             if key.startswith("tags."):
                 raw[key[len("tags."):]] = value

@@ -157,7 +157,8 @@ def validate_table(table: pa.Table, schema: pa.Schema, file: str) -> list[Proble
                 if value is None:
                     problems.append(Problem(file, row, name, "is null"))
     for row, (flags, reason) in enumerate(
-        zip(table.column("flags").to_pylist(), table.column("finish_reason").to_pylist()),
+        zip(table.column("flags").to_pylist(), table.column("finish_reason").to_pylist(),
+            strict=True),
         start=1,
     ):
         unknown = sorted(set(flags or ()) - set(FLAGS))

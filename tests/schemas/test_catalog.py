@@ -95,14 +95,17 @@ def test_missing_columns_are_all_named(tmp_path):
     assert "c.csv" in str(err.value)
 
 
+CSV_WITH_TEMPO = ["track_id,audio,tags.genre,tags.tempo", "t1,a.flac,rock,fast"]
+
+
 def test_unknown_category_column_is_an_error(tmp_path):
-    path = write_csv(tmp_path / "c.csv", ["track_id,audio,tags.genre,tags.tempo", "t1,a.flac,rock,fast"])
+    path = write_csv(tmp_path / "c.csv", CSV_WITH_TEMPO)
     with pytest.raises(SchemaError, match="tags.tempo: unknown tag category"):
         read_catalog(path)
 
 
 def test_configured_categories_accept_new_ones(tmp_path):
-    path = write_csv(tmp_path / "c.csv", ["track_id,audio,tags.genre,tags.tempo", "t1,a.flac,rock,fast"])
+    path = write_csv(tmp_path / "c.csv", CSV_WITH_TEMPO)
     catalog = read_catalog(path, CatalogConfig(categories=("genre", "tempo")))
     assert dict(catalog.tracks[0].tags) == {"genre": ("rock",), "tempo": ("fast",)}
 
@@ -155,6 +158,14 @@ def test_non_utf8_inside_jsonl_tags(tmp_path):
     path.write_bytes(bad + b"\n" + good + b"\n")
     catalog = read_catalog(path)
     assert [(p.row, p.field) for p in catalog.rejects] == [(1, "tags")]
+
+
+def test_csv_row_with_surplus_cells_is_rejected(tmp_path):
+    lines = as_csv(ROWS)
+    lines[1] += ",extra,cells"
+    catalog = read_catalog(write_csv(tmp_path / "c.csv", lines))
+    assert [(p.row, p.message) for p in catalog.rejects] == \
+        [(1, "has 2 more cells than the header")]
 
 
 def test_invalid_json_line_is_rejected(tmp_path):

@@ -1,0 +1,217 @@
+"""Stage `demo-data`: render the demo catalog, its audio and its reference captions.
+
+Output folder:
+  catalog.parquet              schemas/catalog, split by artist
+  audio/<track_id>.flac        mono, 16-bit FLAC
+  reference_captions.parquet   schemas/eval_captions, test split only
+  demo.json                    the settings and counts; a rerun with the same settings
+                               resumes (finished tracks are kept), other settings refuse
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile
+from tqdm import tqdm
+
+from pipeline.demo.arrangement import arrange
+from pipeline.demo.references import reference_captions
+from pipeline.demo.render import render
+from pipeline.demo.tracks import (
+    DemoTrack,
+    assign_splits,
+    make_artists,
+    make_track,
+    make_variant,
+)
+from pipeline.demo.vocabulary import GENRES, INSTRUMENTS, MOODS
+from schemas.atomic import atomic_path, write_text_atomic
+from schemas.catalog import DEFAULT_CATEGORIES, Track, write_catalog
+from schemas.eval_captions import eval_captions_schema
+
+DEMO_FORMAT = 1  # bump when the same settings would render different bytes
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path
+    tracks: int = 400
+    seed: int = 0
+    sample_rate: int = 22050
+    min_duration_s: float = 10.0
+    max_duration_s: float = 15.0
+    tracks_per_artist: int = 8
+    # Share of tracks made as a same-artist variant of an earlier one, one tag swapped.
+    variant_fraction: float = 0.3
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    captions_per_test_track: int = 2
+    workers: int = 0  # 0 = all cores
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.tracks < 1:
+            problems.append("tracks must be >= 1")
+        if not 8000 <= self.sample_rate <= 48000:
+            problems.append("sample_rate must be between 8000 and 48000 Hz")
+        if not 1.0 <= self.min_duration_s <= self.max_duration_s <= 120:
+            problems.append("need 1 <= min_duration_s <= max_duration_s <= 120")
+        if not 0 <= self.variant_fraction <= 1:
+            problems.append("variant_fraction must be in [0, 1]")
+        if self.tracks_per_artist < 1:
+            problems.append("tracks_per_artist must be >= 1")
+        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.valid_fraction + self.test_fraction < 1):
+            problems.append("valid_fraction and test_fraction must be in [0, 1) and sum below 1")
+        if not 1 <= self.captions_per_test_track <= 5:
+            problems.append("captions_per_test_track must be between 1 and 5")
+        if self.workers < 0:
+            problems.append("workers must be >= 0")
+        if problems:
+            raise ValueError("invalid demo-data settings: " + "; ".join(problems))
+
+    def fingerprint(self) -> str:
+        """Everything that changes the output bytes (not `out` or `workers`)."""
+        settings = {k: v for k, v in asdict(self).items() if k not in ("out", "workers")}
+        settings["format"] = DEMO_FORMAT
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DemoStats:
+    tracks: int
+    rendered: int
+    skipped: int
+    audio_seconds: float
+    seconds: float
+    splits: dict
+
+
+def plan_tracks(config: DemoConfig) -> list[DemoTrack]:
+    rng = np.random.default_rng([config.seed, 0])
+    artists = make_artists(max(1, -(-config.tracks // config.tracks_per_artist)), rng)
+    splits = assign_splits(artists, rng, config.valid_fraction, config.test_fraction)
+    tracks: list[DemoTrack] = []
+    durations = (config.min_duration_s, config.max_duration_s)
+    for index in range(config.tracks):
+        artist = artists[index] if index < len(artists) \
+            else artists[int(rng.integers(len(artists)))]
+        track_rng = np.random.default_rng([config.seed, 1, index])
+        own = [t for t in tracks if t.artist == artist]
+        if own and track_rng.random() < config.variant_fraction:
+            base = own[int(track_rng.integers(len(own)))]
+            tracks.append(make_variant(index, base, track_rng, durations))
+        else:
+            tracks.append(make_track(index, artist, splits[artist.artist_id], track_rng,
+                                     durations))
+    return tracks
+
+
+def track_tags(track: DemoTrack) -> dict[str, list[str]]:
+    return {"genre": list(track.genres), "mood": list(track.moods),
+            "instrument": list(track.instruments)}
+
+
+def render_track(track: DemoTrack, seed: int, sample_rate: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 2, track.index])
+    return render(arrange(track_tags(track), rng, track.duration_s), track.duration_s,
+                  sample_rate)
+
+
+def _render_to_file(job: tuple[DemoTrack, int, int, str]) -> float:
+    track, seed, sample_rate, path = job
+    audio = render_track(track, seed, sample_rate)
+    with atomic_path(path) as tmp:
+        soundfile.write(tmp, audio, sample_rate, format="FLAC", subtype="PCM_16")
+    return len(audio) / sample_rate
+
+
+def run(config: DemoConfig) -> DemoStats:
+    started = time.perf_counter()
+    out = Path(config.out)
+    manifest_path = out / "demo.json"
+    if manifest_path.exists():
+        previous = json.loads(manifest_path.read_text(encoding="utf-8")).get("fingerprint")
+        if previous != config.fingerprint():
+            raise ValueError(f"{out} holds demo data made with other settings; choose another "
+                             "--out or delete the folder")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_manifest(manifest_path, config, status="rendering", stats=None)
+
+    tracks = plan_tracks(config)
+    audio_dir = out / "audio"
+    audio_dir.mkdir(exist_ok=True)
+    jobs = [(t, config.seed, config.sample_rate, str(audio_dir / f"{t.track_id}.flac"))
+            for t in tracks]
+    todo = [job for job in jobs if not Path(job[3]).exists()]
+    workers = min(config.workers or os.cpu_count() or 1, max(1, len(todo)))
+    seconds = 0.0
+    with tqdm(total=len(todo), desc="demo-data: rendering", unit="track") as bar:
+        if workers == 1:
+            for job in todo:
+                seconds += _render_to_file(job)
+                bar.update()
+        else:
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                for rendered in pool.map(_render_to_file, todo, chunksize=4):
+                    seconds += rendered
+                    bar.update()
+
+    write_catalog([_catalog_track(t) for t in tracks], out / "catalog.parquet",
+                  DEFAULT_CATEGORIES)
+    _write_references(tracks, config, out / "reference_captions.parquet")
+    splits = {s: sum(t.split == s for t in tracks) for s in ("train", "valid", "test")}
+    stats = DemoStats(tracks=len(tracks), rendered=len(todo), skipped=len(jobs) - len(todo),
+                      audio_seconds=round(sum(t.duration_s for t in tracks), 1),
+                      seconds=round(time.perf_counter() - started, 2), splits=splits)
+    _write_manifest(manifest_path, config, status="done", stats=stats)
+    return stats
+
+
+def _catalog_track(track: DemoTrack) -> Track:
+    return Track(track_id=track.track_id, audio=f"audio/{track.track_id}.flac",
+                 tags={k: tuple(v) for k, v in track_tags(track).items()},
+                 duration_s=track.duration_s, artist=track.artist.name,
+                 license="CC0-1.0", split=track.split)
+
+
+def _write_references(tracks: list[DemoTrack], config: DemoConfig, path: Path) -> None:
+    rows = []
+    for track in tracks:
+        if track.split != "test":
+            continue
+        rng = np.random.default_rng([config.seed, 3, track.index])
+        for caption_id, text in enumerate(
+                reference_captions(track, rng, config.captions_per_test_track)):
+            rows.append({"track_id": track.track_id, "caption_id": caption_id,
+                         "language": "en", "text": text})
+    table = pa.Table.from_pylist(rows, schema=eval_captions_schema())
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _write_manifest(path: Path, config: DemoConfig, status: str,
+                    stats: DemoStats | None) -> None:
+    """Only what the settings determine goes here, so the file is the same bytes on
+    every run; timings are returned and printed instead."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "workers")}
+    body = {
+        "fingerprint": config.fingerprint(), "status": status, "settings": settings,
+        "vocabulary": {"genre": sorted(GENRES), "mood": sorted(MOODS),
+                       "instrument": sorted(INSTRUMENTS)},
+        "counts": None if stats is None else {
+            "tracks": stats.tracks, "audio_seconds": stats.audio_seconds, "splits": stats.splits},
+    }
+    write_text_atomic(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
