@@ -10,6 +10,8 @@ import numpy as np
 from pipeline.demo.arrangement import DRUM_CHANNEL, Arrangement, Note
 
 FADE_S = 0.25
+# Headroom for five parts at full velocity, so the soft clip below only rounds rare peaks.
+MASTER_DB = -4.0
 
 
 def soundfont_path() -> Path:
@@ -46,7 +48,7 @@ def render(arrangement: Arrangement, duration_s: float, sample_rate: int) -> np.
             synth.program_select(channel, sfid, 0, program)
         notes = [n for n in arrangement.notes if n.channel == channel]
         part = _render_part(synth, notes, total, sample_rate)
-        mix += part * 10 ** (arrangement.levels_db[channel] / 20)
+        mix += part * 10 ** ((arrangement.levels_db[channel] + MASTER_DB) / 20)
         synth.sounds_off()
 
     fade = min(int(FADE_S * sample_rate), total)
