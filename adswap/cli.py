@@ -86,10 +86,84 @@ def validate(
         raise typer.Exit(1)
 
 
+def _options_with_file(flags: dict, config_file: Path | None) -> dict:
+    """A YAML config file supplies options; flags given on the command line win."""
+    options: dict = {}
+    if config_file is not None:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            _fail(f"cannot read config file {config_file}: {err}")
+        if not isinstance(loaded, dict):
+            _fail(f"{config_file} must be a mapping of option names to values")
+        options.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    options.update({k: v for k, v in flags.items() if v is not None})
+    return options
+
+
 @app.command()
-def captions() -> None:
-    """Write caption views with an LLM (Augment + View Dropout)."""
-    _not_built("captions", 3)
+def captions(
+    catalog: Path = typer.Option(None, help="Catalog to caption (see `adswap validate`)."),
+    out: Path = typer.Option(None, help="Folder for the views Parquet shards."),
+    config_file: Path = typer.Option(None, "--config", help="YAML file with any of these "
+                                     "options (underscored names); flags win over it."),
+    engine: str = typer.Option(None, help="vllm (default), openai or template (rule-based, "
+                               "no model)."),
+    model: str = typer.Option(None, help="'smollm2' (bundled, default), a local folder or a "
+                              "hub id."),
+    revision: str = typer.Option(None, help="Model revision (hub models)."),
+    template: str = typer.Option(None, help="Prompt template id or YAML path "
+                                 "(default caption-v1)."),
+    languages: str = typer.Option(None, help="Comma-separated language codes (default en)."),
+    n_views: int = typer.Option(None, help="Views per track (default 10)."),
+    keep_prob: float = typer.Option(None, help="Chance each tag is kept in a view "
+                                    "(default 0.5)."),
+    min_per_category: int = typer.Option(None, help="Tags kept at least, per non-empty "
+                                         "category (default 1)."),
+    full_view: bool = typer.Option(None, "--full-view/--no-full-view",
+                                   help="Add one view written from all tags."),
+    seed: int = typer.Option(None, help="Seed for view planning (default 0)."),
+    temperature: float = typer.Option(None, help="Sampling temperature (default 0.7)."),
+    top_p: float = typer.Option(None, help="Nucleus sampling (default 0.95)."),
+    max_tokens: int = typer.Option(None, help="Longest caption in tokens (default 64)."),
+    chunk_tracks: int = typer.Option(None, help="Tracks per output shard (default 128)."),
+    rank: int = typer.Option(None, help="This job's share (default: SLURM array task, or 0)."),
+    world_size: int = typer.Option(None, help="Number of jobs (default: SLURM array size, "
+                                   "or 1)."),
+    tensor_parallel_size: int = typer.Option(None, help="GPUs per model (vllm)."),
+    dtype: str = typer.Option(None, help="Model dtype (vllm; default float32 on CPU)."),
+    max_model_len: int = typer.Option(None, help="Context length (vllm, default 2048)."),
+    url: str = typer.Option(None, help="OpenAI-compatible server (openai engine)."),
+    concurrency: int = typer.Option(None, help="Requests in flight (openai engine)."),
+    timeout_s: float = typer.Option(None, "--timeout", help="Seconds per request (openai)."),
+    retries: int = typer.Option(None, help="Retries per request (openai, default 3)."),
+    categories: str = typer.Option(None, help="Comma-separated tag categories."),
+    cache_dir: Path = typer.Option(None, help="Where the bundled model is converted to "
+                                   "(default ~/.cache/adswap or $ADSWAP_CACHE)."),
+) -> None:
+    """Write caption views with an LLM (Augment + View Dropout), as resumable Parquet shards.
+
+    A rerun finishes only what is missing; a changed prompt, model or sampling setting
+    regenerates exactly the views it affects.
+    """
+    flags = {k: v for k, v in locals().items() if k != "config_file"}
+    from pipeline.captions.stage import config_from_options, run
+    from pipeline.sharding import resolve_rank
+
+    options = _options_with_file(flags, config_file)
+    try:
+        options["rank"], options["world_size"] = resolve_rank(options.get("rank"),
+                                                              options.get("world_size"))
+        stats = run(config_from_options(options))
+    except (ValueError, OSError, RuntimeError) as err:
+        _fail(str(err))
+    typer.echo(f"captions: {stats.views_generated} views generated, {stats.views_reused} kept, "
+               f"{stats.failures} failed (retried on the next run); flags "
+               f"{dict(stats.flags)}; {stats.seconds:.1f} s -> {options['out']}")
+    if stats.failures:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -120,3 +194,7 @@ def evaluate() -> None:
 def card() -> None:
     """Write the dataset card under data_cards/."""
     _not_built("card", 4)
+
+
+if __name__ == "__main__":
+    app()

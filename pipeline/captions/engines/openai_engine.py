@@ -1,0 +1,62 @@
+"""Any OpenAI-compatible chat server (vLLM's, SGLang, llama.cpp server), for users who
+already run one. Bounded concurrency, a timeout per call and retries with backoff on
+timeouts, connection errors, 429 and 5xx; other errors fail that request only."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from pipeline.captions.engines import EngineConfig, Request, Result, Sampling
+
+_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.model_id = config.model
+        self.model_revision = config.revision
+        self.endpoint = config.url.rstrip("/") + "/v1/chat/completions"
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
+        with ThreadPoolExecutor(self.config.concurrency) as pool:
+            return list(pool.map(lambda r: self._one(r, sampling), requests))
+
+    def _one(self, request: Request, sampling: Sampling) -> Result:
+        body = json.dumps({
+            "model": self.config.model, "messages": request.messages,
+            "temperature": sampling.temperature, "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens, "seed": request.seed,
+        }).encode()
+        error = ""
+        for attempt in range(self.config.retries + 1):
+            if attempt:
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
+            http = urllib.request.Request(self.endpoint, data=body, method="POST",
+                                          headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(http, timeout=self.config.timeout_s) as response:
+                    reply = json.loads(response.read())
+                choice = reply["choices"][0]
+                usage = reply.get("usage") or {}
+                return Result(request.request_id, choice["message"]["content"] or "",
+                              "length" if choice.get("finish_reason") == "length" else "stop",
+                              prompt_tokens=usage.get("prompt_tokens"),
+                              completion_tokens=usage.get("completion_tokens"))
+            except urllib.error.HTTPError as err:
+                error = f"HTTP {err.code} from {self.endpoint}"
+                if err.code not in _RETRY_STATUS:
+                    break
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                error = f"{type(err).__name__}: {getattr(err, 'reason', err)} ({self.endpoint})"
+            except (KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
+                error = f"malformed reply from {self.endpoint}: {err!r}"
+                break
+        return Result(request.request_id, "", "error", error=error)

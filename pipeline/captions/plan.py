@@ -1,0 +1,110 @@
+"""Augmented View Dropout: which tags each caption view of a track is written from.
+
+Each view keeps a random subset of every category's tags (each tag kept with
+`keep_prob`, topped up to `min_per_category` for categories that have tags), so views
+are partial but balanced descriptions. A view depends only on (seed, track_id, view
+index) and the views before it on the same track, never on shards or workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+TagSet = dict[str, tuple[str, ...]]
+_ATTEMPTS = 32
+_ENUMERATE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class DropConfig:
+    n_views: int = 10
+    keep_prob: float = 0.5
+    min_per_category: int = 1
+    full_view: bool = False   # add one more view (id n_views) written from every tag
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.n_views <= 1000:
+            problems.append("n_views must be between 1 and 1000")
+        if not 0 < self.keep_prob <= 1:
+            problems.append("keep_prob must be in (0, 1]")
+        if self.min_per_category < 0:
+            problems.append("min_per_category must be >= 0")
+        if problems:
+            raise ValueError("invalid view dropout settings: " + "; ".join(problems))
+
+
+def _rng(seed: int, track_id: str, view: int, attempt: int) -> random.Random:
+    digest = hashlib.blake2b(f"{seed}\0{track_id}\0{view}\0{attempt}".encode(),
+                             digest_size=16).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+def _sample(tags: Mapping[str, Sequence[str]], config: DropConfig,
+            rng: random.Random) -> TagSet:
+    view: TagSet = {}
+    for category, values in tags.items():
+        keep = [rng.random() < config.keep_prob for _ in values]
+        missing = min(config.min_per_category, len(values)) - sum(keep)
+        if missing > 0:
+            dropped = [i for i, k in enumerate(keep) if not k]
+            for i in rng.sample(dropped, missing):
+                keep[i] = True
+        view[category] = tuple(v for v, k in zip(values, keep, strict=True) if k)
+    if not any(view.values()):  # only possible with min_per_category = 0
+        category = rng.choice([c for c, v in tags.items() if v])
+        view[category] = (rng.choice(list(tags[category])),)
+    return view
+
+
+def possible_views(tags: Mapping[str, Sequence[str]], config: DropConfig) -> int:
+    """How many distinct views the track allows (ignoring the all-empty one)."""
+    total = 1
+    for values in tags.values():
+        n, low = len(values), min(config.min_per_category, len(values))
+        total *= sum(math.comb(n, k) for k in range(low, n + 1))
+    return total - (1 if config.min_per_category == 0 else 0)
+
+
+def _all_views(tags: Mapping[str, Sequence[str]], config: DropConfig) -> list[TagSet]:
+    per_category = []
+    for category, values in tags.items():
+        low = min(config.min_per_category, len(values))
+        options = [tuple(v for v, k in zip(values, mask, strict=True) if k)
+                   for mask in itertools.product((False, True), repeat=len(values))
+                   if sum(mask) >= low]
+        per_category.append([(category, o) for o in options])
+    return [dict(combo) for combo in itertools.product(*per_category) if any(v for _, v in combo)]
+
+
+def plan_views(track_id: str, tags: Mapping[str, Sequence[str]],
+               config: DropConfig) -> list[TagSet]:
+    """The tag subset of each view, view id = list index. Views are distinct while the
+    track has enough tags to make them so; a track with fewer possible subsets than
+    views repeats them."""
+    tags = {c: tuple(v) for c, v in tags.items()}
+    if not any(tags.values()):
+        raise ValueError(f"track {track_id} has no tags to write a view from")
+    room = possible_views(tags, config)
+    views: list[TagSet] = []
+    for index in range(config.n_views):
+        seen = views if len(views) < room else views[len(views) - len(views) % room:]
+        for attempt in range(_ATTEMPTS):
+            view = _sample(tags, config, _rng(config.seed, track_id, index, attempt))
+            if view not in seen:
+                break
+        else:
+            # Random draws keep colliding: few subsets are left, so pick among them.
+            if room <= _ENUMERATE_LIMIT:
+                unused = [v for v in _all_views(tags, config) if v not in seen]
+                view = _rng(config.seed, track_id, index, _ATTEMPTS).choice(unused)
+        views.append(view)
+    if config.full_view:
+        views.append(dict(tags))
+    return views

@@ -1,0 +1,310 @@
+"""Stage `captions`: plan views (Drop), prompt an engine (Augment), write Parquet shards.
+
+Output folder:
+  views-r{rank}-of{world}-{chunk}.parquet   schemas/views, one row per (track, view, language)
+  layout.json                               chunking settings; a rerun must match them
+  stats/r{rank}-of{world}.json              counts, tokens, time and failures of the last run
+
+Tracks are split as catalog[rank::world_size], then into chunks of `chunk_tracks`. A
+chunk file is written atomically once its views are generated, and doubles as the
+chunk's done marker: a rerun reads the content keys already on disk and generates only
+the views whose key is missing, so a killed run resumes without duplicating rows, and
+a changed prompt, model or sampling setting regenerates exactly the views it affects.
+Requests that failed (after the engine's retries) are left out and retried next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.captions.engines import Engine, EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.models import default_cache_dir, model_identity
+from pipeline.captions.parse import MAX_WORDS, parse_caption
+from pipeline.captions.plan import DropConfig, plan_views
+from pipeline.captions.prompts import DEFAULT_TEMPLATE, LANGUAGES, Template, load_template
+from schemas.atomic import atomic_path, write_text_atomic
+from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, Track, read_catalog
+from schemas.problems import SchemaError
+from schemas.views import View, read_table, records_to_table, table_to_records, views_schema
+
+
+@dataclass(frozen=True)
+class CaptionsConfig:
+    catalog: Path
+    out: Path
+    categories: tuple[str, ...] = DEFAULT_CATEGORIES
+    template: str = DEFAULT_TEMPLATE
+    languages: tuple[str, ...] = ("en",)
+    drop: DropConfig = field(default_factory=DropConfig)
+    sampling: Sampling = field(default_factory=Sampling)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    chunk_tracks: int = 128
+    rank: int = 0
+    world_size: int = 1
+    max_words: int = MAX_WORDS
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+    def __post_init__(self) -> None:
+        problems = []
+        unknown = [code for code in self.languages if code not in LANGUAGES]
+        if unknown or not self.languages:
+            problems.append(f"unknown language codes {unknown}; known: {', '.join(LANGUAGES)}")
+        if len(set(self.languages)) != len(self.languages):
+            problems.append("languages repeat a code")
+        if self.chunk_tracks < 1:
+            problems.append("chunk_tracks must be >= 1")
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            problems.append("need 0 <= rank < world_size")
+        if self.max_words < 1:
+            problems.append("max_words must be >= 1")
+        if problems:
+            raise ValueError("invalid captions settings: " + "; ".join(problems))
+
+
+@dataclass
+class CaptionStats:
+    tracks: int = 0
+    chunks: int = 0
+    chunks_skipped: int = 0
+    views_planned: int = 0
+    views_reused: int = 0
+    views_generated: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    flags: Counter = field(default_factory=Counter)
+    failure_examples: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    track: Track
+    view_id: int
+    language: str
+    tags: dict[str, tuple[str, ...]]
+    key: str
+
+    @property
+    def request_id(self) -> str:
+        return f"{self.track.track_id}/{self.view_id}/{self.language}"
+
+
+class _Identity:
+    """What a view's content key depends on besides the track: engine, model, prompt."""
+
+    def __init__(self, config: CaptionsConfig, template: Template):
+        if config.engine.engine == "template":
+            self.engine, self.model_id, self.revision = "template", "rules", "1"
+        else:
+            self.engine = config.engine.engine
+            self.model_id, self.revision = model_identity(config.engine.model,
+                                                          config.engine.revision)
+        self.template = template
+        self.sampling = config.sampling.to_json()
+        self.seed = config.drop.seed
+
+    def key(self, track_id: str, view_id: int, language: str, tags: dict) -> str:
+        body = json.dumps({
+            "track": track_id, "view": view_id, "language": language,
+            "tags": {c: list(v) for c, v in tags.items()}, "template": self.template.content_hash,
+            "engine": self.engine, "model": self.model_id, "revision": self.revision,
+            "sampling": self.sampling, "seed": self.seed,
+        }, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def chunk_path(out: Path, rank: int, world_size: int, chunk: int) -> Path:
+    return out / f"views-r{rank:05d}-of{world_size:05d}-{chunk:06d}.parquet"
+
+
+def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
+    started = time.perf_counter()
+    out = Path(config.out)
+    catalog = read_catalog(config.catalog, CatalogConfig(categories=config.categories))
+    template = load_template(config.template)
+    identity = _Identity(config, template)
+    _check_layout(out, config)
+    schema = views_schema(config.categories)
+
+    tracks = catalog.tracks[config.rank::config.world_size]
+    chunks = [tracks[i:i + config.chunk_tracks]
+              for i in range(0, len(tracks), config.chunk_tracks)]
+    _remove_stale_chunks(out, config, len(chunks))
+    stats = CaptionStats(tracks=len(tracks), chunks=len(chunks))
+    per_track = (config.drop.n_views + config.drop.full_view) * len(config.languages)
+    engine: Engine | None = None
+    with tqdm(total=len(tracks) * per_track, desc="captions", unit="view",
+              file=sys.stderr) as bar:
+        for index, chunk in enumerate(chunks):
+            planned = [
+                _Planned(track, view_id, language, tags,
+                         identity.key(track.track_id, view_id, language, tags))
+                for track in chunk
+                for view_id, tags in enumerate(plan_views(track.track_id, track.tags,
+                                                          config.drop))
+                for language in config.languages
+            ]
+            stats.views_planned += len(planned)
+            path = chunk_path(out, config.rank, config.world_size, index)
+            existing = _existing_rows(path, schema)
+            todo = [p for p in planned if p.key not in existing]
+            if not todo and len(existing) == len(planned):
+                stats.chunks_skipped += 1
+                stats.views_reused += len(planned)
+                bar.update(len(planned))
+                continue
+            if engine is None:
+                engine = engine_factory(config.engine, config.cache_dir)
+            new_rows = _generate(engine, todo, template, config, identity, stats)
+            rows = []
+            for p in planned:
+                if p.key in existing:
+                    rows.append(existing[p.key])
+                    stats.views_reused += 1
+                elif p.key in new_rows:
+                    rows.append(new_rows[p.key])
+            with atomic_path(path) as tmp:
+                pq.write_table(records_to_table(rows, schema), tmp)
+            bar.update(len(planned))
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
+                            tok_s=f"{stats.completion_tokens / elapsed:.1f}",
+                            failed=stats.failures)
+    stats.seconds = round(time.perf_counter() - started, 3)
+    _write_stats(out, config, identity, stats)
+    return stats
+
+
+def _generate(engine: Engine, todo: list[_Planned], template: Template,
+              config: CaptionsConfig, identity: _Identity,
+              stats: CaptionStats) -> dict[str, View]:
+    requests = [Request(p.request_id, template.messages(p.tags, p.language), p.tags,
+                        p.language, seed=int(p.key[:8], 16)) for p in todo]
+    results = {r.request_id: r for r in engine.generate(requests, config.sampling)}
+    rows: dict[str, View] = {}
+    for p, request in zip(todo, requests, strict=True):
+        result = results.get(p.request_id)
+        if result is None or result.finish_reason == "error":
+            stats.failures += 1
+            if len(stats.failure_examples) < 20:
+                why = result.error if result else "engine returned no result for this id"
+                stats.failure_examples.append(f"{p.request_id}: {why}")
+            continue
+        text, flags = parse_caption(result.text, result.finish_reason, config.max_words)
+        stats.flags.update(flags)
+        stats.views_generated += 1
+        stats.prompt_tokens += result.prompt_tokens or 0
+        stats.completion_tokens += result.completion_tokens or 0
+        rows[p.key] = View(
+            track_id=p.track.track_id, view_id=p.view_id, language=p.language,
+            tags={c: list(v) for c, v in p.tags.items()}, text=text, raw_text=result.text,
+            flags=flags, engine=engine.name, model_id=engine.model_id,
+            model_revision=engine.model_revision, template_id=template.template_id,
+            template_hash=template.content_hash, sampling=config.sampling.to_json(),
+            seed=request.seed, prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens, finish_reason=result.finish_reason,
+            content_key=p.key)
+    return rows
+
+
+def _existing_rows(path: Path, schema) -> dict[str, View]:
+    if not path.exists():
+        return {}
+    try:
+        table = read_table(str(path), schema)
+    except SchemaError as err:
+        print(f"captions: regenerating {path.name}: {err}", file=sys.stderr)
+        return {}
+    return {row.content_key: row for row in table_to_records(table, View)}
+
+
+def _check_layout(out: Path, config: CaptionsConfig) -> None:
+    """Chunk names depend on chunk_tracks and world_size; mixing layouts in one folder
+    would duplicate rows, so a rerun must use the same ones."""
+    layout = {"chunk_tracks": config.chunk_tracks, "world_size": config.world_size,
+              "categories": list(config.categories)}
+    path = out / "layout.json"
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != layout:
+            raise ValueError(f"{out} holds views written with {previous}; this run asks for "
+                             f"{layout}. Use the same settings or another --out.")
+        return
+    write_text_atomic(path, json.dumps(layout, sort_keys=True) + "\n")
+
+
+def _remove_stale_chunks(out: Path, config: CaptionsConfig, n_chunks: int) -> None:
+    """Chunks past the end, left by a run over a larger catalog, would add old rows."""
+    for path in out.glob(f"views-r{config.rank:05d}-of{config.world_size:05d}-*.parquet"):
+        if int(path.stem.rsplit("-", 1)[1]) >= n_chunks:
+            path.unlink()
+
+
+def _write_stats(out: Path, config: CaptionsConfig, identity: _Identity,
+                 stats: CaptionStats) -> None:
+    body = asdict(stats)
+    body["flags"] = dict(sorted(stats.flags.items()))
+    body.update(engine=identity.engine, model_id=identity.model_id,
+                model_revision=identity.revision, template_id=identity.template.template_id,
+                template_hash=identity.template.content_hash,
+                views_per_s=round(stats.views_generated / max(stats.seconds, 1e-9), 2),
+                completion_tokens_per_s=round(stats.completion_tokens / max(stats.seconds, 1e-9),
+                                              2))
+    path = out / "stats" / f"r{config.rank:05d}-of{config.world_size:05d}.json"
+    write_text_atomic(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
+_GROUPS = {
+    "drop": (DropConfig, {"n_views", "keep_prob", "min_per_category", "full_view", "seed"}),
+    "sampling": (Sampling, {"temperature", "top_p", "max_tokens"}),
+    "engine": (EngineConfig, {"engine", "model", "revision", "tensor_parallel_size", "dtype",
+                              "max_model_len", "url", "concurrency", "timeout_s", "retries"}),
+}
+_TOP = {"catalog", "out", "categories", "template", "languages", "chunk_tracks", "rank",
+        "world_size", "max_words", "cache_dir"}
+
+
+def config_from_options(options: dict) -> CaptionsConfig:
+    """Build the config from flat option names (CLI flags or a YAML file's keys), reporting
+    every problem at once. Options that are None take the defaults."""
+    options = {k: v for k, v in options.items() if v is not None}
+    known = _TOP.union(*(names for _, names in _GROUPS.values()))
+    problems = [f"unknown option {k!r}" for k in sorted(set(options) - known)]
+    for name in ("catalog", "out"):
+        if name not in options:
+            problems.append(f"{name} is required")
+    for name in ("categories", "languages"):
+        if isinstance(options.get(name), str):
+            options[name] = [x.strip() for x in options[name].split(",") if x.strip()]
+    parts: dict = {}
+    for group, (cls, names) in _GROUPS.items():
+        try:
+            parts[group] = cls(**{k: options[k] for k in names if k in options})
+        except (TypeError, ValueError) as err:
+            problems.append(str(err))
+            parts[group] = cls()  # so the remaining settings are still checked
+    top = {k: options[k] for k in _TOP if k in options}
+    for name in ("catalog", "out"):
+        top[name] = Path(top.get(name, "."))
+    if "cache_dir" in top:
+        top["cache_dir"] = Path(top["cache_dir"])
+    for name in ("categories", "languages"):
+        if name in top:
+            top[name] = tuple(top[name])
+    try:
+        config = CaptionsConfig(**top, **parts)
+    except (TypeError, ValueError) as err:
+        problems.append(str(err))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return config

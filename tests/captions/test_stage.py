@@ -1,0 +1,192 @@
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.captions.engines import EngineConfig, Result, Sampling
+from pipeline.captions.engines.template import TemplateEngine
+from pipeline.captions.plan import DropConfig
+from pipeline.captions.stage import CaptionsConfig, config_from_options, run
+from pipeline.sharding import resolve_rank
+from schemas.views import read_table, views_schema
+
+GENRES = ["rock", "pop", "jazz", "blues", "funk"]
+MOODS = ["happy", "sad", "calm", "dark", "tense"]
+INSTRUMENTS = ["drums", "bass", "piano", "flute", "violin", "organ"]
+
+
+def make_catalog(path: Path, n: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({
+                "track_id": f"t{i:05d}", "audio": f"a/{i}.flac",
+                "tags": {"genre": rng.sample(GENRES, rng.randint(1, 2)),
+                         "mood": rng.sample(MOODS, rng.randint(0, 3)),
+                         "instrument": rng.sample(INSTRUMENTS, rng.randint(1, 4))}}) + "\n")
+    return path
+
+
+def config(tmp_path, out="views", **changes):
+    base = dict(catalog=tmp_path / "catalog.jsonl", out=tmp_path / out,
+                engine=EngineConfig(engine="template"), drop=DropConfig(n_views=4),
+                chunk_tracks=8)
+    base.update(changes)
+    return CaptionsConfig(**base)
+
+
+def rows(out: Path) -> list[dict]:
+    found = []
+    for path in sorted(out.glob("views-*.parquet")):
+        found += read_table(str(path), views_schema()).to_pylist()
+    return found
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    return make_catalog(tmp_path / "catalog.jsonl", 30)
+
+
+def test_writes_one_valid_row_per_track_view_language(tmp_path, catalog):
+    stats = run(config(tmp_path, languages=("en", "de")))
+    found = rows(tmp_path / "views")
+    assert len(found) == 30 * 4 * 2 == stats.views_generated
+    assert len({r["content_key"] for r in found}) == len(found)
+    assert {(r["track_id"], r["view_id"], r["language"]) for r in found} == {
+        (f"t{i:05d}", v, lang) for i in range(30) for v in range(4) for lang in ("en", "de")}
+    first = found[0]
+    assert first["engine"] == "template" and first["template_id"] == "caption-v1"
+    assert json.loads(first["sampling"]) == {"max_tokens": 64, "temperature": 0.7, "top_p": 0.95}
+    for row in found:  # the caption speaks of the view's own tags, in the right row
+        assert all(tag in row["text"] for tag in row["tags"]["instrument"])
+    assert len(list((tmp_path / "views").glob("views-*.parquet"))) == 4  # 30 tracks / 8
+    stats_file = json.loads((tmp_path / "views/stats/r00000-of00001.json").read_text())
+    assert stats_file["views_generated"] == 240 and stats_file["failures"] == 0
+
+
+def test_rerun_generates_nothing(tmp_path, catalog):
+    run(config(tmp_path))
+    before = rows(tmp_path / "views")
+    stats = run(config(tmp_path))
+    assert stats.views_generated == 0 and stats.chunks_skipped == 4
+    assert rows(tmp_path / "views") == before
+
+
+def test_changed_settings_regenerate_exactly_the_affected_views(tmp_path, catalog):
+    run(config(tmp_path))
+    more = run(config(tmp_path, drop=DropConfig(n_views=6)))
+    assert (more.views_reused, more.views_generated) == (120, 60)  # views 0-3 are unchanged
+    hotter = run(config(tmp_path, drop=DropConfig(n_views=6), sampling=Sampling(temperature=1)))
+    assert hotter.views_generated == 180
+    assert len(rows(tmp_path / "views")) == 180
+
+
+class FlakyEngine(TemplateEngine):
+    """Fails some requests and returns the rest in reverse order (ids, not order, match)."""
+
+    def __init__(self, fail_every):
+        self.fail_every = fail_every
+
+    def generate(self, requests, sampling):
+        results = super().generate(requests, sampling)
+        for i, r in enumerate(results):
+            if self.fail_every and i % self.fail_every == 0:
+                results[i] = Result(r.request_id, "", "error", error="server on fire")
+        return results[::-1]
+
+
+def test_failed_requests_are_left_out_and_retried(tmp_path, catalog):
+    first = run(config(tmp_path), engine_factory=lambda *_: FlakyEngine(3))
+    assert first.failures > 0 and "server on fire" in first.failure_examples[0]
+    assert len(rows(tmp_path / "views")) == 120 - first.failures
+    second = run(config(tmp_path), engine_factory=lambda *_: FlakyEngine(0))
+    assert second.views_generated == first.failures
+    reference = tmp_path / "reference"
+    run(config(tmp_path, out="reference"))
+    assert rows(tmp_path / "views") == rows(reference)
+
+
+def test_ranks_split_the_work_disjointly(tmp_path, catalog):
+    whole = run(config(tmp_path, out="whole"))
+    parts = [run(config(tmp_path, out="parts", rank=r, world_size=3)) for r in range(3)]
+    assert sum(p.tracks for p in parts) == whole.tracks == 30
+    key = lambda r: r["content_key"]  # noqa: E731
+    assert sorted(rows(tmp_path / "parts"), key=key) == sorted(rows(tmp_path / "whole"), key=key)
+
+
+def test_layout_change_is_refused_and_stale_chunks_removed(tmp_path, catalog):
+    run(config(tmp_path))
+    with pytest.raises(ValueError, match="chunk_tracks"):
+        run(config(tmp_path, chunk_tracks=5))
+    make_catalog(tmp_path / "catalog.jsonl", 10)
+    run(config(tmp_path))
+    assert len(list((tmp_path / "views").glob("views-*.parquet"))) == 2
+    assert {r["track_id"] for r in rows(tmp_path / "views")} == {f"t{i:05d}" for i in range(10)}
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    make_catalog(tmp_path / "catalog.jsonl", 4000, seed=1)
+    args = [sys.executable, "-m", "adswap.cli", "captions", "--catalog",
+            str(tmp_path / "catalog.jsonl"), "--engine", "template", "--chunk-tracks", "50"]
+    killed = subprocess.Popen(args + ["--out", str(tmp_path / "killed")],
+                              stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(list((tmp_path / "killed").glob("views-*.parquet"))) < 3:
+        assert killed.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    written = len(list((tmp_path / "killed").glob("views-*.parquet")))
+    assert written < 80, "the run finished before the kill"
+    subprocess.run(args + ["--out", str(tmp_path / "killed")], check=True,
+                   stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    subprocess.run(args + ["--out", str(tmp_path / "clean")], check=True,
+                   stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    killed_rows, clean_rows = rows(tmp_path / "killed"), rows(tmp_path / "clean")
+    assert len(clean_rows) == 40000
+    assert killed_rows == clean_rows
+    assert not list((tmp_path / "killed").glob(".*tmp*"))
+
+
+def test_slurm_array_sets_rank(monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert resolve_rank(None, None) == (2, 4)
+    assert resolve_rank(0, 2) == (0, 2)  # flags win
+    with pytest.raises(ValueError, match="rank"):
+        resolve_rank(4, 4)
+
+
+def test_options_report_every_problem():
+    with pytest.raises(ValueError) as err:
+        config_from_options({"engine": "gpt", "languages": "en,xx", "keep_prob": 2,
+                             "colour": "red"})
+    text = str(err.value)
+    for part in ("unknown option 'colour'", "catalog is required", "out is required",
+                 "engine must be one of", "keep_prob", "unknown language codes ['xx']"):
+        assert part in text
+
+
+def test_cli_runs_with_config_file_and_flags(tmp_path, catalog):
+    from typer.testing import CliRunner
+
+    from adswap.cli import app
+
+    (tmp_path / "c.yaml").write_text("engine: template\nn_views: 2\nlanguages: [en, fr]\n")
+    result = CliRunner().invoke(app, ["captions", "--config", str(tmp_path / "c.yaml"),
+                                      "--catalog", str(catalog), "--out", str(tmp_path / "v"),
+                                      "--n-views", "3"])
+    assert result.exit_code == 0, result.output
+    assert len(rows(tmp_path / "v")) == 30 * 3 * 2
+    bad = CliRunner().invoke(app, ["captions", "--catalog", str(tmp_path / "nope.csv"),
+                                   "--out", str(tmp_path / "w"), "--engine", "template"])
+    assert bad.exit_code == 1 and "does not exist" in bad.output
