@@ -1,5 +1,4 @@
 import json
-import os
 import random
 import signal
 import subprocess
@@ -7,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline.captions.engines import EngineConfig, Result, Sampling
