@@ -125,22 +125,44 @@ def resolve_audio(audio: str, root: Path) -> Path:
     return path
 
 
-def read_catalog(path: str | Path, config: CatalogConfig = CatalogConfig()) -> Catalog:
-    """Read and validate a catalog file or `datasets` directory."""
+def iter_catalog(path: str | Path, config: CatalogConfig = CatalogConfig()
+                 ) -> Iterator[tuple[Track | None, list[Problem]]]:
+    """Stream a catalog row by row: (track, []) for a valid row, (None, problems) for a
+    rejected one. Memory stays flat however large the catalog (only ids are kept, to
+    find duplicates)."""
     path = Path(path)
     if not path.exists():
         raise SchemaError(f"catalog {path} does not exist", [])
     root = config.audio_root or (path if path.is_dir() else path.parent)
-    catalog = Catalog(source=str(path), categories=config.categories)
     validator = _RowValidator(str(path), config, root)
     for row_number, row in _rows(path, config):
-        track, problems = validator.check(row_number, row)
+        yield validator.check(row_number, row)
+
+
+def read_catalog(path: str | Path, config: CatalogConfig = CatalogConfig()) -> Catalog:
+    """Read and validate a whole catalog file or `datasets` directory."""
+    catalog = Catalog(source=str(path), categories=config.categories)
+    for track, problems in iter_catalog(path, config):
         catalog.rejects.extend(problems)
         if track is not None:
             catalog.tracks.append(track)
     if not catalog.tracks:
         raise SchemaError(f"catalog {path} has no valid track", catalog.rejects)
     return catalog
+
+
+def count_rows(path: str | Path) -> int | None:
+    """Rows in a catalog without validating them, for progress bars (None if unknown)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if path.suffix.lower() == ".parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".csv"):
+        with path.open("rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        return lines - (path.suffix.lower() == ".csv")
+    return None
 
 
 def write_catalog(tracks: Iterable[Track], path: str | Path,

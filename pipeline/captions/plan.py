@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 TagSet = dict[str, tuple[str, ...]]
 _ATTEMPTS = 32
-_ENUMERATE_LIMIT = 4096
+# Tracks with at most this many possible views enumerate them instead of sampling.
+_ENUMERATE_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -87,24 +88,43 @@ def plan_views(track_id: str, tags: Mapping[str, Sequence[str]],
                config: DropConfig) -> list[TagSet]:
     """The tag subset of each view, view id = list index. Views are distinct while the
     track has enough tags to make them so; a track with fewer possible subsets than
-    views repeats them."""
+    views cycles through them."""
     tags = {c: tuple(v) for c, v in tags.items()}
     if not any(tags.values()):
         raise ValueError(f"track {track_id} has no tags to write a view from")
     room = possible_views(tags, config)
-    views: list[TagSet] = []
-    for index in range(config.n_views):
-        seen = views if len(views) < room else views[len(views) - len(views) % room:]
-        for attempt in range(_ATTEMPTS):
-            view = _sample(tags, config, _rng(config.seed, track_id, index, attempt))
-            if view not in seen:
-                break
-        else:
-            # Random draws keep colliding: few subsets are left, so pick among them.
-            if room <= _ENUMERATE_LIMIT:
-                unused = [v for v in _all_views(tags, config) if v not in seen]
-                view = _rng(config.seed, track_id, index, _ATTEMPTS).choice(unused)
-        views.append(view)
+    if config.keep_prob == 1:  # no dropout: every view sees every tag
+        views = [dict(tags) for _ in range(config.n_views)]
+    elif room <= _ENUMERATE_LIMIT:
+        views = _weighted_order(track_id, tags, config)
+        views = [views[i % room] for i in range(config.n_views)]
+    else:
+        views = []
+        for index in range(config.n_views):
+            for attempt in range(_ATTEMPTS):
+                view = _sample(tags, config, _rng(config.seed, track_id, index, attempt))
+                if view not in views:
+                    break
+            views.append(view)
     if config.full_view:
         views.append(dict(tags))
     return views
+
+
+def _weighted_order(track_id: str, tags: Mapping[str, tuple[str, ...]],
+                    config: DropConfig) -> list[TagSet]:
+    """Every possible view, in a random order drawn without replacement with each view's
+    chance under independent keep_prob draws (Efraimidis-Spirakis keys). Small tag sets
+    get distinct views without rejection sampling's retries."""
+    rng = _rng(config.seed, track_id, 0, 0)
+    p = config.keep_prob
+    keyed = []
+    for view in _all_views(tags, config):
+        weight = 1.0
+        for category, values in tags.items():
+            kept = len(view[category])
+            weight *= p ** kept * (1 - p) ** (len(values) - kept)
+        # log(u) / w orders like u ** (1 / w) without underflowing for tiny weights
+        keyed.append((math.log(1.0 - rng.random()) / max(weight, 1e-300), view))
+    keyed.sort(key=lambda item: -item[0])
+    return [view for _, view in keyed]

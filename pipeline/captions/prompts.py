@@ -6,6 +6,7 @@ detected and regenerates exactly the views written with the old one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -35,19 +36,24 @@ class Template:
     query: str
     language: str
 
-    def messages(self, tags: Mapping[str, Sequence[str]], language: str) -> list[dict]:
-        """Chat messages: shared system + examples first, the track's query last."""
+    @functools.cached_property
+    def prefix(self) -> tuple[dict, ...]:
+        """System text and examples: identical for every request, so cached by the engine."""
         messages = [{"role": "system", "content": self.system}]
         for query, caption in self.shots:
             messages.append({"role": "user", "content": query})
             messages.append({"role": "assistant", "content": caption})
+        return tuple(messages)
+
+    def messages(self, tags: Mapping[str, Sequence[str]], language: str) -> list[dict]:
+        """Chat messages: the shared prefix first, the track's query last."""
         text = self.query.format(tags=format_tags(tags))
         if language != "en":
             text += " " + self.language.format(language=LANGUAGES[language])
-        messages.append({"role": "user", "content": text})
-        return messages
+        return [*self.prefix, {"role": "user", "content": text}]
 
 
+@functools.lru_cache(maxsize=65536)  # catalogs repeat the same few thousand tags
 def sanitise_tag(tag: str) -> str:
     """Catalogs are user data: no control characters, no runaway lengths in a prompt."""
     clean = " ".join(_CONTROL.sub(" ", tag).split())

@@ -80,3 +80,16 @@ def test_bad_settings_and_tagless_track():
     assert all(w in str(err.value) for w in ("n_views", "keep_prob", "min_per_category"))
     with pytest.raises(ValueError, match="no tags"):
         plan_views("t", {"genre": ()}, DropConfig())
+
+
+def test_keep_everything_means_every_view_has_every_tag():
+    assert plan_views("t", TAGS, DropConfig(n_views=3, keep_prob=1.0)) == [dict(TAGS)] * 3
+
+
+def test_small_tag_sets_favour_likely_subsets():
+    """Enumerated views are ordered by their chance under keep_prob: with a low keep
+    probability the first view is usually a minimal one."""
+    tags = {"genre": ("a", "b", "c"), "mood": (), "instrument": ()}
+    firsts = [plan_views(f"t{i}", tags, DropConfig(n_views=1, keep_prob=0.1))[0]["genre"]
+              for i in range(300)]
+    assert sum(len(f) == 1 for f in firsts) > 0.7 * len(firsts)

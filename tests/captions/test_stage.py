@@ -69,6 +69,17 @@ def test_writes_one_valid_row_per_track_view_language(tmp_path, catalog):
     assert stats_file["views_generated"] == 240 and stats_file["failures"] == 0
 
 
+def test_rejected_catalog_rows_are_counted_not_dropped_silently(tmp_path, catalog):
+    with catalog.open("a") as f:
+        f.write(json.dumps({"track_id": "bad", "audio": "../../etc/passwd",
+                            "tags": {"genre": ["rock"]}}) + "\n")
+    stats = run(config(tmp_path))
+    assert stats.tracks == 30 and stats.catalog_rejects == 1
+    assert "row 31: audio" in stats.reject_examples[0]
+    saved = json.loads((tmp_path / "views/stats/r00000-of00001.json").read_text())
+    assert saved["catalog_rejects"] == 1
+
+
 def test_rerun_generates_nothing(tmp_path, catalog):
     run(config(tmp_path))
     before = rows(tmp_path / "views")
