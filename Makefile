@@ -85,8 +85,10 @@ test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in
 	$(BIN)/python -m pytest -q -m "not llm"
 	$(VENV_LLM)/bin/python -m pytest -q -m llm
 
-bench: $(STAMPS)/venv ## Run the benchmarks under bench/
+bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (figures in bench/results/)
 	$(BIN)/python bench/demo_render.py
+	$(BIN)/python bench/captions_overhead.py
+	$(VENV_LLM)/bin/python bench/captions_engines.py
 
 lint: $(STAMPS)/venv ## Check style with ruff
 	$(BIN)/ruff check adswap schemas pipeline trainer tests bench
