@@ -129,6 +129,7 @@ def captions(
     top_p: float = typer.Option(None, help="Nucleus sampling (default 0.95)."),
     max_tokens: int = typer.Option(None, help="Longest caption in tokens (default 64)."),
     chunk_tracks: int = typer.Option(None, help="Tracks per output shard (default 128)."),
+    batch_requests: int = typer.Option(None, help="Requests per engine call (default 256)."),
     rank: int = typer.Option(None, help="This job's share (default: SLURM array task, or 0)."),
     world_size: int = typer.Option(None, help="Number of jobs (default: SLURM array size, "
                                    "or 1)."),

@@ -50,6 +50,9 @@ class CaptionsConfig:
     sampling: Sampling = field(default_factory=Sampling)
     engine: EngineConfig = field(default_factory=EngineConfig)
     chunk_tracks: int = 128
+    # Requests handed to the engine at once: enough to fill a GPU batch, few enough
+    # that the progress bar moves.
+    batch_requests: int = 256
     rank: int = 0
     world_size: int = 1
     max_words: int = MAX_WORDS
@@ -64,6 +67,8 @@ class CaptionsConfig:
             problems.append("languages repeat a code")
         if self.chunk_tracks < 1:
             problems.append("chunk_tracks must be >= 1")
+        if self.batch_requests < 1:
+            problems.append("batch_requests must be >= 1")
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             problems.append("need 0 <= rank < world_size")
         if self.max_words < 1:
@@ -167,7 +172,16 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                 continue
             if engine is None:
                 engine = engine_factory(config.engine, config.cache_dir)
-            new_rows = _generate(engine, todo, template, config, stats)
+            bar.update(len(planned) - len(todo))
+            new_rows: dict[str, View] = {}
+            for start in range(0, len(todo), config.batch_requests):
+                batch = todo[start:start + config.batch_requests]
+                new_rows.update(_generate(engine, batch, template, config, stats))
+                bar.update(len(batch))
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
+                                tok_s=f"{stats.completion_tokens / elapsed:.1f}",
+                                failed=stats.failures)
             rows = []
             for p in planned:
                 if p.key in existing:
@@ -177,11 +191,6 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                     rows.append(new_rows[p.key])
             with atomic_path(path) as tmp:
                 pq.write_table(records_to_table(rows, schema), tmp)
-            bar.update(len(planned))
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
-                            tok_s=f"{stats.completion_tokens / elapsed:.1f}",
-                            failed=stats.failures)
     if stats.tracks == 0 and config.rank == 0:
         raise ValueError(f"catalog {config.catalog} has no valid track "
                          f"({stats.catalog_rejects} rejected rows)")
@@ -298,7 +307,8 @@ _GROUPS = {
     "engine": (EngineConfig, {"engine", "model", "revision", "tensor_parallel_size", "dtype",
                               "max_model_len", "url", "concurrency", "timeout_s", "retries"}),
 }
-_TOP = {"catalog", "out", "categories", "template", "languages", "chunk_tracks", "rank",
+_TOP = {"catalog", "out", "categories", "template", "languages", "chunk_tracks",
+        "batch_requests", "rank",
         "world_size", "max_words", "cache_dir"}
 
 

@@ -122,6 +122,20 @@ def test_failed_requests_are_left_out_and_retried(tmp_path, catalog):
     assert rows(tmp_path / "views") == rows(reference)
 
 
+def test_engine_calls_are_batched_within_a_chunk(tmp_path, catalog):
+    sizes = []
+
+    class Counting(TemplateEngine):
+        def generate(self, requests, sampling):
+            sizes.append(len(requests))
+            return super().generate(requests, sampling)
+
+    run(config(tmp_path, batch_requests=7), engine_factory=lambda *_: Counting())
+    # 30 tracks in chunks of 8, 4 views each: 32, 32, 32 and 24 requests, 7 at a time
+    assert sizes == [7, 7, 7, 7, 4] * 3 + [7, 7, 7, 3]
+    assert len(rows(tmp_path / "views")) == 120
+
+
 def test_ranks_split_the_work_disjointly(tmp_path, catalog):
     whole = run(config(tmp_path, out="whole"))
     parts = [run(config(tmp_path, out="parts", rank=r, world_size=3)) for r in range(3)]
