@@ -1,0 +1,118 @@
+"""Find swap-dictionary descriptors in captions: the analysis curation filters on and
+the spans TextSwap edits. Shared by the pipeline and the trainer, so it lives here.
+
+Matching is case-insensitive, on word boundaries, longest match first, accepts space,
+hyphen or no separator inside multi-word terms ("hip hop", "hip-hop", "hiphop"), and
+simple plurals ("drum" / "drums", "acoustic guitars"). All forms go into one regex
+built as a character trie, so a caption is scanned once whatever the dictionary size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from schemas.swap_dictionary import Descriptor, SwapDictionary
+
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+@dataclass(frozen=True)
+class Match:
+    category: str
+    term: str       # the dictionary term, whatever surface form the caption used
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Analysis:
+    tag_recall: float                        # share of the view's own tags mentioned
+    mentioned: tuple[tuple[str, str], ...]   # (category, tag) of the view's tags found
+    hallucinated: tuple[tuple[str, str], ...]  # descriptors found that the track lacks
+    spans: tuple[Match, ...]
+
+
+def _compact(text: str) -> str:
+    return _SEPARATORS.sub("", text.lower())
+
+
+def _variants(word: str) -> list[str]:
+    """The word and its simple singular/plural forms (on the last token)."""
+    forms = [word, word + "s", word + "es"]
+    if word.endswith("s") and len(word) > 3 and not word.endswith("ss"):
+        forms.append(word[:-1])
+    return forms
+
+
+class _Trie:
+    def __init__(self) -> None:
+        self.children: dict[str, _Trie] = {}
+        self.end = False
+
+    def add(self, word: str) -> None:
+        node = self
+        for ch in word:
+            node = node.children.setdefault(ch, _Trie())
+        node.end = True
+
+    def pattern(self) -> str:
+        alternatives = []
+        for ch in sorted(self.children):
+            piece = r"[\s\-]*" if ch == " " else re.escape(ch)
+            alternatives.append(piece + self.children[ch].pattern())
+        if not alternatives:
+            return ""
+        body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+        # optional and greedy: the longest form is tried first, shorter ones on backtrack
+        return f"(?:{body})?" if self.end else body
+
+
+class DescriptorMatcher:
+    def __init__(self, dictionary: SwapDictionary):
+        self.by_form: dict[str, Descriptor] = {}
+        spaced: set[str] = set()  # every surface form, separators as single spaces
+        descriptors = sorted(dictionary.descriptors, key=lambda d: (d.category, d.term))
+        # Terms and synonyms first, then derived plural forms only where still free, so a
+        # real entry always beats another entry's plural.
+        for derived in (False, True):
+            for d in descriptors:
+                for word in (d.term, *d.synonyms):
+                    forms = _variants(word)[1:] if derived else [word]
+                    for form in forms:
+                        self.by_form.setdefault(_compact(form), d)
+                        spaced.add(_SEPARATORS.sub(" ", form.lower()).strip())
+        trie = _Trie()
+        for form in spaced:
+            trie.add(form)
+        self.regex = re.compile(r"(?<![\w])" + trie.pattern() + r"(?![\w])",
+                                re.IGNORECASE) if spaced else None
+
+    def find(self, text: str) -> list[Match]:
+        if self.regex is None:
+            return []
+        matches = []
+        for m in self.regex.finditer(text):
+            if m.end() == m.start():
+                continue
+            d = self.by_form.get(_compact(m.group()))
+            if d is not None:
+                matches.append(Match(d.category, d.term, m.start(), m.end()))
+        return matches
+
+    def analyse(self, text: str, view_tags: Mapping[str, Sequence[str]],
+                track_tags: Mapping[str, Sequence[str]]) -> Analysis:
+        spans = self.find(text)
+        found = {(m.category, m.term) for m in spans}
+        own = [(c, t) for c, tags in view_tags.items() for t in tags]
+        track = {(c, t) for c, tags in track_tags.items() for t in tags}
+        mentioned = tuple(pair for pair in own if pair in found)
+        hallucinated = tuple(sorted(found - track))
+        recall = len(mentioned) / len(own) if own else 0.0
+        return Analysis(recall, mentioned, hallucinated, tuple(spans))
+
+
+def dictionary_from_tags(tags: Iterable[tuple[str, str]]) -> SwapDictionary:
+    """A dictionary with one descriptor per (category, tag) seen in a catalog."""
+    return SwapDictionary(tuple(Descriptor(c, t) for c, t in sorted(set(tags))))

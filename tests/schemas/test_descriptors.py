@@ -1,0 +1,58 @@
+import pytest
+
+from schemas.descriptors import DescriptorMatcher, dictionary_from_tags
+from schemas.swap_dictionary import Descriptor, SwapDictionary
+
+DICTIONARY = SwapDictionary((
+    Descriptor("genre", "hip hop", ("rap",)), Descriptor("genre", "rock"),
+    Descriptor("genre", "pop"), Descriptor("genre", "bossa nova"),
+    Descriptor("instrument", "guitar"), Descriptor("instrument", "acoustic guitar"),
+    Descriptor("instrument", "drums"), Descriptor("instrument", "bass"),
+    Descriptor("mood", "dark"), Descriptor("mood", "happy"),
+))
+MATCHER = DescriptorMatcher(DICTIONARY)
+
+
+def found(text):
+    return [(m.category, m.term, text[m.start:m.end]) for m in MATCHER.find(text)]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A hip hop beat", [("genre", "hip hop", "hip hop")]),
+    ("A Hip-Hop beat", [("genre", "hip hop", "Hip-Hop")]),
+    ("HIPHOP forever", [("genre", "hip hop", "HIPHOP")]),
+    ("rap and rock", [("genre", "hip hop", "rap"), ("genre", "rock", "rock")]),
+    ("rocket science and rockabilly", []),                 # substring of another word
+    ("a rocking tune", []),
+    ("two rocks", [("genre", "rock", "rocks")]),           # plural
+    ("a drum solo", [("instrument", "drums", "drum")]),    # singular of a plural tag
+    ("basses and bass", [("instrument", "bass", "basses"), ("instrument", "bass", "bass")]),
+    ("acoustic guitars and a guitar", [("instrument", "acoustic guitar", "acoustic guitars"),
+                                       ("instrument", "guitar", "guitar")]),  # longest first
+    ("pop-rock, guitar-driven", [("genre", "pop", "pop"), ("genre", "rock", "rock"),
+                                 ("instrument", "guitar", "guitar")]),
+    ("Bossa-Nova", [("genre", "bossa nova", "Bossa-Nova")]),
+    ("darker than dark.", [("mood", "dark", "dark")]),
+    ("", []),
+])
+def test_matching_edge_cases(text, expected):
+    assert found(text) == expected
+
+
+def test_analysis_recall_hallucination_and_spans():
+    text = "A happy rock song with drums and a piano-like acoustic guitar."
+    view = {"genre": ["rock"], "mood": ["happy", "dark"], "instrument": []}
+    track = {"genre": ["rock"], "mood": ["happy", "dark"], "instrument": ["drums"]}
+    analysis = MATCHER.analyse(text, view, track)
+    assert analysis.mentioned == (("genre", "rock"), ("mood", "happy"))
+    assert analysis.tag_recall == pytest.approx(2 / 3)
+    # drums is the track's own (not in this view): no hallucination; the guitar is
+    assert analysis.hallucinated == (("instrument", "acoustic guitar"),)
+    assert [text[s.start:s.end] for s in analysis.spans] == [
+        "happy", "rock", "drums", "acoustic guitar"]
+
+
+def test_dictionary_from_catalog_tags():
+    d = dictionary_from_tags([("genre", "rock"), ("genre", "rock"), ("mood", "calm")])
+    assert d.terms("genre") == ["rock"] and d.categories() == ["genre", "mood"]
+    assert DescriptorMatcher(SwapDictionary(())).find("anything") == []
