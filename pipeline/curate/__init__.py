@@ -1,0 +1,1 @@
+"""Stage `curate`: descriptor analysis, DuckDB rules, splits, and the swap dictionary."""

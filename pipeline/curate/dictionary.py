@@ -1,0 +1,69 @@
+"""Build the TextSwap dictionary: the catalog's tag vocabulary per category, extended
+by an optional YAML file of extra descriptors and synonyms.
+
+Extras file:
+    genre:
+      - term: hip hop
+        synonyms: [hip-hop, rap]
+      - term: synthwave          # a descriptor no track has: a swap candidate only
+    mood:
+      - term: upbeat
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+from schemas.catalog import normalise_tag
+from schemas.problems import Problem, SchemaError
+from schemas.swap_dictionary import SWAP_SCHEMA_ID, SwapDictionary
+
+
+def build_dictionary(tags: Iterable[tuple[str, str]], categories: Iterable[str],
+                     extras: Path | None = None) -> SwapDictionary:
+    """Catalog tags plus extras; an extra for an existing term adds its synonyms."""
+    categories = tuple(categories)
+    entries: dict[tuple[str, str], set[str]] = {
+        (c, normalise_tag(t)): set() for c, t in tags}
+    if extras is not None:
+        for category, term, synonyms in _read_extras(extras, categories):
+            entries.setdefault((category, term), set()).update(synonyms)
+    body = {"schema": SWAP_SCHEMA_ID, "categories": {}}
+    for (category, term), synonyms in sorted(entries.items()):
+        body["categories"].setdefault(category, []).append(
+            {"term": term, "synonyms": sorted(synonyms - {term})})
+    # from_json validates the result: no form may belong to two descriptors
+    return SwapDictionary.from_json(body, str(extras or "catalog vocabulary"))
+
+
+def _read_extras(path: Path, categories: tuple[str, ...]) -> list[tuple[str, str, list[str]]]:
+    try:
+        body = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise SchemaError(f"{path} cannot be read as YAML: {err}", []) from err
+    if not isinstance(body, dict):
+        raise SchemaError(f"{path} must map category -> list of descriptors", [])
+    problems, out = [], []
+    for category, items in body.items():
+        if category not in categories:
+            problems.append(Problem(str(path), None, str(category),
+                                    f"unknown category; known: {', '.join(categories)}"))
+            continue
+        for i, item in enumerate(items or []):
+            if isinstance(item, str):
+                item = {"term": item}
+            term = item.get("term") if isinstance(item, dict) else None
+            synonyms = item.get("synonyms", []) if isinstance(item, dict) else None
+            if not isinstance(term, str) or not normalise_tag(term) or \
+                    not isinstance(synonyms, list) or \
+                    not all(isinstance(s, str) and normalise_tag(s) for s in synonyms):
+                problems.append(Problem(str(path), None, f"{category}[{i}]",
+                                        "needs a 'term' and optionally a list of 'synonyms'"))
+                continue
+            out.append((category, normalise_tag(term), [normalise_tag(s) for s in synonyms]))
+    if problems:
+        raise SchemaError(f"{path} has problems", problems)
+    return out
