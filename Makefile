@@ -31,6 +31,8 @@ CATALOG ?= $(DEMO_DIR)/catalog.parquet
 VIEWS ?= $(DEMO_DIR)/views
 ENGINE ?= vllm
 CAPTIONS_ARGS ?=
+CURATED ?= $(DEMO_DIR)/curated
+CURATE_ARGS ?=
 
 .PHONY: help setup demo-data captions curate shards train eval demo test bench lint clean distclean
 
@@ -67,8 +69,8 @@ demo-data: $(STAMPS)/venv ## Render the demo catalog and audio into DEMO_DIR
 captions: $(STAMPS)/venv-llm ## Write LLM caption views of CATALOG into VIEWS (Augment + View Dropout)
 	$(VENV_LLM)/bin/adswap captions --catalog $(CATALOG) --out $(VIEWS) --engine $(ENGINE) $(CAPTIONS_ARGS)
 
-curate: $(STAMPS)/venv ## Curate views with DuckDB rules; build the swap dictionary
-	$(BIN)/adswap curate
+curate: $(STAMPS)/venv ## Curate VIEWS into CURATED with DuckDB rules; build the swap dictionary
+	$(BIN)/adswap curate --views $(VIEWS) --catalog $(CATALOG) --out $(CURATED) $(CURATE_ARGS)
 
 shards: $(STAMPS)/venv ## Pack audio and curated views into WebDataset tars
 	$(BIN)/adswap shards

@@ -168,9 +168,36 @@ def captions(
 
 
 @app.command()
-def curate() -> None:
-    """Filter views with DuckDB rules and build the TextSwap dictionary."""
-    _not_built("curate", 4)
+def curate(
+    views: Path = typer.Option(..., help="Folder of views Parquet files (from `captions`)."),
+    catalog: Path = typer.Option(..., help="The catalog the views were written from."),
+    out: Path = typer.Option(..., help="Folder for curated/, rejected/, the swap "
+                             "dictionary and the report."),
+    settings: Path = typer.Option(None, help="Curation YAML (thresholds, rules on/off); "
+                                  "default pipeline/curate/curation.yaml."),
+    extras: Path = typer.Option(None, help="YAML of extra descriptors and synonyms for the "
+                                "swap dictionary."),
+    eval_set: list[Path] = typer.Option(None, help="Evaluation set to decontaminate against "
+                                        "(CSV/JSONL/Parquet with track_id, artist or "
+                                        "caption); repeatable."),
+    categories: str = typer.Option("genre,mood,instrument", help="Tag categories."),
+    memory_limit: str = typer.Option("3GB", help="DuckDB memory limit."),
+) -> None:
+    """Filter views with DuckDB rules, assign leakage-free splits, build the TextSwap
+    dictionary, and report what each rule removed and why."""
+    from pipeline.curate.stage import DEFAULT_SETTINGS, CurateConfig, run
+
+    try:
+        stats = run(CurateConfig(
+            views=views, catalog=catalog, out=out, settings=settings or DEFAULT_SETTINGS,
+            extras=extras, eval_sets=tuple(eval_set or ()),
+            categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
+            memory_limit=memory_limit))
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    removed = ", ".join(f"{rule} {n}" for rule, n in stats.by_rule.items() if n)
+    typer.echo(f"curate: {stats.views} views, {stats.curated} curated, {stats.rejected} "
+               f"rejected ({removed or 'none'}); {stats.seconds:.1f} s -> {out}/report.md")
 
 
 @app.command()

@@ -1,0 +1,54 @@
+"""A small language check for captions: function-word counts and script mixing.
+
+Enough to catch a view written in the wrong language or a caption with look-alike
+characters from another script; not a general language identifier.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_WORDS = {
+    "en": "a an the and with of in on is this that its by from for to".split(),
+    "de": "ein eine einer einem der die das und mit von im ist zu den dem des".split(),
+    "fr": "un une le la les et avec de du des est dans au aux pour sur".split(),
+    "es": "un una el la los las y con de del es en por para al".split(),
+    "it": "un una il lo la gli le e con di del della è in per al".split(),
+    "pt": "um uma o a os as e com de do da é em para no na".split(),
+    "nl": "een de het en met van is in op voor".split(),
+}
+_TOKEN = re.compile(r"[^\W\d_]+", re.UNICODE)
+LATIN_LANGUAGES = {"en", "de", "fr", "es", "it", "pt", "nl", "pl", "sv"}
+
+
+def detect_language(text: str) -> str | None:
+    """The language whose function words the text uses most, if clearly so."""
+    tokens = [t.lower() for t in _TOKEN.findall(text)]
+    scores = {lang: sum(t in words for t in tokens) for lang, words in _WORDS.items()}
+    best = max(scores, key=scores.get)
+    ranked = sorted(scores.values(), reverse=True)
+    if ranked[0] >= 2 and ranked[0] > ranked[1]:
+        return best
+    return None
+
+
+def script_problem(text: str, language: str) -> str | None:
+    """A letter from another script inside a Latin-script caption (a confusable such as
+    Cyrillic 'о' for Latin 'o'), named so the reject says what was found."""
+    if language not in LATIN_LANGUAGES:
+        return None
+    for ch in text:
+        if ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN"):
+            return f"contains {ch!r} ({unicodedata.name(ch, f'U+{ord(ch):04X}')})"
+    return None
+
+
+_STOP = set("a an the and with of".split())
+
+
+def normalise_text(text: str) -> str:
+    """For near-duplicate and decontamination checks: case, punctuation, articles and
+    spacing do not make two captions different."""
+    tokens = [t.lower() for t in _TOKEN.findall(unicodedata.normalize("NFKC", text))]
+    return " ".join(t for t in tokens if t not in _STOP)

@@ -1,0 +1,167 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.curate.splits import assign_split
+from pipeline.curate.stage import CurateConfig, load_settings, run
+from schemas.catalog import Track
+from schemas.problems import SchemaError
+from schemas.views import View, curated_schema, read_table, records_to_table, views_schema
+
+TRACKS = {
+    "t1": ("Ann", {"genre": ["rock"], "mood": ["happy"], "instrument": ["drums", "bass"]}),
+    "t2": ("Bob", {"genre": ["jazz"], "mood": ["calm"], "instrument": ["piano"]}),
+    "t3": ("Cat", {"genre": ["pop"], "mood": [], "instrument": []}),            # one tag
+    "t4": ("Dan", {"genre": ["funk"], "mood": ["dark"], "instrument": ["organ"]}),
+    "t5": ("Eve", {"genre": ["blues"], "mood": ["sad"], "instrument": ["flute"]}),
+}
+
+
+def view(track, view_id, text, tags=None, language="en", flags=(), finish="stop"):
+    tags = tags or TRACKS.get(track, ("", {"genre": ["rock"], "mood": [], "instrument": []}))[1]
+    return View(track_id=track, view_id=view_id, language=language, tags=tags, text=text,
+                raw_text=text, flags=list(flags), engine="template", model_id="rules",
+                model_revision="1", template_id="caption-v1", template_hash="h",
+                sampling="{}", seed=0, prompt_tokens=1, completion_tokens=1,
+                finish_reason=finish, content_key=f"{track}/{view_id}/{language}")
+
+
+# (view, the rule that must reject it, or None if it must pass)
+CASES = [
+    (view("t1", 0, "A happy rock song with drums and bass."), None),
+    (view("t1", 1, "A happy rock song with drums and bass!"), "duplicates"),
+    (view("t1", 2, "A happy rock song with drums, bass and a piano."), "hallucination"),
+    (view("t1", 3, "A song with drums that people like a lot."), "tag_recall"),
+    (view("t1", 4, "Rock."), "length"),
+    (view("t1", 5, "A happy rосk song with drums and bass."), "script"),  # Cyrillic o, c
+    (view("t1", 6, "A happy rock song with the drums and the bass.", language="de"),
+     "language"),
+    (view("t1", 7, "Ein fröhlicher Rock-Song mit Drums und Bass.", language="de"), None),
+    (view("t1", 8, "A happy rock song with drums and bass, cut", finish="length"),
+     "finish_reason"),
+    (view("t1", 9, "I'm sorry, I cannot describe rock drums bass.", flags=["refusal"]),
+     "flags"),
+    (view("t2", 0, "A calm jazz piece led by a gentle piano."), None),
+    (view("t3", 0, "A catchy pop tune for a sunny day."), "min_tags"),
+    (view("t4", 0, "A dark funk groove on a churning organ."), "decontamination"),  # by id
+    (view("t5", 0, "A sad blues lament carried by a flute."), "decontamination"),  # by artist
+    (view("zz", 0, "A rock song from nowhere at all."), "unknown_track"),
+]
+
+
+@pytest.fixture
+def curated(tmp_path):
+    with (tmp_path / "catalog.jsonl").open("w") as f:
+        for track_id, (artist, tags) in TRACKS.items():
+            f.write(json.dumps({"track_id": track_id, "audio": f"{track_id}.flac",
+                                "artist": artist, "tags": tags}) + "\n")
+    (tmp_path / "views").mkdir()
+    pq.write_table(records_to_table([v for v, _ in CASES], views_schema()),
+                   tmp_path / "views" / "views-0.parquet")
+    (tmp_path / "eval.csv").write_text("track_id,artist,caption\nt4,,\n,EVE,\n")
+    stats = run(CurateConfig(views=tmp_path / "views", catalog=tmp_path / "catalog.jsonl",
+                             out=tmp_path / "out", eval_sets=(tmp_path / "eval.csv",)))
+    return tmp_path / "out", stats
+
+
+def test_every_rule_rejects_its_rows_and_passes_the_rest(curated):
+    out, stats = curated
+    rejected = pq.read_table(out / "rejected").to_pylist()
+    got = {(r["track_id"], r["view_id"], r["language"]): r["rule"] for r in rejected}
+    want = {(v.track_id, v.view_id, v.language): rule for v, rule in CASES if rule}
+    assert got == want
+    kept = {(r["track_id"], r["view_id"]) for r in pq.read_table(out / "curated").to_pylist()}
+    assert kept == {(v.track_id, v.view_id) for v, rule in CASES if rule is None}
+    assert stats.by_rule["duplicates"] == 1 and stats.by_rule["decontamination"] == 2
+    reasons = {r["rule"]: r["reason"] for r in rejected}
+    assert reasons["hallucination"] == "mentions what the track lacks: piano (instrument)"
+    assert reasons["duplicates"] == "same text as view 0"
+    assert "CYRILLIC" in reasons["script"]
+    assert reasons["language"] == "asked for de, the caption reads as en"
+    assert "evaluation set eval.csv" in reasons["decontamination"]
+
+
+def test_outputs_follow_the_schemas_and_load_with_datasets(curated):
+    import datasets
+
+    out, _ = curated
+    table = read_table(str(out / "curated" / "part-00000.parquet"), curated_schema())
+    row = table.to_pylist()[0]
+    assert row["track_id"] == "t1" and row["tag_recall"] == 1.0
+    assert [s["term"] for s in row["spans"]] == ["happy", "rock", "drums", "bass"]
+    curated_ds = datasets.load_dataset("parquet", data_files=str(out / "curated" / "*.parquet"),
+                                       split="train")
+    rejected_ds = datasets.load_dataset("parquet", split="train",
+                                        data_files=str(out / "rejected" / "*.parquet"))
+    assert curated_ds.num_rows == 3 and rejected_ds.num_rows == 12
+    assert set(rejected_ds["rule"]) >= {"length", "script", "duplicates"}
+    swap = json.loads((out / "swap_dictionary.json").read_text())
+    assert [e["term"] for e in swap["categories"]["instrument"]] == [
+        "bass", "drums", "flute", "organ", "piano"]
+
+
+def test_report_counts_match_the_parquet(curated):
+    out, _ = curated
+    report = json.loads((out / "report.json").read_text())
+    rejected = pq.read_table(out / "rejected").to_pylist()
+    assert report["totals"] == {"views": 15, "curated": 3, "rejected": 12}
+    assert sum(n for n in report["rejected_by_rule"].values() if n) == len(rejected)
+    assert report["hallucinated_by_category"] == {"instrument": 1}
+    assert report["rejected_examples"]["length"][0]["text"] == "Rock."
+    split_total = sum(c["curated"] + c["rejected"] for c in report["per_split"].values())
+    assert split_total == 15
+    assert "| hallucination | 1 |" in (out / "report.md").read_text()
+
+
+def test_rules_can_be_switched_off_and_bad_settings_are_reported(tmp_path, curated):
+    settings = tmp_path / "s.yaml"
+    settings.write_text("rules:\n  hallucination: {enabled: false}\n"
+                        "  tag_recall: {min_tag_recall: 0.0}\n")
+    assert load_settings(settings)["rules"]["hallucination"]["enabled"] is False
+    settings.write_text("rules:\n  vibes: {enabled: true}\n  length: {max_lines: 3}\n")
+    with pytest.raises(ValueError) as err:
+        load_settings(settings)
+    assert "unknown rule 'vibes'" in str(err.value) and "max_lines" in str(err.value)
+
+
+def test_splits_are_deterministic_and_keep_artists_together():
+    tracks = [Track(f"t{i}", "a.flac", {"genre": ("rock",)}, artist=f"Artist {i % 37}")
+              for i in range(2000)]
+    splits = [assign_split(t, 0.1, 0.1) for t in tracks]
+    assert splits == [assign_split(t, 0.1, 0.1) for t in tracks]
+    by_artist = {}
+    for track, split in zip(tracks, splits, strict=True):
+        by_artist.setdefault(track.artist, set()).add(split)
+    assert all(len(s) == 1 for s in by_artist.values())
+    assert {"train", "valid", "test"} <= set(splits)
+    assert assign_split(Track("x", "a", {}, split="test"), 0.1, 0.1) == "test"  # catalog wins
+    assert assign_split(Track("x", "a", {}), 0.1, 0.1, seed=1) in ("train", "valid", "test")
+
+
+def test_views_of_another_schema_version_are_refused(tmp_path):
+    (tmp_path / "catalog.jsonl").write_text(json.dumps(
+        {"track_id": "t1", "audio": "a.flac", "tags": {"genre": ["rock", "pop"]}}) + "\n")
+    (tmp_path / "views").mkdir()
+    table = records_to_table([view("t1", 0, "A rock and pop song.")], views_schema())
+    pq.write_table(table.replace_schema_metadata({b"adswap.schema": b"views/0"}),
+                   tmp_path / "views" / "v.parquet")
+    with pytest.raises(SchemaError, match="views/0"):
+        run(CurateConfig(views=tmp_path / "views", catalog=tmp_path / "catalog.jsonl",
+                         out=tmp_path / "out"))
+
+
+def test_cli_curate(tmp_path, curated):
+    from typer.testing import CliRunner
+
+    from adswap.cli import app
+
+    out, _ = curated
+    result = CliRunner().invoke(app, ["curate", "--views", str(out.parent / "views"),
+                                      "--catalog", str(out.parent / "catalog.jsonl"),
+                                      "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert "15 views" in result.output
+    bad = CliRunner().invoke(app, ["curate", "--views", str(tmp_path / "none"), "--catalog",
+                                   str(out.parent / "catalog.jsonl"), "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "no views Parquet files" in bad.output
