@@ -219,9 +219,24 @@ def evaluate() -> None:
 
 
 @app.command()
-def card() -> None:
-    """Write the dataset card under data_cards/."""
-    _not_built("card", 4)
+def card(
+    dataset: str = typer.Option(..., help="Dataset name: the card goes to "
+                                "data_cards/<dataset>/README.md."),
+    catalog: Path = typer.Option(..., help="The source catalog."),
+    views: Path = typer.Option(None, help="Views folder from `captions`."),
+    curated: Path = typer.Option(None, help="Output folder of `curate`."),
+    cards_dir: Path = typer.Option(Path("data_cards"), help="Where data cards live."),
+    categories: str = typer.Option("genre,mood,instrument", help="Tag categories."),
+) -> None:
+    """Write the dataset card (Hugging Face format) with plots; later stages add to it."""
+    from pipeline.card import write_card
+
+    try:
+        path = write_card(dataset, cards_dir, catalog, views, curated,
+                          tuple(c.strip() for c in categories.split(",") if c.strip()))
+    except (ValueError, OSError, KeyError) as err:
+        _fail(f"cannot write the card: {err}")
+    typer.echo(f"card: {path}")
 
 
 if __name__ == "__main__":

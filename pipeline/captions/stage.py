@@ -2,8 +2,8 @@
 
 Output folder:
   views-r{rank}-of{world}-{chunk}.parquet   schemas/views, one row per (track, view, language)
-  layout.json                               chunking settings; a rerun must match them
-  stats/r{rank}-of{world}.json              counts, tokens, time and failures of the last run
+  _layout.json                              chunking settings; a rerun must match them
+  _stats/r{rank}-of{world}.json             counts, tokens, time and failures of the last run
 
 The catalog is streamed; its valid tracks are split as tracks[rank::world_size], then
 into chunks of `chunk_tracks` (rejected catalog rows are counted in the stats). A
@@ -270,7 +270,7 @@ def _check_layout(out: Path, config: CaptionsConfig) -> None:
     would duplicate rows, so a rerun must use the same ones."""
     layout = {"chunk_tracks": config.chunk_tracks, "world_size": config.world_size,
               "categories": list(config.categories)}
-    path = out / "layout.json"
+    path = out / "_layout.json"
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != layout:
@@ -297,7 +297,7 @@ def _write_stats(out: Path, config: CaptionsConfig, identity: _Identity,
                 views_per_s=round(stats.views_generated / max(stats.seconds, 1e-9), 2),
                 completion_tokens_per_s=round(stats.completion_tokens / max(stats.seconds, 1e-9),
                                               2))
-    path = out / "stats" / f"r{config.rank:05d}-of{config.world_size:05d}.json"
+    path = out / "_stats" / f"r{config.rank:05d}-of{config.world_size:05d}.json"
     write_text_atomic(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 

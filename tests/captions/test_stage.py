@@ -65,7 +65,7 @@ def test_writes_one_valid_row_per_track_view_language(tmp_path, catalog):
     for row in found:  # the caption speaks of the view's own tags, in the right row
         assert all(tag in row["text"] for tag in row["tags"]["instrument"])
     assert len(list((tmp_path / "views").glob("views-*.parquet"))) == 4  # 30 tracks / 8
-    stats_file = json.loads((tmp_path / "views/stats/r00000-of00001.json").read_text())
+    stats_file = json.loads((tmp_path / "views/_stats/r00000-of00001.json").read_text())
     assert stats_file["views_generated"] == 240 and stats_file["failures"] == 0
 
 
@@ -76,7 +76,7 @@ def test_rejected_catalog_rows_are_counted_not_dropped_silently(tmp_path, catalo
     stats = run(config(tmp_path))
     assert stats.tracks == 30 and stats.catalog_rejects == 1
     assert "row 31: audio" in stats.reject_examples[0]
-    saved = json.loads((tmp_path / "views/stats/r00000-of00001.json").read_text())
+    saved = json.loads((tmp_path / "views/_stats/r00000-of00001.json").read_text())
     assert saved["catalog_rejects"] == 1
 
 

@@ -165,5 +165,5 @@ def test_bundled_smollm2_writes_captions(tmp_path):
     mentions = [any(t in r["text"].lower() for tags in r["tags"].values() for t in tags)
                 for r in found]
     assert sum(mentions) >= 4, [r["text"] for r in found]
-    stats = json.loads((tmp_path / "views" / "stats" / "r00000-of00001.json").read_text())
+    stats = json.loads((tmp_path / "views" / "_stats" / "r00000-of00001.json").read_text())
     assert stats["completion_tokens"] > 0

@@ -1,0 +1,196 @@
+"""Data cards: data_cards/<dataset>/README.md in the Hugging Face dataset-card format.
+
+Each stage contributes a section of facts, kept in data_cards/<dataset>/card.json; the
+README is rendered from all sections present, so later stages (shards, training runs)
+add theirs with `update_card` and the card grows without losing earlier facts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from schemas.atomic import write_text_atomic
+from schemas.catalog import CatalogConfig, iter_catalog
+
+SECTION_ORDER = ("catalog", "captions", "curation")
+
+
+def update_card(folder: Path, section: str, facts: dict) -> Path:
+    """Store one stage's facts and re-render the card."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "card.json"
+    card = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    card[section] = facts
+    write_text_atomic(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(folder / "README.md", render(folder.name, card))
+    return folder / "README.md"
+
+
+def write_card(dataset: str, cards_dir: Path, catalog: Path, views: Path | None,
+               curated: Path | None, categories: tuple[str, ...]) -> Path:
+    folder = Path(cards_dir) / dataset
+    update_card(folder, "catalog", catalog_facts(catalog, categories))
+    if views is not None:
+        update_card(folder, "captions", caption_facts(views))
+    if curated is not None:
+        update_card(folder, "curation", curation_facts(curated, folder))
+    return folder / "README.md"
+
+
+def catalog_facts(catalog: Path, categories: tuple[str, ...]) -> dict:
+    tracks = rejects = 0
+    seconds = 0.0
+    licenses: Counter = Counter()
+    vocabulary: dict[str, Counter] = {c: Counter() for c in categories}
+    for track, _ in iter_catalog(catalog, CatalogConfig(categories=categories)):
+        if track is None:
+            rejects += 1
+            continue
+        tracks += 1
+        seconds += track.duration_s or 0.0
+        licenses[track.license or "unknown"] += 1
+        for category, tag in track.all_tags():
+            vocabulary[category][tag] += 1
+    return {"source": str(catalog), "tracks": tracks, "rejected_rows": rejects,
+            "audio_hours": round(seconds / 3600, 2), "licenses": dict(licenses.most_common()),
+            "vocabulary": {c: dict(sorted(v.items())) for c, v in vocabulary.items()}}
+
+
+def caption_facts(views: Path) -> dict:
+    stats = [json.loads(p.read_text(encoding="utf-8"))
+             for p in sorted((Path(views) / "_stats").glob("*.json"))]
+    files = sorted(Path(views).glob("*.parquet"))
+    columns = ["engine", "model_id", "model_revision", "template_id", "template_hash",
+               "sampling", "language"]
+    seen = {c: Counter() for c in columns}
+    rows = 0
+    for path in files:
+        table = pq.read_table(path, columns=columns)
+        rows += table.num_rows
+        for c in columns:
+            seen[c].update(table.column(c).to_pylist())
+    return {"views": rows, "source": str(views),
+            **{c: sorted(v) for c, v in seen.items()},
+            "tokens": {"prompt": sum(s.get("prompt_tokens", 0) for s in stats),
+                       "completion": sum(s.get("completion_tokens", 0) for s in stats)},
+            "failures": sum(s.get("failures", 0) for s in stats)}
+
+
+def curation_facts(curated: Path, folder: Path) -> dict:
+    report = json.loads((Path(curated) / "report.json").read_text(encoding="utf-8"))
+    table = pq.read_table(Path(curated) / "curated",
+                          columns=["track_id", "text", "tag_recall", "split"])
+    _plots(table, folder)
+    per_split = Counter(table.column("split").to_pylist())
+    return {"source": str(curated), "totals": report["totals"],
+            "rejected_by_rule": report["rejected_by_rule"],
+            "settings": report["settings"]["rules"],
+            "split_views": dict(sorted(per_split.items())),
+            "split_tracks": {s: len({t for t, sp in zip(table.column("track_id").to_pylist(),
+                                                           table.column("split").to_pylist(),
+                                                           strict=True) if sp == s})
+                             for s in sorted(per_split)},
+            "plots": ["views_per_track.png", "caption_words.png", "tag_recall.png"]}
+
+
+def _plots(table, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_track = Counter(table.column("track_id").to_pylist())
+    words = [len(t.split()) for t in table.column("text").to_pylist()]
+    recall = table.column("tag_recall").to_pylist()
+    for name, values, label, bins in (
+            ("views_per_track.png", list(per_track.values()), "curated views per track",
+             range(0, max(per_track.values(), default=1) + 2)),
+            ("caption_words.png", words, "words per caption", 30),
+            ("tag_recall.png", recall, "tag recall (share of a view's tags named)",
+             [i / 10 for i in range(11)])):
+        fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+        ax.hist(values, bins=bins, color="#3b6ea5")
+        ax.set_xlabel(label)
+        ax.set_ylabel("count")
+        fig.tight_layout()
+        fig.savefig(folder / name, metadata={"Software": None})
+        plt.close(fig)
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "n>10M"
+
+
+def render(dataset: str, card: dict) -> str:
+    catalog = card.get("catalog", {})
+    captions = card.get("captions", {})
+    curation = card.get("curation", {})
+    licenses = list(catalog.get("licenses", {}))
+    license_ = licenses[0].lower() if len(licenses) == 1 else "other"
+    rows = curation.get("totals", {}).get("curated", captions.get("views", catalog.get("tracks",
+                                                                                         0)))
+    header = ["---", f"pretty_name: {dataset}", f"license: {license_}", "language:"]
+    header += [f"- {lang}" for lang in captions.get("language", ["en"])]
+    header += ["size_categories:", f"- {_size_category(rows)}", "task_categories:",
+               "- text-retrieval", "- audio-classification", "tags:", "- music",
+               "- music-text-retrieval", "- captions", "---", ""]
+    lines = header + [f"# {dataset}", "",
+                      "Music-text pairs for training retrieval models with Augment, Drop & "
+                      "Swap: tag-derived caption views, curated. Written by `adswap`.", ""]
+    if catalog:
+        lines += ["## Source catalog", "",
+                  f"- Catalog: `{catalog['source']}`: {catalog['tracks']} tracks "
+                  f"({catalog['rejected_rows']} rows rejected), {catalog['audio_hours']} h of "
+                  "audio where durations are known.",
+                  "- Licenses: " + ", ".join(f"{k} ({v})" for k, v in catalog["licenses"].items()),
+                  "", "### Tag vocabulary", ""]
+        for category, tags in catalog["vocabulary"].items():
+            lines.append(f"- **{category}** ({len(tags)}): " +
+                         ", ".join(f"{t} ({n})" for t, n in tags.items()))
+        lines.append("")
+    if captions:
+        lines += ["## Captions", "",
+                  f"- {captions['views']} views from `{captions['source']}`.",
+                  f"- Engine: {', '.join(captions['engine'])}; model: "
+                  f"{', '.join(captions['model_id'])} "
+                  f"(revision {', '.join(str(r) for r in captions['model_revision'])}).",
+                  f"- Prompt template: {', '.join(captions['template_id'])} "
+                  f"(hash {', '.join(captions['template_hash'])}).",
+                  f"- Sampling: {', '.join(captions['sampling'])}.",
+                  f"- Languages: {', '.join(captions['language'])}.",
+                  f"- Tokens: {captions['tokens']['prompt']} prompt, "
+                  f"{captions['tokens']['completion']} completion; "
+                  f"{captions['failures']} failed requests.", ""]
+    if curation:
+        t = curation["totals"]
+        lines += ["## Curation", "",
+                  f"{t['views']} views in, {t['curated']} kept, {t['rejected']} rejected, "
+                  f"from `{curation['source']}`.", "", "| rule | settings | rows removed |",
+                  "|---|---|---|"]
+        from pipeline.curate.stage import rule_files
+
+        order = [name for name, _ in rule_files()]
+        for rule, removed in sorted(curation["rejected_by_rule"].items(),
+                                    key=lambda item: order.index(item[0])
+                                    if item[0] in order else len(order)):
+            settings = {k: v for k, v in curation["settings"].get(rule, {}).items()
+                        if k != "enabled"}
+            shown = ", ".join(f"{k}={v}" for k, v in settings.items()) or "-"
+            lines.append(f"| {rule} | {shown} | {'off' if removed is None else removed} |")
+        lines += ["", "### Splits", "", "| split | tracks | views |", "|---|---|---|"]
+        for split, views in curation["split_views"].items():
+            lines.append(f"| {split} | {curation['split_tracks'][split]} | {views} |")
+        lines += ["", "![views per track](views_per_track.png) "
+                  "![caption lengths](caption_words.png) ![tag recall](tag_recall.png)", ""]
+    for section in sorted(set(card) - set(SECTION_ORDER)):
+        lines += [f"## {section.capitalize()}", "", "```json",
+                  json.dumps(card[section], indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
