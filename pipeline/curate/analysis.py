@@ -1,47 +1,32 @@
-"""Per-view facts the SQL rules filter on: descriptor analysis (tag recall,
-hallucinations, spans), length, language, script and normalised text, plus the
-track's facts from the catalog. Pure Python, one pass, streamed file by file."""
+"""Per-view facts the SQL rules filter on, computed from the view alone: descriptors
+found (for tag recall, hallucinations and TextSwap spans), length, language, script and
+normalised text. Catalog facts are joined later, in SQL, so this pass needs only the
+dictionary: it runs file by file in worker processes and its output is cached by
+(views file, dictionary), so a rerun with new thresholds only re-runs the SQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import hashlib
+import os
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.curate.language import detect_language, normalise_text, script_problem
 from schemas.descriptors import DescriptorMatcher
-from schemas.views import DESCRIPTOR, SPAN
+from schemas.swap_dictionary import SwapDictionary
+from schemas.views import DESCRIPTOR, SPAN, read_table, views_schema
 
-
-@dataclass(frozen=True)
-class TrackFacts:
-    artist_norm: str | None
-    split: str
-    tags: Mapping[str, tuple[str, ...]]
-
-    @property
-    def n_tags(self) -> int:
-        return sum(len(v) for v in self.tags.values())
-
-    @property
-    def min_category_tags(self) -> int:
-        return min(len(v) for v in self.tags.values())
-
+ANALYSIS_VERSION = 1  # bump when the analysis changes, to invalidate cached files
+ROWS_PER_FILE = 1 << 32  # row ids are file index * this + row: unique and stable
 
 ANALYSIS_FIELDS = [
     pa.field("row_id", pa.int64()),
-    pa.field("track_known", pa.bool_()),
-    pa.field("track_n_tags", pa.int32()),
-    pa.field("track_min_category_tags", pa.int32()),
-    pa.field("artist_norm", pa.string()),
-    pa.field("split", pa.string()),
     pa.field("n_words", pa.int32()),
     pa.field("n_chars", pa.int32()),
     pa.field("tag_recall", pa.float32()),
-    pa.field("hallucinated", pa.list_(DESCRIPTOR)),
-    pa.field("hallucinated_text", pa.string()),
-    pa.field("n_hallucinated", pa.int32()),
+    pa.field("found", pa.list_(DESCRIPTOR)),
     pa.field("spans", pa.list_(SPAN)),
     pa.field("detected_language", pa.string()),
     pa.field("script_problem", pa.string()),
@@ -49,41 +34,55 @@ ANALYSIS_FIELDS = [
 ]
 
 
-def analyse_batches(table: pa.Table, tracks: Mapping[str, TrackFacts],
-                    matcher: DescriptorMatcher, first_row_id: int,
-                    batch_size: int = 65536) -> Iterator[pa.Table]:
-    """The views table with the analysis columns appended, in batches."""
-    row_id = first_row_id
-    for batch in table.to_batches(batch_size):
-        columns: dict[str, list] = {f.name: [] for f in ANALYSIS_FIELDS}
-        for track_id, language, text, view_tags in zip(
-                batch.column("track_id").to_pylist(), batch.column("language").to_pylist(),
-                batch.column("text").to_pylist(), batch.column("tags").to_pylist(),
-                strict=True):
-            facts = tracks.get(track_id)
-            analysis = matcher.analyse(text, view_tags, facts.tags if facts else view_tags)
-            columns["row_id"].append(row_id)
-            row_id += 1
-            columns["track_known"].append(facts is not None)
-            columns["track_n_tags"].append(facts.n_tags if facts else 0)
-            columns["track_min_category_tags"].append(facts.min_category_tags if facts else 0)
-            columns["artist_norm"].append(facts.artist_norm if facts else None)
-            columns["split"].append(facts.split if facts else "train")
-            columns["n_words"].append(len(text.split()))
-            columns["n_chars"].append(len(text))
-            columns["tag_recall"].append(analysis.tag_recall)
-            columns["hallucinated"].append(
-                [{"category": c, "term": t} for c, t in analysis.hallucinated])
-            columns["hallucinated_text"].append(
-                ", ".join(f"{t} ({c})" for c, t in analysis.hallucinated))
-            columns["n_hallucinated"].append(len(analysis.hallucinated))
-            columns["spans"].append([{"category": s.category, "term": s.term,
-                                      "start": s.start, "end": s.end} for s in analysis.spans])
-            columns["detected_language"].append(detect_language(text))
-            columns["script_problem"].append(script_problem(text, language))
-            columns["norm_text"].append(normalise_text(text))
-        extra = pa.table(columns, schema=pa.schema(ANALYSIS_FIELDS))
-        base = pa.Table.from_batches([batch])
-        for field, column in zip(extra.schema, extra.columns, strict=True):
-            base = base.append_column(field, column)
-        yield base
+def analysed_name(views_file: Path, dictionary_hash: str) -> str:
+    stat = views_file.stat()
+    key = f"{views_file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{dictionary_hash}" \
+          f"\0{ANALYSIS_VERSION}"
+    return f"analysed-{hashlib.sha256(key.encode()).hexdigest()[:20]}.parquet"
+
+
+def analyse_table(table: pa.Table, matcher: DescriptorMatcher, file_index: int) -> pa.Table:
+    """The views table with the analysis columns appended."""
+    columns: dict[str, list] = {f.name: [] for f in ANALYSIS_FIELDS}
+    for row, (language, text, view_tags) in enumerate(zip(
+            table.column("language").to_pylist(), table.column("text").to_pylist(),
+            table.column("tags").to_pylist(), strict=True)):
+        spans = matcher.find(text)
+        found = {(m.category, m.term) for m in spans}
+        own = [(c, t) for c, tags in view_tags.items() for t in tags]
+        columns["row_id"].append(file_index * ROWS_PER_FILE + row)
+        columns["n_words"].append(len(text.split()))
+        columns["n_chars"].append(len(text))
+        columns["tag_recall"].append(sum(p in found for p in own) / len(own) if own else 0.0)
+        columns["found"].append([{"category": c, "term": t} for c, t in sorted(found)])
+        columns["spans"].append([{"category": s.category, "term": s.term, "start": s.start,
+                                  "end": s.end} for s in spans])
+        columns["detected_language"].append(detect_language(text))
+        columns["script_problem"].append(script_problem(text, language))
+        columns["norm_text"].append(normalise_text(text))
+    extra = pa.table(columns, schema=pa.schema(ANALYSIS_FIELDS))
+    for field, column in zip(extra.schema, extra.columns, strict=True):
+        table = table.append_column(field, column)
+    return table
+
+
+def analyse_file(job: tuple[str, int, str, str, tuple[str, ...]]) -> int:
+    """Worker entry: analyse one views file into the cache folder; returns its rows."""
+    views_file, file_index, dictionary_path, target, categories = job
+    if os.path.exists(target):
+        return pq.ParquetFile(target).metadata.num_rows
+    matcher = _matcher(dictionary_path)
+    table = analyse_table(read_table(views_file, views_schema(categories)), matcher, file_index)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+    return table.num_rows
+
+
+_MATCHERS: dict[str, DescriptorMatcher] = {}
+
+
+def _matcher(dictionary_path: str) -> DescriptorMatcher:
+    if dictionary_path not in _MATCHERS:
+        _MATCHERS[dictionary_path] = DescriptorMatcher(SwapDictionary.load(dictionary_path))
+    return _MATCHERS[dictionary_path]

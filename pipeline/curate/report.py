@@ -11,34 +11,35 @@ from schemas.atomic import write_text_atomic
 EXAMPLES_PER_RULE = 5
 
 
-def write_report(con, analysed_glob: str, out: Path, stats, settings: dict, config) -> dict:
-    analysed = f"read_parquet('{analysed_glob}')"
-    per_split = {split: {"curated": curated, "rejected": 0} for split, curated in con.execute(
-        "SELECT split, count(*) FROM candidates GROUP BY split ORDER BY split").fetchall()}
-    for split, rejected in con.execute(
-            f"SELECT a.split, count(*) FROM {analysed} a JOIN rejected r USING (row_id) "
-            "GROUP BY a.split ORDER BY a.split").fetchall():
-        per_split.setdefault(split, {"curated": 0, "rejected": 0})["rejected"] = rejected
+def write_report(con, out: Path, stats, settings: dict, config) -> dict:
+    analysed = "rows"
+    per_split: dict = {}
+    for split, kept, removed in con.execute(
+            "SELECT split, count(*) FILTER (WHERE rule IS NULL), "
+            "count(*) FILTER (WHERE rule IS NOT NULL) FROM rows GROUP BY split ORDER BY split"
+    ).fetchall():
+        per_split[split] = {"curated": kept, "rejected": removed}
     recall_bins = dict(con.execute(
         f"SELECT least(floor(tag_recall * 10), 9) / 10 AS bin, count(*) FROM {analysed} "
         "GROUP BY bin ORDER BY bin").fetchall())
     hallucinations = dict(con.execute(
-        f"SELECT least(n_hallucinated, 3) AS n, count(*) FROM {analysed} GROUP BY n ORDER BY n"
+        f"SELECT least(len(hallucinated), 3) AS n, count(*) FROM {analysed} GROUP BY n "
+        "ORDER BY n"
     ).fetchall())
     by_category = dict(con.execute(
         f"SELECT h.category, count(*) FROM (SELECT unnest(hallucinated) AS h FROM {analysed}) "
         "GROUP BY h.category ORDER BY h.category").fetchall())
     views_per_track = dict(con.execute(
-        "SELECT n, count(*) FROM (SELECT track_id, count(*) AS n FROM candidates "
+        "SELECT n, count(*) FROM (SELECT track_id, count(*) AS n FROM rows WHERE rule IS NULL "
         "GROUP BY track_id) GROUP BY n ORDER BY n").fetchall())
     examples = {}
-    for rule, in con.execute("SELECT DISTINCT rule FROM rejected ORDER BY rule").fetchall():
+    for (rule,) in con.execute("SELECT DISTINCT rule FROM rows WHERE rule IS NOT NULL "
+                               "ORDER BY rule").fetchall():
         examples[rule] = [
             {"track_id": t, "view_id": v, "language": lang, "text": text, "reason": reason}
             for t, v, lang, text, reason in con.execute(
-                f"SELECT a.track_id, a.view_id, a.language, a.text, r.reason FROM {analysed} a "
-                "JOIN rejected r USING (row_id) WHERE r.rule = ? "
-                "ORDER BY a.track_id, a.view_id LIMIT ?", [rule, EXAMPLES_PER_RULE]).fetchall()]
+                "SELECT track_id, view_id, language, text, reason FROM rows WHERE rule = ? "
+                "ORDER BY track_id, view_id LIMIT ?", [rule, EXAMPLES_PER_RULE]).fetchall()]
     report = {
         "totals": {"views": stats.views, "curated": stats.curated, "rejected": stats.rejected},
         "rejected_by_rule": stats.by_rule,

@@ -6,6 +6,7 @@ Output folder:
   rejected/part-*.parquet    schemas/rejected: views + the rule and the reason
   swap_dictionary.json       schemas/swap_dictionary
   report.json, report.md     counts per rule, category and split; distributions; examples
+  _analysed/                 cached descriptor analysis, one file per views file
 
 Each rule is one SQL file in pipeline/curate/rules/, run in name order over the rows
 still standing; a rule selects (row_id, reason) of the rows it rejects, and its
@@ -16,11 +17,15 @@ rule and a reason.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import multiprocessing
+import os
 import re
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,15 +35,14 @@ import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
 
-from pipeline.curate.analysis import TrackFacts, analyse_batches
+from pipeline.curate.analysis import analyse_file, analysed_name
 from pipeline.curate.dictionary import build_dictionary
 from pipeline.curate.language import normalise_text
 from pipeline.curate.report import write_report
 from pipeline.curate.splits import assign_split
 from schemas.atomic import atomic_path
 from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, iter_catalog
-from schemas.descriptors import DescriptorMatcher
-from schemas.views import curated_schema, read_table, rejected_schema, views_schema
+from schemas.views import curated_schema, rejected_schema, views_schema
 
 RULES_DIR = Path(__file__).parent / "rules"
 DEFAULT_SETTINGS = Path(__file__).parent / "curation.yaml"
@@ -57,6 +61,7 @@ class CurateConfig:
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
     memory_limit: str = "3GB"
     threads: int = 0  # 0 = DuckDB's default (all cores)
+    workers: int = 0  # analysis processes; 0 = all cores
 
 
 @dataclass
@@ -101,87 +106,127 @@ def run(config: CurateConfig) -> CurateStats:
     started = time.perf_counter()
     settings = load_settings(config.settings)
     out = Path(config.out)
-    work = out / ".work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    cache = out / "_analysed"
+    cache.mkdir(parents=True, exist_ok=True)
 
-    tracks, tags = _track_facts(config, settings["splits"])
+    tracks, tags = _tracks(config, settings["splits"])
     dictionary = build_dictionary(tags, config.categories, config.extras)
-    dictionary.save(out / "swap_dictionary.json")
-    matcher = DescriptorMatcher(dictionary)
+    dictionary_path = out / "swap_dictionary.json"
+    dictionary.save(dictionary_path)
+    dictionary_hash = hashlib.sha256(dictionary_path.read_bytes()).hexdigest()
 
     files = sorted(Path(config.views).glob("*.parquet"))
     if not files:
         raise ValueError(f"no views Parquet files in {config.views}; run `adswap captions` first")
+    jobs = [(str(f), i, str(dictionary_path), str(cache / analysed_name(f, dictionary_hash)),
+             config.categories) for i, f in enumerate(files)]
+    targets = {Path(job[3]).name for job in jobs}
+    for stale in cache.glob("*"):
+        if stale.name not in targets:
+            stale.unlink()
     stats = CurateStats()
-    schema = views_schema(config.categories)
-    with tqdm(total=len(files), desc="curate: analysing", unit="file", file=sys.stderr) as bar:
-        for index, path in enumerate(files):
-            table = read_table(str(path), schema)
-            for part, analysed in enumerate(analyse_batches(table, tracks, matcher,
-                                                            stats.views)):
-                pq.write_table(analysed, work / f"analysed-{index:06d}-{part:04d}.parquet")
-                stats.views += analysed.num_rows
-            bar.update()
+    stats.views = _analyse(jobs, config.workers)
 
     con = duckdb.connect()
     # DuckDB 2 streams results: a statement's result must be read before the next one.
-    con.execute(f"SET memory_limit = '{config.memory_limit}'").fetchall()
-    con.execute(f"SET temp_directory = '{work / 'duckdb'}'").fetchall()
+    sql = lambda text, params=None: con.execute(text, params).fetchall()  # noqa: E731
+    sql(f"SET memory_limit = '{config.memory_limit}'")
+    sql(f"SET temp_directory = '{out / '_duckdb_tmp'}'")
     if config.threads:
-        con.execute(f"SET threads = {int(config.threads)}").fetchall()
-    analysed_glob = str(work / "analysed-*.parquet")
-    con.execute(f"CREATE TABLE candidates AS SELECT * FROM read_parquet('{analysed_glob}')"
-                ).fetchall()
-    con.execute("CREATE TABLE rejected (row_id BIGINT, rule VARCHAR, reason VARCHAR)").fetchall()
+        sql(f"SET threads = {int(config.threads)}")
+    con.register("tracks_arrow", tracks)
+    sql("CREATE TABLE tracks AS SELECT * FROM tracks_arrow")
+    con.unregister("tracks_arrow")
+    analysed = "[" + ", ".join(f"'{job[3]}'" for job in jobs) + "]"
+    sql(f"""CREATE TABLE rows AS
+        SELECT a.*, t.track_id IS NOT NULL AS track_known,
+               coalesce(t.n_tags, 0) AS track_n_tags,
+               coalesce(t.min_category_tags, 0) AS track_min_category_tags,
+               t.artist_norm, coalesce(t.split, 'train') AS split,
+               -- a track missing from the catalog has nothing to compare with
+               CASE WHEN t.track_id IS NULL THEN a.found[1:0]
+                    ELSE list_filter(a.found, lambda d: NOT list_contains(
+                        t.tag_keys, d.category || ':' || d.term)) END AS hallucinated,
+               CAST(NULL AS VARCHAR) AS rule, CAST(NULL AS VARCHAR) AS reason
+        FROM read_parquet({analysed}) a LEFT JOIN tracks t USING (track_id)""")
+    sql("""CREATE VIEW candidates AS
+        SELECT *, len(hallucinated) AS n_hallucinated,
+               array_to_string(list_transform(hallucinated,
+                   lambda d: d.term || ' (' || d.category || ')'), ', ') AS hallucinated_text
+        FROM rows WHERE rule IS NULL""")
     _load_eval_sets(con, config.eval_sets)
     for name, path in rule_files():
         values = settings["rules"].get(name, {"enabled": True})
         if not values.get("enabled", True):
             stats.by_rule[name] = None
             continue
-        sql = path.read_text(encoding="utf-8")
-        params = {p: values[p] for p in set(_PARAM.findall(sql))}
-        before = con.execute("SELECT count(*) FROM rejected").fetchall()[0][0]
-        con.execute(f"INSERT INTO rejected SELECT row_id, '{name}', reason FROM ({sql})",
-                    params).fetchall()
-        con.execute("DELETE FROM candidates WHERE row_id IN "
-                    "(SELECT row_id FROM rejected WHERE rule = ?)", [name]).fetchall()
-        stats.by_rule[name] = con.execute("SELECT count(*) FROM rejected").fetchall()[0][0] - before
+        rule_sql = path.read_text(encoding="utf-8")
+        params = {p: values[p] for p in set(_PARAM.findall(rule_sql))}
+        sql(f"CREATE TEMP TABLE hits AS SELECT row_id, any_value(reason) AS reason "
+            f"FROM ({rule_sql}) GROUP BY row_id", params)
+        stats.by_rule[name] = sql("SELECT count(*) FROM hits")[0][0]
+        sql(f"UPDATE rows SET rule = '{name}', reason = hits.reason FROM hits "
+            "WHERE rows.row_id = hits.row_id")
+        sql("DROP TABLE hits")
 
-    view_columns = ", ".join(f'"{n}"' for n in schema.names)
+    view_columns = ", ".join(f'"{n}"' for n in views_schema(config.categories).names)
     stats.curated = _write_parts(
-        con, f"SELECT {view_columns}, split, tag_recall, hallucinated, spans FROM candidates "
-             "ORDER BY track_id, view_id, language", curated_schema(config.categories),
-        out / "curated")
+        con, f"SELECT {view_columns}, split, tag_recall, hallucinated, spans FROM rows "
+             "WHERE rule IS NULL ORDER BY track_id, view_id, language",
+        curated_schema(config.categories), out / "curated")
     stats.rejected = _write_parts(
-        con, f"SELECT {', '.join('a.' + c for c in view_columns.split(', '))}, r.rule, r.reason "
-             f"FROM read_parquet('{analysed_glob}') a JOIN rejected r USING (row_id) "
-             "ORDER BY a.track_id, a.view_id, a.language", rejected_schema(config.categories),
+        con, f"SELECT {view_columns}, rule, reason FROM rows WHERE rule IS NOT NULL "
+             "ORDER BY track_id, view_id, language", rejected_schema(config.categories),
         out / "rejected")
     stats.seconds = round(time.perf_counter() - started, 3)
-    write_report(con, analysed_glob, out, stats, settings, config)
+    write_report(con, out, stats, settings, config)
     con.close()
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(out / "_duckdb_tmp", ignore_errors=True)
     return stats
 
 
-def _track_facts(config: CurateConfig, splits: dict):
-    tracks: dict[str, TrackFacts] = {}
+def _analyse(jobs: list, workers: int) -> int:
+    """Descriptor analysis of every views file, in worker processes, cached."""
+    total = 0
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    with tqdm(total=len(jobs), desc="curate: analysing", unit="file", file=sys.stderr) as bar:
+        if workers <= 1:
+            for job in jobs:
+                total += analyse_file(job)
+                bar.update()
+        else:
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                for rows in pool.map(analyse_file, jobs):
+                    total += rows
+                    bar.update()
+    return total
+
+
+def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str, str]]]:
+    """The catalog facts the rules join on, one row per valid track. Rejected catalog
+    rows were reported by `captions`; their views fall to the unknown_track rule."""
+    columns: dict[str, list] = {"track_id": [], "artist_norm": [], "split": [], "n_tags": [],
+                                "min_category_tags": [], "tag_keys": []}
     tags: set[tuple[str, str]] = set()
     for track, _ in iter_catalog(config.catalog, CatalogConfig(categories=config.categories)):
         if track is None:
-            continue  # rejected catalog rows were reported by `captions`; their views go
-            # to the unknown_track rule here
-        split = assign_split(track, splits["valid_fraction"], splits["test_fraction"],
-                             splits["seed"])
-        tracks[track.track_id] = TrackFacts(
-            artist_norm=track.artist.strip().lower() if track.artist else None, split=split,
-            tags=track.tags)
-        tags.update(track.all_tags())
-    if not tracks:
+            continue
+        pairs = track.all_tags()
+        columns["track_id"].append(track.track_id)
+        columns["artist_norm"].append(track.artist.strip().lower() if track.artist else None)
+        columns["split"].append(assign_split(track, splits["valid_fraction"],
+                                             splits["test_fraction"], splits["seed"]))
+        columns["n_tags"].append(len(pairs))
+        columns["min_category_tags"].append(min(len(v) for v in track.tags.values()))
+        columns["tag_keys"].append([f"{c}:{t}" for c, t in pairs])
+        tags.update(pairs)
+    if not columns["track_id"]:
         raise ValueError(f"catalog {config.catalog} has no valid track")
-    return tracks, tags
+    return pa.table(columns, schema=pa.schema([
+        ("track_id", pa.string()), ("artist_norm", pa.string()), ("split", pa.string()),
+        ("n_tags", pa.int32()), ("min_category_tags", pa.int32()),
+        ("tag_keys", pa.list_(pa.string()))])), tags
 
 
 def _load_eval_sets(con, paths) -> None:

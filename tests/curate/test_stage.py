@@ -165,3 +165,19 @@ def test_cli_curate(tmp_path, curated):
     bad = CliRunner().invoke(app, ["curate", "--views", str(tmp_path / "none"), "--catalog",
                                    str(out.parent / "catalog.jsonl"), "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "no views Parquet files" in bad.output
+
+
+def test_rerun_reuses_the_analysis_and_applies_new_thresholds(tmp_path, curated):
+    out, first = curated
+    cached = sorted((out / "_analysed").glob("*.parquet"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    settings = tmp_path / "s.yaml"
+    settings.write_text("rules:\n  hallucination: {enabled: false}\n")
+    second = run(CurateConfig(views=out.parent / "views", catalog=out.parent / "catalog.jsonl",
+                              out=out, settings=settings, eval_sets=(out.parent / "eval.csv",)))
+    assert cached[0].stat().st_mtime_ns == stamp  # analysis was not redone
+    assert second.by_rule["hallucination"] is None
+    assert second.curated == first.curated + 1
+    kept = {(r["track_id"], r["view_id"]) for r in pq.read_table(out / "curated").to_pylist()}
+    assert ("t1", 2) in kept
