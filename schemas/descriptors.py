@@ -12,14 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from schemas.swap_dictionary import Descriptor, SwapDictionary
 
 _SEPARATORS = re.compile(r"[\s\-]+")
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):  # a tuple: millions are made per curation run
     category: str
     term: str       # the dictionary term, whatever surface form the caption used
     start: int
@@ -34,8 +34,11 @@ class Analysis:
     spans: tuple[Match, ...]
 
 
+_DROP_SEPARATORS = str.maketrans("", "", " \t\n\r\f\v-")
+
+
 def _compact(text: str) -> str:
-    return _SEPARATORS.sub("", text.lower())
+    return text.lower().translate(_DROP_SEPARATORS)
 
 
 def _variants(word: str) -> list[str]:
@@ -86,19 +89,25 @@ class DescriptorMatcher:
         trie = _Trie()
         for form in spaced:
             trie.add(form)
-        self.regex = re.compile(r"(?<![\w])" + trie.pattern() + r"(?![\w])",
-                                re.IGNORECASE) if spaced else None
+        pattern = r"(?<![\w])" + trie.pattern() + r"(?![\w])"
+        self.regex = re.compile(pattern, re.IGNORECASE) if spaced else None
+        # ASCII text lowercases without moving characters, and a case-sensitive scan of
+        # it is faster than a case-insensitive one.
+        self._ascii_regex = re.compile(pattern) if spaced else None
 
     def find(self, text: str) -> list[Match]:
         if self.regex is None:
             return []
         matches = []
-        for m in self.regex.finditer(text):
-            if m.end() == m.start():
-                continue
-            d = self.by_form.get(_compact(m.group()))
-            if d is not None:
-                matches.append(Match(d.category, d.term, m.start(), m.end()))
+        by_form = self.by_form
+        scan = self._ascii_regex.finditer(text.lower()) if text.isascii() \
+            else self.regex.finditer(text)
+        for m in scan:
+            start, end = m.span()
+            if end > start:
+                d = by_form.get(m.group().lower().translate(_DROP_SEPARATORS))
+                if d is not None:
+                    matches.append(Match(d.category, d.term, start, end))
         return matches
 
     def analyse(self, text: str, view_tags: Mapping[str, Sequence[str]],

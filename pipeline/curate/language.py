@@ -20,15 +20,23 @@ _WORDS = {
 }
 _TOKEN = re.compile(r"[^\W\d_]+", re.UNICODE)
 LATIN_LANGUAGES = {"en", "de", "fr", "es", "it", "pt", "nl", "pl", "sv"}
+_LANGUAGES_OF: dict[str, tuple[str, ...]] = {}
+for _lang, _words in _WORDS.items():
+    for _word in _words:
+        _LANGUAGES_OF[_word] = _LANGUAGES_OF.get(_word, ()) + (_lang,)
 
 
 def detect_language(text: str) -> str | None:
     """The language whose function words the text uses most, if clearly so."""
-    tokens = [t.lower() for t in _TOKEN.findall(text)]
-    scores = {lang: sum(t in words for t in tokens) for lang, words in _WORDS.items()}
-    best = max(scores, key=scores.get)
-    ranked = sorted(scores.values(), reverse=True)
-    if ranked[0] >= 2 and ranked[0] > ranked[1]:
+    scores: dict[str, int] = {}
+    for token in _TOKEN.findall(text.lower()):
+        for lang in _LANGUAGES_OF.get(token, ()):
+            scores[lang] = scores.get(lang, 0) + 1
+    if not scores:
+        return None
+    ranked = sorted(scores.items(), key=lambda item: -item[1])
+    best, count = ranked[0]
+    if count >= 2 and (len(ranked) == 1 or count > ranked[1][1]):
         return best
     return None
 
@@ -36,7 +44,7 @@ def detect_language(text: str) -> str | None:
 def script_problem(text: str, language: str) -> str | None:
     """A letter from another script inside a Latin-script caption (a confusable such as
     Cyrillic 'о' for Latin 'o'), named so the reject says what was found."""
-    if language not in LATIN_LANGUAGES:
+    if language not in LATIN_LANGUAGES or text.isascii():
         return None
     for ch in text:
         if ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN"):
@@ -50,5 +58,6 @@ _STOP = set("a an the and with of".split())
 def normalise_text(text: str) -> str:
     """For near-duplicate and decontamination checks: case, punctuation, articles and
     spacing do not make two captions different."""
-    tokens = [t.lower() for t in _TOKEN.findall(unicodedata.normalize("NFKC", text))]
-    return " ".join(t for t in tokens if t not in _STOP)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(t for t in _TOKEN.findall(text.lower()) if t not in _STOP)

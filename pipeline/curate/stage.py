@@ -70,6 +70,8 @@ class CurateStats:
     curated: int = 0
     rejected: int = 0
     by_rule: dict = field(default_factory=dict)
+    analysis_seconds: float = 0.0
+    sql_seconds: float = 0.0
     seconds: float = 0.0
 
 
@@ -126,6 +128,7 @@ def run(config: CurateConfig) -> CurateStats:
             stale.unlink()
     stats = CurateStats()
     stats.views = _analyse(jobs, config.workers)
+    stats.analysis_seconds = round(time.perf_counter() - started, 3)
 
     con = duckdb.connect()
     # DuckDB 2 streams results: a statement's result must be read before the next one.
@@ -179,6 +182,7 @@ def run(config: CurateConfig) -> CurateStats:
              "ORDER BY track_id, view_id, language", rejected_schema(config.categories),
         out / "rejected")
     stats.seconds = round(time.perf_counter() - started, 3)
+    stats.sql_seconds = round(stats.seconds - stats.analysis_seconds, 3)
     write_report(con, out, stats, settings, config)
     con.close()
     shutil.rmtree(out / "_duckdb_tmp", ignore_errors=True)

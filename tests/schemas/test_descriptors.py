@@ -34,6 +34,8 @@ def found(text):
     ("Bossa-Nova", [("genre", "bossa nova", "Bossa-Nova")]),
     ("darker than dark.", [("mood", "dark", "dark")]),
     ("", []),
+    ("Ça sonne très ROCK, façon Hip-Hop", [("genre", "rock", "ROCK"),
+                                          ("genre", "hip hop", "Hip-Hop")]),  # non-ASCII
 ])
 def test_matching_edge_cases(text, expected):
     assert found(text) == expected
