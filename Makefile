@@ -33,8 +33,9 @@ ENGINE ?= vllm
 CAPTIONS_ARGS ?=
 CURATED ?= $(DEMO_DIR)/curated
 CURATE_ARGS ?=
+DATASET ?= demo
 
-.PHONY: help setup demo-data captions curate shards train eval demo test bench lint clean distclean
+.PHONY: help setup demo-data captions curate card shards train eval demo test bench lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -72,6 +73,9 @@ captions: $(STAMPS)/venv-llm ## Write LLM caption views of CATALOG into VIEWS (A
 curate: $(STAMPS)/venv ## Curate VIEWS into CURATED with DuckDB rules; build the swap dictionary
 	$(BIN)/adswap curate --views $(VIEWS) --catalog $(CATALOG) --out $(CURATED) $(CURATE_ARGS)
 
+card: $(STAMPS)/venv ## Write data_cards/$(DATASET)/README.md from the catalog, views and curation
+	$(BIN)/adswap card --dataset $(DATASET) --catalog $(CATALOG) --views $(VIEWS) --curated $(CURATED)
+
 shards: $(STAMPS)/venv ## Pack audio and curated views into WebDataset tars
 	$(BIN)/adswap shards
 
@@ -81,7 +85,7 @@ train: $(STAMPS)/venv ## Train the DuET-MC model
 eval: $(STAMPS)/venv ## Evaluate text-to-music retrieval
 	$(BIN)/adswap eval
 
-demo: demo-data captions curate shards train eval ## Run every stage in order on the demo data
+demo: demo-data captions curate card shards train eval ## Run every stage in order on the demo data
 
 test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in .venv-llm)
 	$(BIN)/python -m pytest -q -m "not llm"
@@ -90,6 +94,7 @@ test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in
 bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (figures in bench/results/)
 	$(BIN)/python bench/demo_render.py
 	$(BIN)/python bench/captions_overhead.py
+	$(BIN)/python bench/curate.py
 	$(VENV_LLM)/bin/python bench/captions_engines.py
 
 lint: $(STAMPS)/venv ## Check style with ruff
