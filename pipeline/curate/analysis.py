@@ -13,12 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.curate.language import detect_language, normalise_text, script_problem
+from pipeline.curate.language import foreign_language, normalise_text, script_problem
 from schemas.descriptors import DescriptorMatcher
 from schemas.swap_dictionary import SwapDictionary
 from schemas.views import DESCRIPTOR, SPAN, read_table, views_schema
 
-ANALYSIS_VERSION = 1  # bump when the analysis changes, to invalidate cached files
+ANALYSIS_VERSION = 2  # bump when the analysis changes, to invalidate cached files
 ROWS_PER_FILE = 1 << 32  # row ids are file index * this + row: unique and stable
 
 ANALYSIS_FIELDS = [
@@ -57,7 +57,7 @@ def analyse_table(table: pa.Table, matcher: DescriptorMatcher, file_index: int) 
         columns["found"].append([{"category": c, "term": t} for c, t in sorted(found)])
         columns["spans"].append([{"category": s.category, "term": s.term, "start": s.start,
                                   "end": s.end} for s in spans])
-        columns["detected_language"].append(detect_language(text))
+        columns["detected_language"].append(foreign_language(text, language))
         columns["script_problem"].append(script_problem(text, language))
         columns["norm_text"].append(normalise_text(text))
     extra = pa.table(columns, schema=pa.schema(ANALYSIS_FIELDS))

@@ -26,19 +26,20 @@ for _lang, _words in _WORDS.items():
         _LANGUAGES_OF[_word] = _LANGUAGES_OF.get(_word, ()) + (_lang,)
 
 
-def detect_language(text: str) -> str | None:
-    """The language whose function words the text uses most, if clearly so."""
+def foreign_language(text: str, expected: str) -> str | None:
+    """The language a caption reads as, when that is not `expected`: it uses at least
+    two function words of one other language and none of the expected one. Shared
+    short words ("a", "as") make anything weaker too easy to get wrong."""
+    if expected not in _WORDS:
+        return None  # no word list for it: nothing to compare against
     scores: dict[str, int] = {}
     for token in _TOKEN.findall(text.lower()):
         for lang in _LANGUAGES_OF.get(token, ()):
             scores[lang] = scores.get(lang, 0) + 1
-    if not scores:
+    if scores.get(expected, 0) or not scores:
         return None
-    ranked = sorted(scores.items(), key=lambda item: -item[1])
-    best, count = ranked[0]
-    if count >= 2 and (len(ranked) == 1 or count > ranked[1][1]):
-        return best
-    return None
+    best = max(sorted(scores), key=lambda lang: scores[lang])
+    return best if scores[best] >= 2 else None
 
 
 def script_problem(text: str, language: str) -> str | None:
