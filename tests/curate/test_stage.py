@@ -15,6 +15,7 @@ TRACKS = {
     "t3": ("Cat", {"genre": ["pop"], "mood": [], "instrument": []}),            # one tag
     "t4": ("Dan", {"genre": ["funk"], "mood": ["dark"], "instrument": ["organ"]}),
     "t5": ("Eve", {"genre": ["blues"], "mood": ["sad"], "instrument": ["flute"]}),
+    "t6": ("Fay", {"genre": ["reggae"], "mood": ["happy"], "instrument": ["organ"]}),
 }
 
 
@@ -46,6 +47,8 @@ CASES = [
     (view("t3", 0, "A catchy pop tune for a sunny day."), "min_tags"),
     (view("t4", 0, "A dark funk groove on a churning organ."), "decontamination"),  # by id
     (view("t5", 0, "A sad blues lament carried by a flute."), "decontamination"),  # by artist
+    (view("t6", 0, "A happy reggae tune with a bubbling organ."), "decontamination"),
+    (view("t6", 1, "Happy reggae on a skanking organ, all sunshine."), "decontamination"),
     (view("zz", 0, "A rock song from nowhere at all."), "unknown_track"),
 ]
 
@@ -59,7 +62,10 @@ def curated(tmp_path):
     (tmp_path / "views").mkdir()
     pq.write_table(records_to_table([v for v, _ in CASES], views_schema()),
                    tmp_path / "views" / "views-0.parquet")
-    (tmp_path / "eval.csv").write_text("track_id,artist,caption\nt4,,\n,EVE,\n")
+    # eval set: t4 by id, Eve by artist, and t6 because one of its captions (up to case
+    # and punctuation) is an eval caption: the whole track goes
+    (tmp_path / "eval.csv").write_text("track_id,artist,caption\nt4,,\n,EVE,\n"
+                                       ",,\"a HAPPY reggae tune, with a bubbling organ\"\n")
     stats = run(CurateConfig(views=tmp_path / "views", catalog=tmp_path / "catalog.jsonl",
                              out=tmp_path / "out", eval_sets=(tmp_path / "eval.csv",)))
     return tmp_path / "out", stats
@@ -73,13 +79,16 @@ def test_every_rule_rejects_its_rows_and_passes_the_rest(curated):
     assert got == want
     kept = {(r["track_id"], r["view_id"]) for r in pq.read_table(out / "curated").to_pylist()}
     assert kept == {(v.track_id, v.view_id) for v, rule in CASES if rule is None}
-    assert stats.by_rule["duplicates"] == 1 and stats.by_rule["decontamination"] == 2
+    assert stats.by_rule["duplicates"] == 1 and stats.by_rule["decontamination"] == 4
     reasons = {r["rule"]: r["reason"] for r in rejected}
     assert reasons["hallucination"] == "mentions what the track lacks: piano (instrument)"
     assert reasons["duplicates"] == "same text as view 0"
     assert "CYRILLIC" in reasons["script"]
     assert reasons["language"] == "asked for de, the caption reads as en"
-    assert "evaluation set eval.csv" in reasons["decontamination"]
+    by_track = {(r["track_id"], r["view_id"]): r["reason"] for r in rejected}
+    assert by_track[("t4", 0)] == "track id is in evaluation set eval.csv"
+    assert by_track[("t5", 0)] == "artist is in evaluation set eval.csv"
+    assert by_track[("t6", 1)] == "a caption of this track appears in an evaluation set"
 
 
 def test_outputs_follow_the_schemas_and_load_with_datasets(curated):
@@ -94,7 +103,7 @@ def test_outputs_follow_the_schemas_and_load_with_datasets(curated):
                                        split="train")
     rejected_ds = datasets.load_dataset("parquet", split="train",
                                         data_files=str(out / "rejected" / "*.parquet"))
-    assert curated_ds.num_rows == 3 and rejected_ds.num_rows == 12
+    assert curated_ds.num_rows == 3 and rejected_ds.num_rows == 14
     assert set(rejected_ds["rule"]) >= {"length", "script", "duplicates"}
     swap = json.loads((out / "swap_dictionary.json").read_text())
     assert [e["term"] for e in swap["categories"]["instrument"]] == [
@@ -105,12 +114,12 @@ def test_report_counts_match_the_parquet(curated):
     out, _ = curated
     report = json.loads((out / "report.json").read_text())
     rejected = pq.read_table(out / "rejected").to_pylist()
-    assert report["totals"] == {"views": 15, "curated": 3, "rejected": 12}
+    assert report["totals"] == {"views": 17, "curated": 3, "rejected": 14}
     assert sum(n for n in report["rejected_by_rule"].values() if n) == len(rejected)
     assert report["hallucinated_by_category"] == {"instrument": 1}
     assert report["rejected_examples"]["length"][0]["text"] == "Rock."
     split_total = sum(c["curated"] + c["rejected"] for c in report["per_split"].values())
-    assert split_total == 15
+    assert split_total == 17
     assert "| hallucination | 1 |" in (out / "report.md").read_text()
 
 
@@ -161,7 +170,7 @@ def test_cli_curate(tmp_path, curated):
                                       "--catalog", str(out.parent / "catalog.jsonl"),
                                       "--out", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
-    assert "15 views" in result.output
+    assert "17 views" in result.output
     bad = CliRunner().invoke(app, ["curate", "--views", str(tmp_path / "none"), "--catalog",
                                    str(out.parent / "catalog.jsonl"), "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "no views Parquet files" in bad.output
