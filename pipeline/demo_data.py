@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile
-from tqdm import tqdm
 
 from pipeline.demo.arrangement import arrange
 from pipeline.demo.references import reference_captions
@@ -36,6 +32,7 @@ from pipeline.demo.tracks import (
     make_variant,
 )
 from pipeline.demo.vocabulary import GENRES, INSTRUMENTS, MOODS
+from pipeline.parallel import map_jobs
 from schemas.atomic import atomic_path, write_text_atomic
 from schemas.catalog import DEFAULT_CATEGORIES, Track, write_catalog
 from schemas.eval_captions import eval_captions_schema
@@ -129,12 +126,11 @@ def render_track(track: DemoTrack, seed: int, sample_rate: int) -> np.ndarray:
                   sample_rate)
 
 
-def _render_to_file(job: tuple[DemoTrack, int, int, str]) -> float:
+def _render_to_file(job: tuple[DemoTrack, int, int, str]) -> None:
     track, seed, sample_rate, path = job
     audio = render_track(track, seed, sample_rate)
     with atomic_path(path) as tmp:
         soundfile.write(tmp, audio, sample_rate, format="FLAC", subtype="PCM_16")
-    return len(audio) / sample_rate
 
 
 def run(config: DemoConfig) -> DemoStats:
@@ -155,19 +151,8 @@ def run(config: DemoConfig) -> DemoStats:
     jobs = [(t, config.seed, config.sample_rate, str(audio_dir / f"{t.track_id}.flac"))
             for t in tracks]
     todo = [job for job in jobs if not Path(job[3]).exists()]
-    workers = min(config.workers or os.cpu_count() or 1, max(1, len(todo)))
-    seconds = 0.0
-    with tqdm(total=len(todo), desc="demo-data: rendering", unit="track") as bar:
-        if workers == 1:
-            for job in todo:
-                seconds += _render_to_file(job)
-                bar.update()
-        else:
-            context = multiprocessing.get_context("forkserver")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                for rendered in pool.map(_render_to_file, todo, chunksize=4):
-                    seconds += rendered
-                    bar.update()
+    list(map_jobs(_render_to_file, todo, config.workers, "demo-data: rendering", "track",
+                  chunksize=4))
 
     write_catalog([_catalog_track(t) for t in tracks], out / "catalog.parquet",
                   DEFAULT_CATEGORIES)

@@ -19,13 +19,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import multiprocessing
-import os
 import re
 import shutil
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,13 +29,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from tqdm import tqdm
 
 from pipeline.curate.analysis import analyse_file, analysed_name
 from pipeline.curate.dictionary import build_dictionary
 from pipeline.curate.language import normalise_text
 from pipeline.curate.report import write_report
 from pipeline.curate.splits import assign_split
+from pipeline.parallel import map_jobs
 from schemas.atomic import atomic_path
 from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, iter_catalog
 from schemas.views import curated_schema, rejected_schema, views_schema
@@ -191,20 +187,7 @@ def run(config: CurateConfig) -> CurateStats:
 
 def _analyse(jobs: list, workers: int) -> int:
     """Descriptor analysis of every views file, in worker processes, cached."""
-    total = 0
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
-    with tqdm(total=len(jobs), desc="curate: analysing", unit="file", file=sys.stderr) as bar:
-        if workers <= 1:
-            for job in jobs:
-                total += analyse_file(job)
-                bar.update()
-        else:
-            context = multiprocessing.get_context("forkserver")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                for rows in pool.map(analyse_file, jobs):
-                    total += rows
-                    bar.update()
-    return total
+    return sum(map_jobs(analyse_file, jobs, workers, "curate: analysing", "file"))
 
 
 def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str, str]]]:
