@@ -59,6 +59,15 @@ class CurateConfig:
     threads: int = 0  # 0 = DuckDB's default (all cores)
     workers: int = 0  # analysis processes; 0 = all cores
 
+    def __post_init__(self) -> None:
+        problems = []
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", self.memory_limit):
+            problems.append(f"memory_limit {self.memory_limit!r} must look like '3GB'")
+        if self.threads < 0 or self.workers < 0:
+            problems.append("threads and workers must be >= 0")
+        if problems:
+            raise ValueError("invalid curate settings: " + "; ".join(problems))
+
 
 @dataclass
 class CurateStats:
@@ -130,13 +139,13 @@ def run(config: CurateConfig) -> CurateStats:
     # DuckDB 2 streams results: a statement's result must be read before the next one.
     sql = lambda text, params=None: con.execute(text, params).fetchall()  # noqa: E731
     sql(f"SET memory_limit = '{config.memory_limit}'")
-    sql(f"SET temp_directory = '{out / '_duckdb_tmp'}'")
+    sql(f"SET temp_directory = {_quote(out / '_duckdb_tmp')}")
     if config.threads:
         sql(f"SET threads = {int(config.threads)}")
     con.register("tracks_arrow", tracks)
     sql("CREATE TABLE tracks AS SELECT * FROM tracks_arrow")
     con.unregister("tracks_arrow")
-    analysed = "[" + ", ".join(f"'{job[3]}'" for job in jobs) + "]"
+    analysed = "[" + ", ".join(_quote(job[3]) for job in jobs) + "]"
     sql(f"""CREATE TABLE rows AS
         SELECT a.*, t.track_id IS NOT NULL AS track_known,
                coalesce(t.n_tags, 0) AS track_n_tags,
@@ -183,6 +192,11 @@ def run(config: CurateConfig) -> CurateStats:
     con.close()
     shutil.rmtree(out / "_duckdb_tmp", ignore_errors=True)
     return stats
+
+
+def _quote(path) -> str:
+    """A path as an SQL string literal (paths may contain quotes)."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _analyse(jobs: list, workers: int) -> int:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -132,6 +133,13 @@ def test_rules_can_be_switched_off_and_bad_settings_are_reported(tmp_path, curat
     with pytest.raises(ValueError) as err:
         load_settings(settings)
     assert "unknown rule 'vibes'" in str(err.value) and "max_lines" in str(err.value)
+
+
+def test_bad_stage_settings():
+    with pytest.raises(ValueError, match="memory_limit") as err:
+        CurateConfig(views=Path("v"), catalog=Path("c"), out=Path("o"),
+                     memory_limit="3GB'; DROP TABLE rows; --", workers=-1)
+    assert "workers" in str(err.value)
 
 
 def test_splits_are_deterministic_and_keep_artists_together():
