@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -36,8 +37,8 @@ from pipeline.curate.language import normalise_text
 from pipeline.curate.report import write_report
 from pipeline.curate.splits import assign_split
 from pipeline.parallel import map_jobs
-from schemas.atomic import atomic_path
 from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, iter_catalog
+from schemas.problems import SchemaError, check_arrow_schema, schema_id_of
 from schemas.views import curated_schema, rejected_schema, views_schema
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -178,13 +179,15 @@ def run(config: CurateConfig) -> CurateStats:
         sql("DROP TABLE hits")
 
     view_columns = ", ".join(f'"{n}"' for n in views_schema(config.categories).names)
+    # ORDER BY row_id keeps the views files' order (track, view, language) without a
+    # string sort over millions of rows.
     stats.curated = _write_parts(
         con, f"SELECT {view_columns}, split, tag_recall, hallucinated, spans FROM rows "
-             "WHERE rule IS NULL ORDER BY track_id, view_id, language",
+             "WHERE rule IS NULL ORDER BY row_id",
         curated_schema(config.categories), out / "curated")
     stats.rejected = _write_parts(
         con, f"SELECT {view_columns}, rule, reason FROM rows WHERE rule IS NOT NULL "
-             "ORDER BY track_id, view_id, language", rejected_schema(config.categories),
+             "ORDER BY row_id", rejected_schema(config.categories),
         out / "rejected")
     stats.seconds = round(time.perf_counter() - started, 3)
     stats.sql_seconds = round(stats.seconds - stats.analysis_seconds, 3)
@@ -200,8 +203,12 @@ def _quote(path) -> str:
 
 
 def _analyse(jobs: list, workers: int) -> int:
-    """Descriptor analysis of every views file, in worker processes, cached."""
-    return sum(map_jobs(analyse_file, jobs, workers, "curate: analysing", "file"))
+    """Descriptor analysis of every views file, in worker processes, cached: files
+    analysed by an earlier run only have their rows counted."""
+    cached = [job for job in jobs if Path(job[3]).exists()]
+    todo = [job for job in jobs if not Path(job[3]).exists()]
+    rows = sum(pq.ParquetFile(job[3]).metadata.num_rows for job in cached)
+    return rows + sum(map_jobs(analyse_file, todo, workers, "curate: analysing", "file"))
 
 
 def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str, str]]]:
@@ -274,19 +281,25 @@ def _eval_rows(path: Path):
         raise ValueError(f"evaluation set {path}: use .csv, .jsonl or .parquet")
 
 
-def _write_parts(con, sql: str, schema: pa.Schema, folder: Path) -> int:
+def _write_parts(con, query: str, schema: pa.Schema, folder: Path) -> int:
+    """Write a query's rows as Parquet parts with DuckDB's own (parallel) writer, stamped
+    with the schema id; the folder is swapped in whole, so a crash leaves the old one."""
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    schema_id = schema_id_of(schema)
+    con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, "
+                f"FILE_SIZE_BYTES '256MB', FILENAME_PATTERN 'part-{{i}}', "
+                f"KV_METADATA {{'adswap.schema': '{schema_id}'}})").fetchall()
+    parts = sorted(tmp.glob("*.parquet")) if tmp.exists() else []
+    if not parts:  # an empty but readable output
+        tmp.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), tmp / "part-0.parquet")
+        parts = [tmp / "part-0.parquet"]
+    problems = check_arrow_schema(pq.read_schema(parts[0]), schema, str(parts[0]))
+    if problems:  # a rule or query change broke the contract: say so, keep the old output
+        shutil.rmtree(tmp)
+        raise SchemaError(f"curate wrote {folder.name} rows that do not match {schema_id}",
+                          problems)
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    reader = con.sql(sql).to_arrow_reader(batch_size=PART_ROWS)
-    total, part = 0, 0
-    for batch in reader:
-        table = pa.Table.from_batches([batch]).cast(schema)
-        with atomic_path(folder / f"part-{part:05d}.parquet") as tmp:
-            pq.write_table(table, tmp)
-        total += table.num_rows
-        part += 1
-    if part == 0:  # an empty but readable output
-        with atomic_path(folder / "part-00000.parquet") as tmp:
-            pq.write_table(schema.empty_table(), tmp)
-    return total
-
+    os.replace(tmp, folder)
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(folder.glob("*.parquet")))

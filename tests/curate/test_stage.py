@@ -96,7 +96,8 @@ def test_outputs_follow_the_schemas_and_load_with_datasets(curated):
     import datasets
 
     out, _ = curated
-    table = read_table(str(out / "curated" / "part-00000.parquet"), curated_schema())
+    (part,) = sorted((out / "curated").glob("*.parquet"))
+    table = read_table(str(part), curated_schema())
     row = table.to_pylist()[0]
     assert row["track_id"] == "t1" and row["tag_recall"] == 1.0
     assert [s["term"] for s in row["spans"]] == ["happy", "rock", "drums", "bass"]
