@@ -181,7 +181,7 @@ def curate(
                                         "(CSV/JSONL/Parquet with track_id, artist or "
                                         "caption); repeatable."),
     categories: str = typer.Option("genre,mood,instrument", help="Tag categories."),
-    memory_limit: str = typer.Option("3GB", help="DuckDB memory limit."),
+    memory_limit: str = typer.Option("2.5GB", help="DuckDB memory limit."),
 ) -> None:
     """Filter views with DuckDB rules, assign leakage-free splits, build the TextSwap
     dictionary, and report what each rule removed and why."""

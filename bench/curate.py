@@ -87,8 +87,7 @@ def write_views(job: tuple[int, int, int, str]) -> int:
 def curate_child(views: Path, catalog: Path, out: Path) -> dict:
     from pipeline.curate.stage import CurateConfig, run
 
-    stats = run(CurateConfig(views=views, catalog=catalog, out=out, memory_limit="3GB",
-                             workers=2))
+    stats = run(CurateConfig(views=views, catalog=catalog, out=out, workers=2))
     # The analysis workers are gone before DuckDB starts, so the stage's peak is the
     # larger of its own peak and two workers side by side.
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -56,7 +56,7 @@ class CurateConfig:
     extras: Path | None = None
     eval_sets: tuple[Path, ...] = ()
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
-    memory_limit: str = "3GB"
+    memory_limit: str = "2.5GB"  # with Python beside it, the stage stays under 4 GB
     threads: int = 0  # 0 = DuckDB's default (all cores)
     workers: int = 0  # analysis processes; 0 = all cores
 
