@@ -12,7 +12,6 @@ EXAMPLES_PER_RULE = 5
 
 
 def write_report(con, out: Path, stats, settings: dict, config) -> dict:
-    analysed = "rows"
     per_split: dict = {}
     for split, kept, removed in con.execute(
             "SELECT split, count(*) FILTER (WHERE rule IS NULL), "
@@ -20,14 +19,14 @@ def write_report(con, out: Path, stats, settings: dict, config) -> dict:
     ).fetchall():
         per_split[split] = {"curated": kept, "rejected": removed}
     recall_bins = dict(con.execute(
-        f"SELECT least(floor(tag_recall * 10), 9) / 10 AS bin, count(*) FROM {analysed} "
+        "SELECT least(floor(tag_recall * 10), 9) / 10 AS bin, count(*) FROM rows "
         "GROUP BY bin ORDER BY bin").fetchall())
     hallucinations = dict(con.execute(
-        f"SELECT least(len(hallucinated), 3) AS n, count(*) FROM {analysed} GROUP BY n "
+        "SELECT least(len(hallucinated), 3) AS n, count(*) FROM rows GROUP BY n "
         "ORDER BY n"
     ).fetchall())
     by_category = dict(con.execute(
-        f"SELECT h.category, count(*) FROM (SELECT unnest(hallucinated) AS h FROM {analysed}) "
+        "SELECT h.category, count(*) FROM (SELECT unnest(hallucinated) AS h FROM rows) "
         "GROUP BY h.category ORDER BY h.category").fetchall())
     views_per_track = dict(con.execute(
         "SELECT n, count(*) FROM (SELECT track_id, count(*) AS n FROM rows WHERE rule IS NULL "
