@@ -1,5 +1,6 @@
-"""Find swap-dictionary descriptors in captions: the analysis curation filters on and
-the spans TextSwap edits. Shared by the pipeline and the trainer, so it lives here.
+"""Find swap-dictionary descriptors in captions: what curation measures (tag recall,
+hallucinated descriptors) and the spans TextSwap edits. Shared by the pipeline and the
+trainer, so it lives here.
 
 Matching is case-insensitive, on word boundaries, longest match first, accepts space,
 hyphen or no separator inside multi-word terms ("hip hop", "hip-hop", "hiphop"), and
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from schemas.swap_dictionary import Descriptor, SwapDictionary
@@ -24,14 +24,6 @@ class Match(NamedTuple):  # a tuple: millions are made per curation run
     term: str       # the dictionary term, whatever surface form the caption used
     start: int
     end: int
-
-
-@dataclass(frozen=True)
-class Analysis:
-    tag_recall: float                        # share of the view's own tags mentioned
-    mentioned: tuple[tuple[str, str], ...]   # (category, tag) of the view's tags found
-    hallucinated: tuple[tuple[str, str], ...]  # descriptors found that the track lacks
-    spans: tuple[Match, ...]
 
 
 _DROP_SEPARATORS = str.maketrans("", "", " \t\n\r\f\v-")
@@ -110,16 +102,14 @@ class DescriptorMatcher:
                     matches.append(Match(d.category, d.term, start, end))
         return matches
 
-    def analyse(self, text: str, view_tags: Mapping[str, Sequence[str]],
-                track_tags: Mapping[str, Sequence[str]]) -> Analysis:
-        spans = self.find(text)
-        found = {(m.category, m.term) for m in spans}
-        own = [(c, t) for c, tags in view_tags.items() for t in tags]
-        track = {(c, t) for c, tags in track_tags.items() for t in tags}
-        mentioned = tuple(pair for pair in own if pair in found)
-        hallucinated = tuple(sorted(found - track))
-        recall = len(mentioned) / len(own) if own else 0.0
-        return Analysis(recall, mentioned, hallucinated, tuple(spans))
+
+def tag_recall(matches: Sequence[Match], tags: Mapping[str, Sequence[str]]) -> float:
+    """Share of `tags` (category -> tags) that the matches name; 0 for no tags."""
+    own = [(c, t) for c, values in tags.items() for t in values]
+    if not own:
+        return 0.0
+    found = {(m.category, m.term) for m in matches}
+    return sum(pair in found for pair in own) / len(own)
 
 
 def dictionary_from_tags(tags: Iterable[tuple[str, str]]) -> SwapDictionary:

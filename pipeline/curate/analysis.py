@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.curate.language import foreign_language, normalise_text, script_problem
-from schemas.descriptors import DescriptorMatcher
+from schemas.descriptors import DescriptorMatcher, tag_recall
 from schemas.swap_dictionary import SwapDictionary
 from schemas.views import DESCRIPTOR, SPAN, read_table, views_schema
 
@@ -49,11 +49,10 @@ def analyse_table(table: pa.Table, matcher: DescriptorMatcher, file_index: int) 
             table.column("tags").to_pylist(), strict=True)):
         spans = matcher.find(text)
         found = {(m.category, m.term) for m in spans}
-        own = [(c, t) for c, tags in view_tags.items() for t in tags]
         columns["row_id"].append(file_index * ROWS_PER_FILE + row)
         columns["n_words"].append(len(text.split()))
         columns["n_chars"].append(len(text))
-        columns["tag_recall"].append(sum(p in found for p in own) / len(own) if own else 0.0)
+        columns["tag_recall"].append(tag_recall(spans, view_tags))
         columns["found"].append([{"category": c, "term": t} for c, t in sorted(found)])
         columns["spans"].append([{"category": s.category, "term": s.term, "start": s.start,
                                   "end": s.end} for s in spans])
