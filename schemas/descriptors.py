@@ -11,7 +11,7 @@ built as a character trie, so a caption is scanned once whatever the dictionary 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from schemas.swap_dictionary import Descriptor, SwapDictionary
@@ -110,8 +110,3 @@ def tag_recall(matches: Sequence[Match], tags: Mapping[str, Sequence[str]]) -> f
         return 0.0
     found = {(m.category, m.term) for m in matches}
     return sum(pair in found for pair in own) / len(own)
-
-
-def dictionary_from_tags(tags: Iterable[tuple[str, str]]) -> SwapDictionary:
-    """A dictionary with one descriptor per (category, tag) seen in a catalog."""
-    return SwapDictionary(tuple(Descriptor(c, t) for c, t in sorted(set(tags))))

@@ -1,6 +1,6 @@
 import pytest
 
-from schemas.descriptors import DescriptorMatcher, dictionary_from_tags, tag_recall
+from schemas.descriptors import DescriptorMatcher, tag_recall
 from schemas.swap_dictionary import Descriptor, SwapDictionary
 
 DICTIONARY = SwapDictionary((
@@ -51,7 +51,5 @@ def test_tag_recall_and_spans():
     assert tag_recall(matches, {"genre": []}) == 0.0
 
 
-def test_dictionary_from_catalog_tags():
-    d = dictionary_from_tags([("genre", "rock"), ("genre", "rock"), ("mood", "calm")])
-    assert d.terms("genre") == ["rock"] and d.categories() == ["genre", "mood"]
+def test_an_empty_dictionary_finds_nothing():
     assert DescriptorMatcher(SwapDictionary(())).find("anything") == []
