@@ -20,18 +20,29 @@ Result = TypeVar("Result")
 
 
 def map_jobs(function: Callable[[Job], Result], jobs: Sequence[Job], workers: int, desc: str,
-             unit: str, chunksize: int = 1) -> Iterator[Result]:
+             unit: str, chunksize: int = 1, weights: Sequence[int] | None = None,
+             postfix: Callable[[Result], str] | None = None) -> Iterator[Result]:
     """Yield function(job) for each job, in order; `workers` 0 means all cores, and one
-    worker (or one job) runs inline, with no process start-up."""
+    worker (or one job) runs inline, with no process start-up.
+
+    `weights` counts each job in the bar's unit (a shard job counts its tracks, so the
+    bar shows tracks/s); `postfix(result)` returns text shown after the rate (e.g. MB/s).
+    """
     workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
-    with tqdm(total=len(jobs), desc=desc, unit=unit, file=sys.stderr) as bar:
+    weights = list(weights) if weights is not None else [1] * len(jobs)
+    with tqdm(total=sum(weights), desc=desc, unit=unit, file=sys.stderr) as bar:
+        def advance(result: Result, weight: int) -> Result:
+            bar.update(weight)
+            if postfix is not None:
+                bar.set_postfix_str(postfix(result), refresh=False)
+            return result
+
         if workers == 1:
-            for job in jobs:
-                yield function(job)
-                bar.update()
+            for job, weight in zip(jobs, weights, strict=True):
+                yield advance(function(job), weight)
             return
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for result in pool.map(function, jobs, chunksize=chunksize):
-                yield result
-                bar.update()
+            for result, weight in zip(pool.map(function, jobs, chunksize=chunksize), weights,
+                                      strict=True):
+                yield advance(result, weight)
