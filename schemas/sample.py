@@ -8,7 +8,7 @@ captions with their ids, language and the descriptor spans TextSwap edits.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from schemas.catalog import SPLITS
 from schemas.problems import Problem
@@ -43,10 +43,17 @@ class Sample:
         return f"{self.track_id}-{self.clip_index}"
 
     def to_json(self) -> dict:
-        body = asdict(self)
-        body["schema"] = SAMPLE_SCHEMA_ID
-        body["text"] = [v.text for v in self.views]
-        return body
+        # Built by hand: dataclasses.asdict deep-copies every view and span, which cost
+        # the shards stage a tenth of its time.
+        views = [{"view_id": v.view_id, "language": v.language, "text": v.text,
+                  "spans": [{"category": s.category, "term": s.term, "start": s.start,
+                             "end": s.end} for s in v.spans]} for v in self.views]
+        return {"track_id": self.track_id, "clip_index": self.clip_index,
+                "start_s": self.start_s, "end_s": self.end_s, "sample_rate": self.sample_rate,
+                "split": self.split, "tags": {c: list(t) for c, t in self.tags.items()},
+                "tags_text": self.tags_text, "views": views,
+                "provenance": dict(self.provenance), "schema": SAMPLE_SCHEMA_ID,
+                "text": [v.text for v in self.views]}
 
     @classmethod
     def from_json(cls, body: Mapping, file: str = "<sample>") -> Sample:
