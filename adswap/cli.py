@@ -201,9 +201,70 @@ def curate(
 
 
 @app.command()
-def shards() -> None:
-    """Pack audio clips and curated views into WebDataset tars."""
-    _not_built("shards", 5)
+def shards(
+    curated: Path = typer.Option(..., help="Output folder of `adswap curate` (curated/ and "
+                                 "swap_dictionary.json)."),
+    catalog: Path = typer.Option(..., help="The catalog the views were written from."),
+    out: Path = typer.Option(..., help="Folder for the tars, sizes.json and manifest.json."),
+    sample_rate: int = typer.Option(16000, help="Clip sample rate in Hz (the model's input "
+                                    "rate: HTS-AT 48000, MERT 24000)."),
+    clip_seconds: float = typer.Option(10.0, help="Clip length in seconds."),
+    clips_per_track: int = typer.Option(1, min=1, help="Clips per track (position 'all' "
+                                        "takes every window instead)."),
+    position: str = typer.Option("centre", help="Where clips are cut: start, centre, random "
+                                 "(seeded) or all (every non-overlapping window)."),
+    audio_format: str = typer.Option("flac", help="flac or wav (16-bit)."),
+    silence_db: float = typer.Option(-60.0, help="Clips whose peak is below this are "
+                                     "silence and left out."),
+    max_samples: int = typer.Option(1000, min=1, help="Samples per shard, at most."),
+    max_bytes: int = typer.Option(1 << 30, help="Bytes per shard, at most (estimated from "
+                                  "16-bit PCM size, an upper bound for FLAC)."),
+    seed: int = typer.Option(0, help="Seed for the track order and random clip positions."),
+    audio_root: Path = typer.Option(None, help="Folder audio paths resolve in (default: the "
+                                    "catalog's folder); nothing outside it is read."),
+    categories: str = typer.Option("genre,mood,instrument", help="Tag categories."),
+    workers: int = typer.Option(0, min=0, help="Worker processes; 0 = all cores."),
+    rank: int = typer.Option(None, help="This job's share (default: SLURM array task, or 0)."),
+    world_size: int = typer.Option(None, help="Number of jobs (default: SLURM array size, "
+                                   "or 1)."),
+    overwrite: bool = typer.Option(False, help="Replace shards made from other inputs or "
+                                   "settings (one rank only)."),
+    card_dir: Path = typer.Option(None, help="Data card folder (data_cards/<dataset>) to add "
+                                  "a shards section to."),
+) -> None:
+    """Pack audio clips and curated views into WebDataset tars with reproducible bytes.
+
+    A rerun after a crash builds only the shards that are missing; a bad audio file is
+    recorded in rejects.jsonl and never stops the stage.
+    """
+    from pipeline.card import update_card
+    from pipeline.sharding import resolve_rank
+    from pipeline.shards.audio import ClipConfig
+    from pipeline.shards.stage import ShardsConfig, card_facts, run
+    try:
+        rank, world_size = resolve_rank(rank, world_size)
+        config = ShardsConfig(
+            curated=curated, catalog=catalog, out=out,
+            clips=ClipConfig(sample_rate=sample_rate, clip_seconds=clip_seconds,
+                             clips_per_track=clips_per_track, position=position,
+                             audio_format=audio_format, seed=seed, silence_db=silence_db),
+            categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
+            audio_root=audio_root, max_samples=max_samples, max_bytes=max_bytes, seed=seed,
+            workers=workers, rank=rank, world_size=world_size, overwrite=overwrite)
+        stats = run(config)
+        if stats.complete and card_dir is not None:
+            update_card(card_dir, "shards", card_facts(out))
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    if not stats.complete:
+        typer.echo(f"shards: built {stats.built} of this rank's shards ({stats.skipped} were "
+                   "done); other ranks still have shards to build")
+        return
+    rejected = ", ".join(f"{k} {n}" for k, n in stats.rejects.items()) or "none"
+    typer.echo(f"shards: {stats.samples} samples from {stats.tracks} tracks in {stats.shards} "
+               f"shards ({stats.built} built, {stats.skipped} already done), "
+               f"{stats.audio_hours:.2f} h, {stats.bytes / 1e6:.1f} MB; rejected: {rejected}; "
+               f"{stats.seconds:.1f} s -> {out}/report.md")
 
 
 @app.command()

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, iter_catalog
 
-SECTION_ORDER = ("catalog", "captions", "curation")
+SECTION_ORDER = ("catalog", "captions", "curation", "shards")
 
 
 def update_card(folder: Path, section: str, facts: dict) -> Path:
@@ -190,7 +190,27 @@ def render(dataset: str, card: dict) -> str:
             lines.append(f"| {split} | {curation['split_tracks'][split]} | {views} |")
         lines += ["", "![views per track](views_per_track.png) "
                   "![caption lengths](caption_words.png) ![tag recall](tag_recall.png)", ""]
+    if "shards" in card:
+        lines += _shards_section(card["shards"])
     for section in sorted(set(card) - set(SECTION_ORDER)):
         lines += [f"## {section.capitalize()}", "", "```json",
                   json.dumps(card[section], indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _shards_section(shards: dict) -> list[str]:
+    t, clips = shards["totals"], shards["settings"]["clips"]
+    lines = ["## Shards", "",
+             f"{t['samples']} samples from {t['tracks']} tracks in {t['shards']} WebDataset "
+             f"shards, {t['audio_hours']:.2f} h of audio, {t['bytes'] / 1e6:.1f} MB, in "
+             f"`{shards['source']}`. Clips: {clips['clip_seconds']:g} s at "
+             f"{clips['sample_rate']} Hz, {clips['audio_format'].upper()}, position "
+             f"{clips['position']}.", "",
+             "| split | shards | tracks | samples | hours | clips per track |",
+             "|---|---|---|---|---|---|"]
+    for split, e in shards["splits"].items():
+        per_track = ", ".join(f"{k}: {v}" for k, v in e["clips_per_track"].items())
+        lines.append(f"| {split} | {e['shards']} | {e['tracks']} | {e['samples']} | "
+                     f"{e['audio_hours']:.2f} | {per_track} |")
+    rejects = ", ".join(f"{k} ({n})" for k, n in shards["rejects"].items()) or "none"
+    return lines + ["", f"Tracks left out: {rejects}.", ""]
