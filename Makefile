@@ -34,6 +34,8 @@ CAPTIONS_ARGS ?=
 CURATED ?= $(DEMO_DIR)/curated
 CURATE_ARGS ?=
 DATASET ?= demo
+SHARDS ?= $(DEMO_DIR)/shards
+SHARDS_ARGS ?= --max-samples 64
 
 .PHONY: help setup demo-data captions curate card shards train eval demo test bench lint clean distclean
 
@@ -76,8 +78,9 @@ curate: $(STAMPS)/venv ## Curate VIEWS into CURATED with DuckDB rules; build the
 card: $(STAMPS)/venv ## Write data_cards/$(DATASET)/README.md from the catalog, views and curation
 	$(BIN)/adswap card --dataset $(DATASET) --catalog $(CATALOG) --views $(VIEWS) --curated $(CURATED)
 
-shards: $(STAMPS)/venv ## Pack audio and curated views into WebDataset tars
-	$(BIN)/adswap shards
+shards: $(STAMPS)/venv ## Pack audio clips and CURATED views into WebDataset tars in SHARDS
+	$(BIN)/adswap shards --curated $(CURATED) --catalog $(CATALOG) --out $(SHARDS) \
+	  --card-dir data_cards/$(DATASET) $(SHARDS_ARGS)
 
 train: $(STAMPS)/venv ## Train the DuET-MC model
 	$(BIN)/adswap train
@@ -95,6 +98,7 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/demo_render.py
 	$(BIN)/python bench/captions_overhead.py
 	$(BIN)/python bench/curate.py
+	$(BIN)/python bench/shards.py
 	$(VENV_LLM)/bin/python bench/captions_engines.py
 
 lint: $(STAMPS)/venv ## Check style with ruff
