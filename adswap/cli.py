@@ -268,9 +268,34 @@ def shards(
 
 
 @app.command()
-def train() -> None:
-    """Train the DuET-MC dual encoder with View Dropout and TextSwap."""
-    _not_built("train", 6)
+def train(
+    config_file: Path = typer.Option(None, "--config", help="YAML config (sections data, "
+                                     "model, swap, optim, run); defaults are the CPU demo."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override one setting, e.g. "
+                                        "--set optim.lr=5e-4 --set data.p_cap=0.5; "
+                                        "repeatable."),
+    resume: bool = typer.Option(False, help="Continue the run in run.out from its last "
+                                "checkpoint, with its saved config (plus any --set)."),
+) -> None:
+    """Train the DuET-MC dual encoder with view sampling, View Dropout and TextSwap.
+
+    One process here; for many GPUs start it with torchrun (`make train NPROC=8`).
+    """
+    from trainer.config import load_config
+    from trainer.train import train as run_training
+    try:
+        config = load_config(config_file, overrides or [])
+        if resume:
+            saved = config.run.out / "config.yaml"
+            if not saved.exists():
+                _fail(f"nothing to resume: {saved} does not exist")
+            config = load_config(saved, overrides or [])
+        state = run_training(config, resume=resume)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    typer.echo(f"train: {state.epoch} epochs, {state.step} steps"
+               + (f" ({state.stopped})" if state.stopped else "")
+               + f"; best validation loss {state.best_valid_loss:.4f} -> {config.run.out}")
 
 
 @app.command("eval")

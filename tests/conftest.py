@@ -29,3 +29,19 @@ def demo_curated(demo_catalog, tmp_path_factory):
     curate(CurateConfig(views=work / "views", catalog=demo / "catalog.parquet",
                         out=work / "curated"))
     return work / "curated"
+
+
+@pytest.fixture(scope="session")
+def demo_shards(demo_curated, demo_catalog, tmp_path_factory):
+    """Shards of the curated demo: two 2 s clips per track at 16 kHz, 8 samples a shard."""
+    from pipeline.shards.audio import ClipConfig
+    from pipeline.shards.stage import ShardsConfig
+    from pipeline.shards.stage import run as shards
+
+    demo, _ = demo_catalog
+    out = tmp_path_factory.mktemp("demo_shards")
+    shards(ShardsConfig(curated=demo_curated, catalog=demo / "catalog.parquet", out=out,
+                        clips=ClipConfig(sample_rate=16_000, clip_seconds=2,
+                                         clips_per_track=2),
+                        max_samples=8, workers=2))
+    return out

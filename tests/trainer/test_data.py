@@ -1,0 +1,115 @@
+"""The loader: view sampling (p_cap, uniform View Dropout), languages, crops, spans."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.config import AudioConfig, DataConfig
+from trainer.data import MakePairs, SharedEpoch, eval_loader, tag_spans, train_loader
+
+
+def fake_sample(n_views=4, languages=("en",), frames=48_000):
+    import io
+
+    import soundfile as sf
+
+    views = [{"view_id": i, "language": lang, "text": f"caption {i} {lang}",
+              "spans": [{"category": "genre", "term": "rock", "start": 0, "end": 4}]}
+             for i in range(n_views) for lang in languages]
+    buffer = io.BytesIO()
+    sf.write(buffer, np.linspace(-0.5, 0.5, frames, dtype=np.float32), 16_000, format="FLAC")
+    meta = {"track_id": "t", "sample_rate": 16_000, "tags": {"genre": ["rock"],
+            "mood": ["happy"]}, "tags_text": "rock, happy", "views": views}
+    return {"__key__": "t-0", "flac": buffer.getvalue(), "json": json.dumps(meta).encode()}
+
+
+def pairs(p_cap, n=2000, languages=(), train=True, **sample):
+    stage = MakePairs(DataConfig(p_cap=p_cap, languages=languages), AudioConfig(clip_seconds=2),
+                      seed=0, epoch=SharedEpoch(), train=train)
+    return list(stage(iter([fake_sample(**sample)] * n)))
+
+
+def test_p_cap_zero_gives_tags_only_and_one_gives_captions_only():
+    tags_only = pairs(0.0, 200)
+    assert {p["text"] for p in tags_only} == {"rock, happy"}
+    assert not any(p["is_caption"] for p in tags_only)
+    assert tags_only[0]["spans"] == [
+        {"category": "genre", "term": "rock", "start": 0, "end": 4},
+        {"category": "mood", "term": "happy", "start": 6, "end": 11}]
+    captions = pairs(1.0, 200)
+    assert all(p["is_caption"] and p["text"].startswith("caption") for p in captions)
+    half = sum(p["is_caption"] for p in pairs(0.5, 2000))
+    assert 900 < half < 1100
+
+
+def test_views_are_drawn_uniformly():
+    counts = Counter(p["text"] for p in pairs(1.0, 4000, n_views=8))
+    assert len(counts) == 8
+    chi2 = sum((n - 500) ** 2 / 500 for n in counts.values())
+    assert chi2 < 18.48  # the 1% critical value of chi-square with 7 degrees of freedom
+
+
+def test_languages_restrict_the_views_and_fall_back_to_tags():
+    stage = MakePairs(DataConfig(p_cap=1.0, languages=("de",)), AudioConfig(clip_seconds=2),
+                      0, SharedEpoch(), train=True)
+    chosen = list(stage(iter([fake_sample(languages=("en", "de"))] * 300)))
+    assert {p["text"].split()[-1] for p in chosen} == {"de"}
+    english_only = list(stage(iter([fake_sample(languages=("en",))] * 5)))
+    assert {p["text"] for p in english_only} == {"rock, happy"}
+
+
+def test_crops_and_pads_to_the_model_input():
+    train = pairs(1.0, 50, frames=48_000)
+    assert all(p["audio"].shape == (32_000,) for p in train)
+    starts = {round(float(p["audio"][0]), 4) for p in train}
+    assert len(starts) > 10  # random crops
+    valid = pairs(1.0, 3, train=False, frames=48_000)
+    assert len({round(float(p["audio"][0]), 6) for p in valid}) == 1  # the centre, always
+    assert valid[0]["text"] == "caption 0 en"
+    short = pairs(1.0, 1, frames=16_000)[0]["audio"]
+    assert short.shape == (32_000,) and torch.all(short[16_000:] == 0)
+
+
+def test_tag_spans_point_at_the_tags():
+    text = "hip hop, dark, acoustic guitar"
+    found = tag_spans({"genre": ["hip hop"], "mood": ["dark"], "instrument": ["acoustic guitar"]},
+                      text)
+    assert [text[s["start"]:s["end"]] for s in found] == ["hip hop", "dark", "acoustic guitar"]
+    assert [s["category"] for s in found] == ["genre", "mood", "instrument"]
+
+
+def test_train_loader_reads_shards_with_workers_and_replays_an_epoch(demo_shards):
+    data = DataConfig(shards=demo_shards, batch_size=4, workers=2, shuffle_buffer=8,
+                      shuffle_initial=4)
+    audio = AudioConfig(clip_seconds=1.5)
+    epoch = SharedEpoch(0)
+    loader = train_loader(data, audio, seed=3, epoch=epoch)
+
+    def first(n):
+        batches = iter(loader)
+        return [next(batches) for _ in range(n)]
+
+    a, b = first(6), first(6)
+    assert [x["track_id"] for x in a] == [x["track_id"] for x in b]
+    assert all(torch.equal(x["audio"], y["audio"]) for x, y in zip(a, b, strict=True))
+    assert a[0]["audio"].shape == (4, 24_000) and len(a[0]["text"]) == 4
+    epoch.set(1)
+    c = first(6)
+    assert [x["track_id"] for x in a] != [x["track_id"] for x in c]
+
+
+def test_eval_loader_reads_each_valid_sample_once(demo_shards):
+    sizes = json.loads((demo_shards / "sizes.json").read_text())
+    expected = sum(n for name, n in sizes.items() if name.startswith("valid-"))
+    loader = eval_loader(demo_shards, "valid", DataConfig(), AudioConfig(clip_seconds=2), 3)
+    keys = [t for batch in loader for t in batch["track_id"]]
+    assert len(keys) == expected > 0
+
+
+def test_wrong_sample_rate_is_reported():
+    stage = MakePairs(DataConfig(), AudioConfig(sample_rate=48_000), 0, SharedEpoch(), True)
+    with pytest.raises(ValueError, match="make shards at the model's rate"):
+        list(stage(iter([fake_sample()])))

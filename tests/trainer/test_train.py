@@ -1,0 +1,90 @@
+"""The training loop: a run folder with everything it promises, exact resume, and a
+short run that learns."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adswap.cli import app
+from trainer.config import load_config
+from trainer.train import learning_rate, train
+
+
+def small(shards, out, *extra):
+    return load_config(None, [
+        f"data.shards={shards}", f"run.out={out}", "data.batch_size=8", "data.workers=2",
+        "data.shuffle_buffer=16", "data.shuffle_initial=8", "model.audio.clip_seconds=1.5",
+        "model.audio.channels=[4, 8]", "model.dim=32", "model.layers=1", "model.dropout=0.1",
+        "optim.epochs=3", "optim.warmup_epochs=1", "swap.warmup_epochs=0",
+        "swap.ramp_epochs=1", "swap.p_max=0.5", "run.log_every=1", *extra])
+
+
+def losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r["type"] == "step"}, \
+        [r for r in rows if r["type"] == "epoch"]
+
+
+def test_resume_matches_an_uninterrupted_run(demo_shards, tmp_path):
+    whole = train(small(demo_shards, tmp_path / "whole"))
+    steps, epochs = losses(tmp_path / "whole")
+    per_epoch = whole.step // 3
+    assert whole.epoch == 3 and len(steps) == whole.step and len(epochs) == 3
+    assert sum(r["hard_negatives"] for r in steps.values()) > 0
+    assert [r["p_swap"] for r in steps.values()][0] == 0.0
+    assert max(r["p_swap"] for r in steps.values()) == 0.5
+
+    stop = per_epoch + 3  # inside the second epoch
+    part = train(small(demo_shards, tmp_path / "split", f"run.max_steps={stop}"))
+    assert part.step == stop and "max_steps" in part.stopped
+    with pytest.raises(ValueError, match="pass --resume"):
+        train(small(demo_shards, tmp_path / "split"))
+    result = CliRunner().invoke(app, ["train", "--set", f"run.out={tmp_path / 'split'}",
+                                      "--set", "run.max_steps=0", "--resume"])
+    assert result.exit_code == 0, result.output
+    resumed, resumed_epochs = losses(tmp_path / "split")
+    assert sorted(resumed) == sorted(steps)
+    for step, row in steps.items():
+        assert resumed[step]["loss"] == pytest.approx(row["loss"], rel=1e-6), step
+        assert resumed[step]["hard_negatives"] == row["hard_negatives"]
+    for a, b in zip(epochs, resumed_epochs, strict=True):
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-6)
+
+
+def test_run_folder_holds_config_metrics_plots_and_loadable_checkpoints(demo_shards, tmp_path):
+    out = tmp_path / "run"
+    state = train(small(demo_shards, out, "optim.epochs=2"))
+    assert load_config(out / "config.yaml").optim.epochs == 2
+    steps, epochs = losses(out)
+    for key in ("loss", "lr", "p_swap", "hard_negatives", "samples_per_s"):
+        assert key in steps[1]
+    for key in ("valid_loss", "valid_R@10", "valid_MR"):
+        assert key in epochs[-1]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    for png in ("loss.png", "validation.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    body = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert body["state"]["step"] == state.step and body["state"]["epoch"] == 2
+    assert {"model", "optimizer", "scaler", "rng", "config"} <= set(body)
+    assert not any(k.startswith("text.tower") for k in body["model"])  # frozen: not saved
+    assert (out / "checkpoints" / "best.pt").exists()
+
+
+def test_learning_rate_schedule():
+    lrs = [learning_rate(s, 100, 10, 1e-3, 1e-5) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert max(lrs) == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lrs[-1] == pytest.approx(1e-5, abs=1e-6)
+
+
+def test_bad_config_fails_before_any_work(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--set", "data.p_cap=3", "--set",
+                                      "optim.precision=fp8", "--set", f"run.out={tmp_path}"])
+    assert result.exit_code == 1
+    assert "data.p_cap" in result.output and "optim.precision" in result.output
+    assert not (tmp_path / "metrics.jsonl").exists()
+    missing = CliRunner().invoke(app, ["train", "--set", f"data.shards={tmp_path}"])
+    assert missing.exit_code == 1 and "run `adswap shards` first" in missing.output

@@ -1,0 +1,186 @@
+"""The loader: a short list of named, picklable WebDataset stages.
+
+Training: shards drawn with replacement (seeded by run seed, epoch, rank and worker,
+so every process and worker reads its own stream and an epoch can be replayed), tar
+samples, a seeded shuffle buffer, then `MakePairs`: decode the clip, crop it to the
+model's input at random, and pick the text: with probability p_cap a caption view
+drawn uniformly from the track's curated views (Augmented View Dropout), else the
+tags as text. The view's descriptor spans travel with it to TextSwap.
+
+Validation: each valid shard once, in order, the clip's centre, the first caption.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset
+from webdataset.utils import pytorch_worker_info
+
+from trainer.config import AudioConfig, DataConfig
+
+
+class SharedEpoch:
+    """The epoch, visible to persistent DataLoader workers in other processes."""
+
+    def __init__(self, epoch: int = 0):
+        self.value = multiprocessing.get_context("forkserver").Value("i", epoch)
+
+    def set(self, epoch: int) -> None:
+        self.value.value = epoch
+
+    def get(self) -> int:
+        return self.value.value
+
+
+def _seed(*parts) -> str:
+    return ":".join(str(p) for p in parts)
+
+
+class EpochShards(IterableDataset):
+    """Shard urls drawn with replacement, a different stream per epoch, rank and worker."""
+
+    def __init__(self, urls: list[str], seed: int, epoch: SharedEpoch):
+        super().__init__()
+        self.urls, self.seed, self.epoch = urls, seed, epoch
+
+    def __iter__(self) -> Iterator[dict]:
+        rank, _, worker, _ = pytorch_worker_info()
+        rng = random.Random(_seed("shards", self.seed, self.epoch.get(), rank, worker))
+        while True:
+            yield {"url": self.urls[rng.randrange(len(self.urls))]}
+
+
+class EpochShuffle:
+    """A shuffle buffer seeded like the shard stream."""
+
+    def __init__(self, bufsize: int, initial: int, seed: int, epoch: SharedEpoch):
+        self.bufsize, self.initial, self.seed, self.epoch = bufsize, initial, seed, epoch
+
+    def __call__(self, source: Iterator[dict]) -> Iterator[dict]:
+        rank, _, worker, _ = pytorch_worker_info()
+        rng = random.Random(_seed("shuffle", self.seed, self.epoch.get(), rank, worker))
+        return wds.filters._shuffle(source, self.bufsize, self.initial, rng=rng)
+
+
+def decode_audio(sample: dict) -> np.ndarray:
+    data = sample.get("flac", sample.get("wav"))
+    if data is None:
+        raise ValueError(f"sample {sample.get('__key__')} has no .flac or .wav member")
+    audio, _ = sf.read(io.BytesIO(data), dtype="float32")
+    return audio
+
+
+def tag_spans(tags: dict, tags_text: str) -> list[dict]:
+    """Descriptor spans of the tags-as-text ('rock, happy, guitar'), for TextSwap."""
+    category_of = {t: c for c, ts in tags.items() for t in ts}
+    spans, start = [], 0
+    for piece in tags_text.split(", "):
+        if piece in category_of:
+            spans.append({"category": category_of[piece], "term": piece, "start": start,
+                          "end": start + len(piece)})
+        start += len(piece) + 2
+    return spans
+
+
+class MakePairs:
+    """Sample -> {audio, text, spans, tags, track_id, is_caption}."""
+
+    def __init__(self, data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch,
+                 train: bool):
+        self.p_cap, self.languages = data.p_cap, set(data.languages)
+        self.rate, self.frames = audio.sample_rate, round(audio.clip_seconds * audio.sample_rate)
+        self.seed, self.epoch, self.train = seed, epoch, train
+
+    def __call__(self, source: Iterator[dict]) -> Iterator[dict]:
+        rank, _, worker, _ = pytorch_worker_info()
+        rng = random.Random(_seed("pairs", self.seed, self.epoch.get(), rank, worker))
+        for sample in source:
+            meta = json.loads(sample["json"])
+            if meta["sample_rate"] != self.rate:
+                raise ValueError(f"{sample.get('__url__')}: clips are {meta['sample_rate']} Hz "
+                                 f"but model.audio.sample_rate is {self.rate}; make shards "
+                                 "at the model's rate")
+            audio = self._crop(decode_audio(sample), rng)
+            views = [v for v in meta["views"]
+                     if not self.languages or v["language"] in self.languages]
+            if self.train:
+                use_caption = bool(views) and rng.random() < self.p_cap
+                view = views[rng.randrange(len(views))] if use_caption else None
+            else:
+                view = views[0] if views else None
+            if view is not None:
+                text, spans = view["text"], view["spans"]
+            else:
+                text, spans = meta["tags_text"], tag_spans(meta["tags"], meta["tags_text"])
+            yield {"audio": audio, "text": text, "spans": spans, "tags": meta["tags"],
+                   "track_id": meta["track_id"], "is_caption": view is not None}
+
+    def _crop(self, audio: np.ndarray, rng: random.Random) -> torch.Tensor:
+        extra = len(audio) - self.frames
+        if extra < 0:
+            audio = np.pad(audio, (0, -extra))
+        elif extra > 0:
+            start = rng.randrange(extra + 1) if self.train else extra // 2
+            audio = audio[start:start + self.frames]
+        return torch.from_numpy(np.ascontiguousarray(audio))
+
+
+def collate(samples: list[dict]) -> dict:
+    batch = {key: [s[key] for s in samples] for key in samples[0]}
+    batch["audio"] = torch.stack(batch["audio"])
+    return batch
+
+
+def shard_urls(shards: Path, split: str) -> tuple[list[str], int]:
+    """The split's shard files and their sample count, from sizes.json."""
+    sizes_file = Path(shards) / "sizes.json"
+    if not sizes_file.exists():
+        raise ValueError(f"{sizes_file} is missing; run `adswap shards` first (or let it "
+                         "finish: it writes sizes.json last)")
+    sizes = json.loads(sizes_file.read_text(encoding="utf-8"))
+    names = sorted(n for n, count in sizes.items() if n.startswith(f"{split}-") and count > 0)
+    return [str(Path(shards) / n) for n in names], sum(sizes[n] for n in names)
+
+
+def train_loader(data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch
+                 ) -> DataLoader:
+    urls, _ = shard_urls(data.shards, "train")
+    if not urls:
+        raise ValueError(f"no train shards in {data.shards}")
+    pipeline = wds.DataPipeline(
+        EpochShards(urls, seed, epoch),
+        wds.tarfile_to_samples(),
+        EpochShuffle(data.shuffle_buffer, data.shuffle_initial, seed, epoch),
+        MakePairs(data, audio, seed, epoch, train=True),
+        wds.batched(data.batch_size, collation_fn=collate, partial=False),
+    )
+    return _loader(pipeline, data.workers)
+
+
+def eval_loader(shards: Path, split: str, data: DataConfig, audio: AudioConfig,
+                batch_size: int) -> DataLoader:
+    urls, _ = shard_urls(shards, split)
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(urls),
+        wds.tarfile_to_samples(),
+        MakePairs(data, audio, 0, SharedEpoch(), train=False),
+        wds.batched(batch_size, collation_fn=collate, partial=True),
+    )
+    return _loader(pipeline, 0)
+
+
+def _loader(pipeline, workers: int) -> DataLoader:
+    if workers == 0:
+        return DataLoader(pipeline, batch_size=None, num_workers=0)
+    return DataLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=True,
+                      multiprocessing_context="forkserver", prefetch_factor=4)

@@ -1,0 +1,81 @@
+"""DuET-MC: two base encoders, each followed by a trainable projection module (a small
+Transformer over the encoder's sequence with a learnable [CLS] token); scores are
+cosine similarities of the l2-normalised [CLS] outputs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.config import ModelConfig
+from trainer.encoders import FrozenText, audio_encoder, pad_or_pool
+
+
+class Projection(nn.Module):
+    def __init__(self, in_dim: int, dim: int, layers: int, heads: int, dropout: float,
+                 max_positions: int):
+        super().__init__()
+        self.max_positions = max_positions
+        self.input = nn.Linear(in_dim, dim)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.position = nn.Parameter(torch.randn(1, max_positions + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim,
+                                           dropout=dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, states: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        states, padding = pad_or_pool(states, padding, self.max_positions)
+        x = self.input(states)
+        x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
+        x = x + self.position[:, :x.shape[1]]
+        if padding is not None:
+            padding = torch.cat([torch.zeros_like(padding[:, :1]), padding], dim=1)
+        out = self.encoder(x, src_key_padding_mask=padding)
+        return F.normalize(self.norm(out[:, 0]), dim=-1)
+
+
+class DuetMC(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.audio = audio_encoder(config.audio)
+        self.text = FrozenText(config.text)
+        head = dict(dim=config.dim, layers=config.layers, heads=config.heads,
+                    dropout=config.dropout, max_positions=config.max_positions)
+        self.audio_head = Projection(self.audio.out_dim, **head)
+        self.text_head = Projection(self.text.out_dim, **head)
+        # stored as log(1/temperature), like CLIP's logit scale
+        scale = torch.tensor(math.log(1.0 / config.temperature))
+        if config.learn_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    def forward(self, audio: torch.Tensor, ids: torch.Tensor,
+                negative_ids: torch.Tensor | None = None):
+        """(audio embeddings, text embeddings, hard-negative embeddings or None, logit
+        scale). One forward for everything, so DDP sees every trainable parameter."""
+        negatives = self.encode_text(negative_ids) if negative_ids is not None and len(
+            negative_ids) else None
+        # CLIP's cap on the learnable scale (temperature >= 0.01)
+        scale = self.logit_scale.clamp(max=math.log(100)).exp()
+        return self.encode_audio(audio), self.encode_text(ids), negatives, scale
+
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.audio_head(*self.audio(audio))
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text_head(*self.text(ids))
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.text.tokenize(texts)
+
+    def trainable_state(self) -> dict:
+        """Everything but frozen encoder weights: what a checkpoint must keep."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        names |= {n for n, _ in self.named_buffers() if n == "logit_scale"}
+        return {k: v for k, v in self.state_dict().items() if k in names}

@@ -1,0 +1,101 @@
+"""TextSwap: hard negatives made by replacing one genre, mood or instrument keyword of a
+caption with another descriptor of the same category that the track does not have.
+
+Randomness is drawn per (seed, step, global anchor index), so a run on one process and
+a run on many make the same swaps for the same global batch, and a resumed run repeats
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from schemas.catalog import normalise_tag
+from schemas.swap_dictionary import SwapDictionary
+from trainer.config import SwapConfig
+
+
+def p_swap(epoch: int, config: SwapConfig) -> float:
+    """0 during the warm-up epochs, then rising linearly to p_max over ramp epochs."""
+    if not config.enabled or epoch < config.warmup_epochs:
+        return 0.0
+    if config.ramp_epochs == 0:
+        return config.p_max
+    return config.p_max * min(1.0, (epoch - config.warmup_epochs) / config.ramp_epochs)
+
+
+class Swapper:
+    def __init__(self, dictionary: SwapDictionary, categories: Sequence[str]):
+        self.categories = tuple(categories)
+        self.entries = {c: sorted((d.term, {d.term, *d.synonyms}) for d in
+                                   dictionary.descriptors if d.category == c)
+                        for c in self.categories}
+
+    def swap(self, text: str, spans: Sequence[Mapping], category: str,
+             tags: Mapping[str, Sequence[str]], rng: random.Random) -> str | None:
+        """`text` with one `category` span replaced, or None when no swap is possible."""
+        own = [s for s in spans if s["category"] == category]
+        if not own:
+            return None
+        span = own[rng.randrange(len(own))]
+        avoid = {normalise_tag(t) for t in tags.get(category, ())}
+        avoid |= {s["term"] for s in own}  # no "rock and rock"
+        choices = [term for term, names in self.entries.get(category, ())
+                   if not names & avoid]
+        if not choices:
+            return None
+        original = text[span["start"]:span["end"]]
+        return text[:span["start"]] + _match_form(choices[rng.randrange(len(choices))],
+                                                   original, span["term"]) + text[span["end"]:]
+
+
+def _match_form(term: str, original: str, canonical: str) -> str:
+    """Keep the original's capital and plural: 'Guitars' -> 'Pianos'."""
+    lower = original.lower()
+    if lower != canonical and lower in (canonical + "s", canonical + "es"):
+        term += "es" if lower.endswith("es") and not canonical.endswith("e") else "s"
+    return term[:1].upper() + term[1:] if original[:1].isupper() else term
+
+
+@dataclass(frozen=True)
+class HardNegatives:
+    rows: list[int]  # local anchor (audio) index
+    columns: list[int]  # global text column the negative replaces in that anchor's row
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def hard_negatives(swapper: Swapper, texts: Sequence[str], spans: Sequence[Sequence[Mapping]],
+                   tags: Sequence[Mapping], p: float, seed: int, step: int, offset: int,
+                   columns: int) -> HardNegatives:
+    """For each anchor and each category in its caption, with probability p, a swapped
+    caption that replaces a random other caption (not the anchor's own) in its row.
+
+    `offset` is the global index of this process's first anchor; `columns` the global
+    batch size."""
+    rows, targets, out = [], [], []
+    if p <= 0:
+        return HardNegatives(rows, targets, out)
+    for i, (text, view_spans, track_tags) in enumerate(zip(texts, spans, tags, strict=True)):
+        anchor = offset + i
+        rng = random.Random(f"{seed}:{step}:{anchor}")
+        present = [c for c in swapper.categories if any(s["category"] == c for s in view_spans)]
+        taken: set[int] = {anchor}
+        for category in present:
+            if rng.random() >= p:
+                continue
+            swapped = swapper.swap(text, view_spans, category, track_tags, rng)
+            if swapped is None or len(taken) >= columns:
+                continue
+            column = anchor
+            while column in taken:  # at most three are taken: this ends fast
+                column = rng.randrange(columns)
+            taken.add(column)
+            rows.append(i)
+            targets.append(column)
+            out.append(swapped)
+    return HardNegatives(rows, targets, out)

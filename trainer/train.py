@@ -1,0 +1,455 @@
+"""The training loop: one function, top to bottom. State lives in `State`; the learning
+rate and TextSwap curriculum are small pure functions.
+
+Run folder (run.out): config.yaml (resolved), metrics.jsonl, tensorboard/, loss.png and
+validation.png, checkpoints/last.pt and best.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from schemas.swap_dictionary import SwapDictionary
+from trainer.config import TrainConfig, load_config
+from trainer.data import SharedEpoch, eval_loader, shard_urls, train_loader
+from trainer.loss import contrastive_loss, gather
+from trainer.metrics import ranks, recall_summary
+from trainer.model import DuetMC
+from trainer.swap import Swapper, hard_negatives, p_swap
+
+
+@dataclass
+class State:
+    epoch: int = 0
+    step: int = 0  # optimizer steps so far
+    step_in_epoch: int = 0
+    best_valid_loss: float = math.inf
+    bad_epochs: int = 0
+    stopped: str = ""  # why training ended early, if it did
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+
+def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `floor` at `total` steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
+
+
+def setup_distributed(device: str) -> tuple[Dist, torch.device]:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is one process."""
+    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        info = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                    int(os.environ.get("LOCAL_RANK", 0)))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if want_cuda else "gloo")
+    else:
+        info = Dist()
+    if want_cuda:
+        torch.cuda.set_device(info.local_rank)
+        return info, torch.device("cuda", info.local_rank)
+    return info, torch.device("cpu")
+
+
+def steps_per_epoch(config: TrainConfig, world: int) -> int:
+    _, samples = shard_urls(config.data.shards, "train")
+    samples = config.data.samples_per_epoch or samples
+    per_step = config.data.batch_size * config.data.accumulate * world
+    if samples < per_step:
+        raise ValueError(f"an epoch of {samples} samples is smaller than one step of "
+                         f"{per_step} (batch_size x accumulate x processes); lower "
+                         "data.batch_size or raise data.samples_per_epoch")
+    return samples // per_step
+
+
+def train(config: TrainConfig, resume: bool = False) -> State:
+    info, device = setup_distributed(config.run.device)
+    main = info.rank == 0
+    out = Path(config.run.out)
+    checkpoints = out / "checkpoints"
+    if main and not resume and (checkpoints / "last.pt").exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or set "
+                         "run.out to a new folder")
+    steps = steps_per_epoch(config, info.world)
+    manifest = json.loads((Path(config.data.shards) / "manifest.json").read_text())
+    shard_rate = manifest["settings"]["clips"]["sample_rate"]
+    if shard_rate != config.model.audio.sample_rate:
+        raise ValueError(f"shards in {config.data.shards} are {shard_rate} Hz but "
+                         f"model.audio.sample_rate is {config.model.audio.sample_rate}")
+    total_steps = steps * config.optim.epochs
+    warmup_steps = round(config.optim.warmup_epochs * steps)
+
+    torch.manual_seed(config.run.seed)  # identical initial weights on every rank
+    model = DuetMC(config.model).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]  # biases, norms, the logit scale
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.optim.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=config.optim.lr)
+    ddp = model
+    if info.world > 1:
+        # frozen encoders have requires_grad=False: DDP neither syncs nor stores them
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    state = State()
+    if resume:
+        state = load_checkpoint(checkpoints / "last.pt", model, optimizer, device)
+        state.stopped = ""
+
+    swapper = Swapper(SwapDictionary.load(Path(config.data.shards) / "swap_dictionary.json"),
+                      config.swap.categories)
+    epoch_value = SharedEpoch(state.epoch)
+    loader = train_loader(config.data, config.model.audio, config.run.seed, epoch_value)
+    bf16 = config.optim.precision == "bf16" or (config.optim.precision == "auto" and
+                                                 device.type == "cuda")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 \
+        else nullcontext
+    writer = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=state.step or None)
+    log = (out / "metrics.jsonl").open("a", encoding="utf-8") if main else None
+    accumulate = config.data.accumulate
+    per_rank = config.data.batch_size * accumulate
+
+    while state.epoch < config.optim.epochs and not state.stopped:
+        epoch_value.set(state.epoch)
+        batches = iter(loader)
+        for _ in range(state.step_in_epoch * accumulate):  # resume inside an epoch
+            next(batches)
+        p = p_swap(state.epoch, config.swap)
+        model.train()
+        bar = tqdm(total=steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch}",
+                   unit="step", disable=not main, file=sys.stderr)
+        while state.step_in_epoch < steps:
+            started = time.perf_counter()
+            # dropout draws from a stream fixed by (seed, rank, step): resuming repeats it
+            torch.manual_seed((config.run.seed << 32) + (info.rank << 24) + state.step)
+            parts = [next(batches) for _ in range(accumulate)]
+            lr = learning_rate(state.step, total_steps, warmup_steps, config.optim.lr,
+                               config.optim.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum, n_hard = train_step(ddp, model, optimizer, parts, swapper, p,
+                                          state.step, config, info, device, autocast,
+                                          trainable)
+            state.step += 1
+            state.step_in_epoch += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}", hard=n_hard, refresh=False)
+            if main and (state.step % config.run.log_every == 0 or state.step == 1):
+                row = {"type": "step", "epoch": state.epoch, "step": state.step,
+                       "loss": loss_sum, "lr": lr, "p_swap": p, "hard_negatives": n_hard,
+                       "samples_per_s": info.world * per_rank / (time.perf_counter() - started)}
+                _log(log, writer, row)
+            limit = config.run.max_steps and state.step >= config.run.max_steps
+            if limit:
+                state.stopped = f"run.max_steps={config.run.max_steps} reached"
+            if main and (limit or (config.run.checkpoint_every and
+                                   state.step % config.run.checkpoint_every == 0)):
+                save_checkpoint(checkpoints / "last.pt", model, optimizer, state, config)
+            if limit:
+                break
+        bar.close()
+        if state.stopped:
+            break
+        state.epoch += 1
+        state.step_in_epoch = 0
+        if main:
+            _end_epoch(config, model, device, autocast, state, log, writer, out, checkpoints,
+                       optimizer)
+        if info.world > 1:  # every rank follows rank 0's early-stopping decision
+            flag = torch.tensor([1 if state.stopped else 0])
+            dist.broadcast(flag, 0)
+            if flag.item() and not state.stopped:
+                state.stopped = "early stopping"
+    if log is not None:
+        log.close()
+    if writer is not None:
+        writer.close()
+    if info.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return state
+
+
+def train_step(ddp, model: DuetMC, optimizer, parts: list[dict], swapper: Swapper, p: float,
+               step: int, config: TrainConfig, info: Dist, device, autocast, trainable
+               ) -> tuple[float, int]:
+    """One optimizer step over the micro-batches in `parts`; returns the global batch's
+    loss and how many hard negatives it used (summed over processes)."""
+    micro, accumulate = config.data.batch_size, len(parts)
+    per_rank = micro * accumulate
+    offsets = [info.rank * per_rank + j * micro for j in range(accumulate)]
+    inputs = [(b["audio"].to(device), model.tokenize(b["text"]).to(device)) for b in parts]
+    negatives = [hard_negatives(swapper, b["text"], b["spans"], b["tags"], p, config.run.seed,
+                                step, offset, info.world * per_rank)
+                 for b, offset in zip(parts, offsets, strict=True)]
+    negative_ids = [model.tokenize(h.texts).to(device) if len(h) else None for h in negatives]
+    optimizer.zero_grad(set_to_none=True)
+    if accumulate == 1:
+        with autocast():
+            a, t, h, scale = ddp(*inputs[0], negative_ids[0])
+        all_a, all_t = gather(a.float(), t.float(), info.rank, info.world)
+        loss = contrastive_loss(a.float(), t.float(), all_a, all_t, scale, offsets[0],
+                                negatives[0], None if h is None else h.float())
+        loss.backward()
+    else:
+        loss = _accumulated_backward(ddp, inputs, negatives, negative_ids, offsets, info,
+                                     device, autocast)
+    if config.optim.grad_clip:
+        torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
+    optimizer.step()
+    loss_value, n_hard = loss.item(), sum(len(h) for h in negatives)
+    if info.world > 1:
+        totals = torch.tensor([loss_value, n_hard], dtype=torch.float64)
+        dist.all_reduce(totals)
+        loss_value, n_hard = totals[0].item() / info.world, int(totals[1].item())
+    return loss_value, n_hard
+
+
+def _accumulated_backward(ddp, inputs, negatives, negative_ids, offsets, info, device,
+                          autocast) -> torch.Tensor:
+    """Gradient caching: the exact gradient of the loss over all micro-batches at the
+    memory cost of one. 1) embed every micro-batch without gradients; 2) compute the full
+    loss on those embeddings as leaves, giving d(loss)/d(embedding); 3) re-run each
+    micro-batch with gradients (same dropout draws) and back-propagate those. Every
+    micro-batch is thus scored against the whole effective batch, as on more GPUs."""
+    rng = []
+    with torch.no_grad(), autocast():
+        outputs = []
+        for (audio, ids), neg in zip(inputs, negative_ids, strict=True):
+            rng.append(_rng_state(device))
+            outputs.append(ddp(audio, ids, neg))
+    leaf = lambda x: None if x is None else x.float().detach().requires_grad_()  # noqa: E731
+    audio_leaves = [leaf(o[0]) for o in outputs]
+    text_leaves = [leaf(o[1]) for o in outputs]
+    hard_leaves = [leaf(o[2]) for o in outputs]
+    scale = leaf(outputs[0][3])
+    all_a, all_t = gather(torch.cat(audio_leaves), torch.cat(text_leaves), info.rank,
+                          info.world)
+    loss = sum(contrastive_loss(a, t, all_a, all_t, scale, offset, neg, h)
+               for a, t, h, offset, neg in zip(audio_leaves, text_leaves, hard_leaves, offsets,
+                                               negatives, strict=True)) / len(inputs)
+    loss.backward()
+    last = len(inputs) - 1
+    for j, ((audio, ids), neg) in enumerate(zip(inputs, negative_ids, strict=True)):
+        _set_rng_state(rng[j], device)
+        sync = ddp.no_sync() if info.world > 1 and j < last else nullcontext()
+        with sync:
+            with autocast():
+                a, t, h, live_scale = ddp(audio, ids, neg)
+            # the scale is shared: its whole gradient goes with the last micro-batch
+            pairs = [(a, audio_leaves[j].grad), (t, text_leaves[j].grad),
+                     (live_scale, scale.grad if j == last else torch.zeros_like(scale))]
+            if h is not None:
+                pairs.append((h, hard_leaves[j].grad))
+            pairs = [(x, g) for x, g in pairs if x.requires_grad]  # a fixed scale has none
+            torch.autograd.backward([x for x, _ in pairs],
+                                    [g.to(x.dtype) for x, g in pairs])
+    return loss.detach()
+
+
+def _rng_state(device) -> tuple:
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device)
+                                   if device.type == "cuda" else None)
+
+
+def _set_rng_state(state: tuple, device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _end_epoch(config, model, device, autocast, state, log, writer, out, checkpoints,
+               optimizer) -> None:
+    row = {"type": "epoch", "epoch": state.epoch - 1, "step": state.step}
+    if config.run.validate:
+        metrics = validate(model, config, device, autocast)
+        row.update(metrics)
+        if metrics.get("valid_loss") is not None:
+            if metrics["valid_loss"] < state.best_valid_loss:
+                state.best_valid_loss, state.bad_epochs = metrics["valid_loss"], 0
+                save_checkpoint(checkpoints / "best.pt", model, optimizer, state, config)
+            else:
+                state.bad_epochs += 1
+                if config.optim.patience and state.bad_epochs >= config.optim.patience:
+                    state.stopped = (f"early stopping: no better validation loss in "
+                                     f"{state.bad_epochs} epochs")
+    _log(log, writer, row)
+    save_checkpoint(checkpoints / "last.pt", model, optimizer, state, config)
+    plot_metrics(out)
+
+
+@torch.no_grad()
+def embed(model: DuetMC, loader, device, autocast) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Audio and text embeddings of every sample a loader yields, in order."""
+    was_training = model.training
+    model.eval()
+    audio, text, ids = [], [], []
+    for batch in loader:
+        with autocast():
+            audio.append(model.encode_audio(batch["audio"].to(device)).float().cpu())
+            text.append(model.encode_text(model.tokenize(batch["text"]).to(device))
+                        .float().cpu())
+        ids += batch["track_id"]
+    model.train(was_training)
+    if not audio:
+        return torch.zeros(0), torch.zeros(0), []
+    return torch.cat(audio), torch.cat(text), ids
+
+
+def per_track(audio: torch.Tensor, text: torch.Tensor, track_ids: list[str]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One item per track: the mean of its clip embeddings (re-normalised) and the text
+    of its first clip, so a track's other clips never count as wrong answers."""
+    order = list(dict.fromkeys(track_ids))
+    index = {t: i for i, t in enumerate(order)}
+    groups = torch.tensor([index[t] for t in track_ids])
+    summed = torch.zeros(len(order), audio.shape[1]).index_add_(0, groups, audio)
+    first = [track_ids.index(t) for t in order]
+    return F.normalize(summed, dim=-1), text[first]
+
+
+def validate(model: DuetMC, config: TrainConfig, device, autocast) -> dict:
+    """Validation loss (InfoNCE over clips, in batches of data.batch_size) and
+    text-to-audio retrieval per track, each track's first caption against every track."""
+    loader = eval_loader(config.data.shards, "valid", config.data, config.model.audio,
+                         config.data.batch_size)
+    audio, text, track_ids = embed(model, loader, device, autocast)
+    if len(audio) < 2:
+        return {"valid_loss": None}
+    scale = model.logit_scale.clamp(max=math.log(100)).exp().cpu()
+    losses = []
+    for start in range(0, len(audio), config.data.batch_size):
+        a, t = audio[start:start + config.data.batch_size], text[start:start +
+                                                                  config.data.batch_size]
+        if len(a) < 2:
+            continue
+        labels = torch.arange(len(a))
+        losses.append(((F.cross_entropy(scale * a @ t.T, labels) +
+                        F.cross_entropy(scale * t @ a.T, labels)) / 2).item())
+    tracks, queries = per_track(audio, text, track_ids)
+    summary = recall_summary(ranks(queries, tracks, torch.arange(len(tracks))))
+    return {"valid_loss": float(np.mean(losses)) if losses else None,
+            "valid_R@1": summary["R@1"], "valid_R@10": summary["R@10"],
+            "valid_MR": summary["MR"], "valid_tracks": len(tracks)}
+
+
+def _log(log, writer, row: dict) -> None:
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+    for key, value in row.items():
+        if key not in ("type", "epoch", "step") and isinstance(value, (int, float)):
+            writer.add_scalar(f"{row['type']}/{key}", value, row["step"])
+
+
+def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
+                    config: TrainConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    numpy_state = np.random.get_state()
+    body = {
+        "model": model.trainable_state(),
+        "optimizer": optimizer.state_dict(),
+        # bf16 autocast needs no loss scaler; the key is kept so a checkpoint says so
+        "scaler": None,
+        "state": asdict(state),
+        "config": config.to_dict(),
+        "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
+                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
+                          *numpy_state[2:]],
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(body, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: DuetMC, optimizer, device) -> State:
+    if not path.exists():
+        raise ValueError(f"nothing to resume: {path} does not exist")
+    body = torch.load(path, map_location=device, weights_only=True)
+    missing, unexpected = model.load_state_dict(body["model"], strict=False)
+    trainable = set(model.trainable_state())
+    if unexpected or [k for k in missing if k in trainable]:
+        raise ValueError(f"{path} does not fit this model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); was the model config changed?")
+    optimizer.load_state_dict(body["optimizer"])
+    rng = body["rng"]
+    random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+    torch.set_rng_state(rng["torch"].cpu())
+    np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32),
+                         *rng["numpy"][2:]))
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    return State(**body["state"])
+
+
+def load_model(run: Path, which: str = "best", device: str = "cpu") -> tuple[DuetMC,
+                                                                             TrainConfig]:
+    """A trained model from a run folder (for evaluation)."""
+    config = load_config(Path(run) / "config.yaml")
+    path = Path(run) / "checkpoints" / f"{which}.pt"
+    if not path.exists():
+        path = Path(run) / "checkpoints" / "last.pt"
+    model = DuetMC(config.model)
+    body = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(body["model"], strict=False)
+    return model.to(device).eval(), config
+
+
+def plot_metrics(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["type"] == "step"]
+    epochs = [r for r in rows if r["type"] == "epoch" and r.get("valid_loss") is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train")
+    ax.plot([r["step"] for r in epochs], [r["valid_loss"] for r in epochs], "o-",
+            label="valid")
+    ax.set_xlabel("step")
+    ax.set_ylabel("InfoNCE loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", metadata={"Software": None})
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([r["epoch"] for r in epochs], [r["valid_R@10"] for r in epochs], "o-",
+            label="valid R@10")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("R@10 (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "validation.png", metadata={"Software": None})
+    plt.close(fig)
