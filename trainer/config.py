@@ -173,6 +173,10 @@ def validate(c: TrainConfig) -> list[str]:
          "model.audio.f_max must be 0 or in (f_min, sample_rate / 2]")
     need(len(a.channels) >= 1 and all(ch >= 1 for ch in a.channels),
          "model.audio.channels must list positive widths")
+    pools = 2 ** len(a.channels)  # each cnn block halves frequency and time
+    need(a.kind != "cnn" or (a.n_mels >= pools and a.clip_seconds * a.sample_rate / a.hop
+                             >= pools),
+         f"model.audio: {len(a.channels)} cnn blocks need n_mels and clip frames >= {pools}")
     need(a.kind != "hf-frozen" or bool(a.path),
          "model.audio.path must name the frozen model for kind hf-frozen")
     need(bool(c.model.text.path), "model.text.path must name a text encoder")

@@ -59,11 +59,14 @@ class DuetMC(nn.Module):
                 negative_ids: torch.Tensor | None = None):
         """(audio embeddings, text embeddings, hard-negative embeddings or None, logit
         scale). One forward for everything, so DDP sees every trainable parameter."""
-        negatives = self.encode_text(negative_ids) if negative_ids is not None and len(
-            negative_ids) else None
+        texts = self.encode_text(ids if negative_ids is None else torch.cat([ids, negative_ids]))
+        # one text-encoder call for captions and their swapped copies: the frozen encoder
+        # runs once on the larger batch instead of twice
+        texts, negatives = (texts, None) if negative_ids is None else texts.split(
+            [len(ids), len(negative_ids)])
         # CLIP's cap on the learnable scale (temperature >= 0.01)
         scale = self.logit_scale.clamp(max=math.log(100)).exp()
-        return self.encode_audio(audio), self.encode_text(ids), negatives, scale
+        return self.encode_audio(audio), texts, negatives, scale
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         return self.audio_head(*self.audio(audio))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.config import AudioConfig, ModelConfig, TextConfig
+from trainer.config import AudioConfig, ModelConfig
 from trainer.encoders import LogMel, mel_filterbank
 from trainer.model import DuetMC
 
