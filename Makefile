@@ -95,10 +95,10 @@ train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8
 	if [ "$(NPROC)" -gt 1 ] || [ -n "$(TORCHRUN_ARGS)" ]; then \
 	  $(BIN)/python -m torch.distributed.run --nproc_per_node $(NPROC) $(TORCHRUN_ARGS) \
 	    -m adswap.cli train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
-	    --set run.out=$(RUN) $(TRAIN_ARGS); \
+	    --set run.out=$(RUN) --card-dir data_cards/$(DATASET) $(TRAIN_ARGS); \
 	else \
 	  $(BIN)/adswap train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
-	    --set run.out=$(RUN) $(TRAIN_ARGS); \
+	    --set run.out=$(RUN) --card-dir data_cards/$(DATASET) $(TRAIN_ARGS); \
 	fi
 
 eval: $(STAMPS)/venv ## Evaluate text-to-music retrieval

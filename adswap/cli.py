@@ -6,6 +6,7 @@ heavy dependencies (torch, vLLM) are only needed by the commands that use them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NoReturn
 
@@ -276,6 +277,8 @@ def train(
                                         "repeatable."),
     resume: bool = typer.Option(False, help="Continue the run in run.out from its last "
                                 "checkpoint, with its saved config (plus any --set)."),
+    card_dir: Path = typer.Option(None, help="Data card folder (data_cards/<dataset>) to "
+                                  "add this run to."),
 ) -> None:
     """Train the DuET-MC dual encoder with view sampling, View Dropout and TextSwap.
 
@@ -291,11 +294,33 @@ def train(
                 _fail(f"nothing to resume: {saved} does not exist")
             config = load_config(saved, overrides or [])
         state = run_training(config, resume=resume)
+        if card_dir is not None and int(os.environ.get("RANK", 0)) == 0:
+            _add_run_to_card(card_dir, config, state)
     except (ValueError, OSError) as err:
         _fail(str(err))
     typer.echo(f"train: {state.epoch} epochs, {state.step} steps"
                + (f" ({state.stopped})" if state.stopped else "")
                + f"; best validation loss {state.best_valid_loss:.4f} -> {config.run.out}")
+
+
+def _add_run_to_card(card_dir: Path, config, state) -> None:
+    """The card's `training` section lists every run trained on the dataset."""
+    import json
+
+    from pipeline.card import update_card
+    card = card_dir / "card.json"
+    runs = json.loads(card.read_text()).get("training", {}) if card.exists() else {}
+    rows = [json.loads(line) for line in (config.run.out / "metrics.jsonl").read_text()
+            .splitlines()]
+    last = [r for r in rows if r["type"] == "epoch"][-1:] or [{}]
+    runs[str(config.run.out)] = {
+        "epochs": state.epoch, "steps": state.step, "stopped": state.stopped or None,
+        "audio": config.model.audio.kind, "text": config.model.text.path,
+        "p_cap": config.data.p_cap, "textswap": config.swap.enabled,
+        "best_valid_loss": None if state.best_valid_loss == float("inf")
+        else round(state.best_valid_loss, 4),
+        "last_valid_R@10": last[0].get("valid_R@10")}
+    update_card(card_dir, "training", runs)
 
 
 @app.command("eval")

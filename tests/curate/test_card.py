@@ -61,6 +61,6 @@ def test_card_numbers_match_the_parquet(card):
 
 def test_later_stages_append_their_section(card):
     path, _ = card
-    update_card(path.parent, "shards", {"train": {"shards": 3, "samples": 120}})
+    update_card(path.parent, "training", {"runs/demo": {"epochs": 3, "best_valid_loss": 2.5}})
     text = path.read_text()
-    assert "## Shards" in text and '"samples": 120' in text and "## Curation" in text
+    assert "## Training" in text and '"best_valid_loss": 2.5' in text and "## Curation" in text

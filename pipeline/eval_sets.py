@@ -1,0 +1,226 @@
+"""`adswap import-eval`: a user's evaluation set (audio + human captions, e.g. Song
+Describer or MusicCaps, downloaded by the user) into eval shards.
+
+Input: CSV, JSONL or Parquet with a caption column (`caption` or `text`) and either an
+`audio` path (resolved inside --audio-root) or a `track_id` looked up in --catalog.
+Optional: `track_id`, `language` (default en), `caption_id`. A track may have many
+captions (one row each); each becomes a query.
+
+Output (--out): `test-{000000}.tar` shards in the sample format of `adswap shards`
+(split test, the captions as views), so the shards stage's audio handling (decode,
+mono, soxr resampling, clips) is the same for training and evaluation; `sizes.json`,
+`manifest.json`, `captions.parquet` (schema eval_captions/1: usable as `adswap curate
+--eval-set` to decontaminate training data), `rejects.jsonl` and `report.md`. A bad row
+or a missing or unreadable audio file is a reject with its reason, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.parallel import map_jobs
+from pipeline.shards.audio import ClipConfig
+from pipeline.shards.stage import ShardJob, build_shard
+from schemas.atomic import write_text_atomic
+from schemas.catalog import CatalogConfig, iter_catalog
+from schemas.eval_captions import eval_captions_schema
+from schemas.views import SPAN
+
+EVAL_SET_SCHEMA_ID = "eval_set/1"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    file: Path
+    out: Path
+    name: str = ""  # default: the out folder's name
+    catalog: Path | None = None
+    audio_root: Path | None = None  # default: the input file's folder
+    clips: ClipConfig = ClipConfig(position="all")
+    max_samples: int = 500
+    workers: int = 0
+
+
+@dataclass
+class ImportStats:
+    rows: int = 0
+    tracks: int = 0
+    captions: int = 0
+    samples: int = 0
+    rejects: Counter = None
+
+
+def read_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                rows.append({"__error__": f"row {number}: invalid JSON ({err.msg})"})
+        return rows
+    if suffix in (".csv", ".tsv"):
+        import csv
+
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+    raise ValueError(f"{path}: unsupported eval file type {suffix!r}; use .csv, .tsv, "
+                     ".jsonl or .parquet")
+
+
+def run(config: ImportConfig) -> ImportStats:
+    path = Path(config.file)
+    if not path.exists():
+        raise ValueError(f"eval file {path} does not exist")
+    rows = read_rows(path)
+    catalog_audio: dict[str, str] = {}
+    root = config.audio_root or path.parent
+    if config.catalog is not None:
+        catalog_config = CatalogConfig(audio_root=config.audio_root)
+        for track, _ in iter_catalog(config.catalog, catalog_config):
+            if track is not None:
+                catalog_audio[track.track_id] = track.audio
+        root = config.audio_root or (config.catalog if Path(config.catalog).is_dir()
+                                     else Path(config.catalog).parent)
+    tracks: dict[str, dict] = {}
+    rejects: list[dict] = []
+    for number, row in enumerate(rows, 1):
+        reason, track_id, audio = _check(row, catalog_audio)
+        if reason:
+            rejects.append({"row": number, "track_id": track_id or "", "stage": "rows",
+                            "reason": reason})
+            continue
+        entry = tracks.setdefault(track_id, {"audio": audio, "captions": []})
+        if entry["audio"] != audio:
+            rejects.append({"row": number, "track_id": track_id, "stage": "rows",
+                            "reason": f"track {track_id} already has audio {entry['audio']}"})
+            continue
+        caption_id = row.get("caption_id")
+        caption_id = int(caption_id) if str(caption_id or "").strip().isdigit() else \
+            len(entry["captions"])
+        entry["captions"].append({"view_id": caption_id,
+                                  "language": str(row.get("language") or "en").strip(),
+                                  "text": " ".join(str(row.get("caption") or row.get(
+                                      "text")).split()), "spans": []})
+    if not tracks:
+        raise ValueError(f"{path}: no usable row (first problems: "
+                         f"{[r['reason'] for r in rejects[:3]]})")
+    out = Path(config.out)
+    if out.exists():
+        shutil.rmtree(out / "_work", ignore_errors=True)
+        for old in out.glob("test-*.tar"):
+            old.unlink()
+    units = _write_plan(tracks, out / "_work" / "plan", config.max_samples)
+    provenance = {"eval_file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+    jobs = [ShardJob(unit, out / "_work" / "plan" / f"unit={unit}", out / f"{unit}.tar",
+                     out / "_work" / "done" / f"{unit}.json", config.clips,
+                     Path(root).resolve(), provenance) for unit in units]
+    done = list(map_jobs(build_shard, jobs, config.workers, "import-eval", "track",
+                         weights=[len(units[j.unit]) for j in jobs]))
+    rejects += [r for d in done for r in d["rejects"]]
+    stats = ImportStats(rows=len(rows), rejects=Counter(r["reason"].split(":")[0]
+                                                         for r in rejects))
+    kept = {t for d in done for t in _tracks_in(out / f"{d['unit']}.tar")}
+    stats.tracks = len(kept)
+    stats.captions = sum(len(tracks[t]["captions"]) for t in kept)
+    stats.samples = sum(d["samples"] for d in done)
+    _write_outputs(config, out, tracks, kept, done, rejects, stats)
+    return stats
+
+
+def _check(row: dict, catalog_audio: dict) -> tuple[str, str | None, str | None]:
+    """(reason, track_id, audio): a reason means the row is rejected."""
+    if "__error__" in row:
+        return row["__error__"], None, None
+    text = row.get("caption") if row.get("caption") is not None else row.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return "no caption (column `caption` or `text`)", row.get("track_id"), None
+    track_id = str(row.get("track_id") or "").strip() or None
+    audio = str(row.get("audio") or "").strip() or None
+    if audio is None and track_id is not None:
+        audio = catalog_audio.get(track_id)
+        if audio is None:
+            return (f"track {track_id} has no `audio` column value and is not in the "
+                    "catalog"), track_id, None
+    if audio is None:
+        return "needs an `audio` path or a `track_id` with --catalog", track_id, None
+    if track_id is None:  # keys must be safe file names and WebDataset keys
+        track_id = _UNSAFE.sub("_", Path(audio).stem).strip("_")[:100] or "track"
+        track_id += "-" + hashlib.sha256(audio.encode()).hexdigest()[:8]
+    elif _UNSAFE.search(track_id):
+        return (f"track_id {track_id!r} may only hold letters, digits, '_' and '-'",
+                track_id, None)
+    return "", track_id, audio
+
+
+def _write_plan(tracks: dict, plan: Path, max_samples: int) -> dict[str, list[str]]:
+    ids = sorted(tracks)
+    units = {f"test-{i // max_samples:06d}": ids[i:i + max_samples]
+             for i in range(0, len(ids), max_samples)}
+    views_type = pa.list_(pa.struct([pa.field("view_id", pa.int32()),
+                                     pa.field("language", pa.string()),
+                                     pa.field("text", pa.string()),
+                                     pa.field("spans", pa.list_(SPAN))]))
+    for unit, members in units.items():
+        folder = plan / f"unit={unit}"
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pa.table({
+            "position": list(range(len(members))), "track_id": members,
+            "audio": [tracks[t]["audio"] for t in members],
+            "tags": ["{}"] * len(members), "tags_text": [""] * len(members),
+            "split": ["test"] * len(members),
+            "views": pa.array([tracks[t]["captions"] for t in members], type=views_type),
+            "engine": ["human"] * len(members), "model_id": ["reference"] * len(members),
+            "template_id": [""] * len(members), "template_hash": [""] * len(members)})
+        pq.write_table(table, folder / "part.parquet")
+    return units
+
+
+def _tracks_in(tar: Path) -> set[str]:
+    import tarfile
+
+    with tarfile.open(tar) as archive:
+        return {json.loads(archive.extractfile(m).read())["track_id"]
+                for m in archive.getmembers() if m.name.endswith(".json")}
+
+
+def _write_outputs(config: ImportConfig, out: Path, tracks: dict, kept: set[str],
+                   done: list[dict], rejects: list[dict], stats: ImportStats) -> None:
+    names = sorted(d["unit"] for d in done)
+    sizes = {f"{d['unit']}.tar": d["samples"] for d in done}
+    write_text_atomic(out / "sizes.json", json.dumps(sizes, indent=1, sort_keys=True) + "\n")
+    rows = [{"track_id": t, "caption_id": c["view_id"], "language": c["language"],
+             "text": c["text"]} for t in sorted(kept) for c in tracks[t]["captions"]]
+    pq.write_table(pa.Table.from_pylist(rows, schema=eval_captions_schema()),
+                   out / "captions.parquet")
+    languages = Counter(r["language"] for r in rows)
+    manifest = {"schema": EVAL_SET_SCHEMA_ID, "name": config.name or out.name,
+                "source": str(config.file), "settings": {"clips": asdict(config.clips)},
+                "tracks": stats.tracks, "captions": stats.captions, "samples": stats.samples,
+                "languages": dict(sorted(languages.items())),
+                "shards": {f"{n}.tar": {k: d[k] for k in ("samples", "bytes", "sha256")}
+                           for n in names for d in done if d["unit"] == n}}
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    write_text_atomic(out / "rejects.jsonl", "".join(
+        json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects))
+    lines = [f"# Eval set {manifest['name']}", "",
+             f"From `{config.file}`: {stats.rows} rows, {stats.tracks} tracks, "
+             f"{stats.captions} captions ({', '.join(f'{k} {v}' for k, v in languages.items())})"
+             f", {stats.samples} clips.", "", "## Rejects", ""]
+    lines += [f"- {reason}: {n}" for reason, n in stats.rejects.most_common()] or ["- none"]
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
