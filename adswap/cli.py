@@ -27,11 +27,6 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _not_built(stage: str, issue: int) -> NoReturn:
-    _fail(f"`adswap {stage}` is not built yet (tracked in issue {issue}); nothing was run.",
-          code=2)
-
-
 @app.command("demo-data")
 def demo_data(
     out: Path = typer.Option(Path("data/demo"), help="Folder to write the demo catalog into."),
@@ -323,10 +318,114 @@ def _add_run_to_card(card_dir: Path, config, state) -> None:
     update_card(card_dir, "training", runs)
 
 
+@app.command("import-eval")
+def import_eval(
+    file: Path = typer.Option(..., help="CSV, TSV, JSONL or Parquet: a caption column "
+                              "(`caption` or `text`) and an `audio` path or a `track_id` "
+                              "(with --catalog); optional `language`, `caption_id`."),
+    out: Path = typer.Option(..., help="Folder for the eval shards."),
+    name: str = typer.Option("", help="The set's name in reports (default: OUT's name)."),
+    catalog: Path = typer.Option(None, help="Catalog to find audio by track_id."),
+    audio_root: Path = typer.Option(None, help="Folder audio paths resolve in (default: the "
+                                    "file's folder, or the catalog's)."),
+    sample_rate: int = typer.Option(16000, help="The model's input rate."),
+    clip_seconds: float = typer.Option(10.0, help="Clip length: the model's input length."),
+    position: str = typer.Option("all", help="Clips per track: all (every window, "
+                                 "averaged at eval), start, centre or random."),
+    clips_per_track: int = typer.Option(1, min=1, help="Clips for start/centre/random."),
+    workers: int = typer.Option(0, min=0, help="Worker processes; 0 = all cores."),
+) -> None:
+    """Turn an evaluation set (audio + human captions) into eval shards, with the shards
+    stage's audio handling. Bad rows and bad audio are reported, never fatal."""
+    from pipeline.eval_sets import ImportConfig, run
+    from pipeline.shards.audio import ClipConfig
+    try:
+        stats = run(ImportConfig(file=file, out=out, name=name, catalog=catalog,
+                                 audio_root=audio_root, workers=workers,
+                                 clips=ClipConfig(sample_rate=sample_rate,
+                                                  clip_seconds=clip_seconds,
+                                                  position=position,
+                                                  clips_per_track=clips_per_track)))
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    rejected = ", ".join(f"{k} {n}" for k, n in stats.rejects.items()) or "none"
+    typer.echo(f"import-eval: {stats.tracks} tracks, {stats.captions} captions, "
+               f"{stats.samples} clips from {stats.rows} rows; rejected: {rejected} -> {out}")
+
+
 @app.command("eval")
-def evaluate() -> None:
-    """Text-to-music retrieval: R@1/5/10 and median rank."""
-    _not_built("eval", 7)
+def evaluate(
+    run: Path = typer.Argument(..., help="A run folder from `adswap train`."),
+    sets: list[Path] = typer.Option(..., "--set", help="Eval set folder (from `adswap "
+                                    "import-eval`); repeatable."),
+    subsets: int = typer.Option(10, help="Random subsets to average over."),
+    subset_size: int = typer.Option(500, help="Tracks per subset (the paper's 500)."),
+    seed: int = typer.Option(0, help="Seed for the subsets."),
+    pooling: str = typer.Option("mean", help="A track's clips: mean of embeddings or "
+                                "first clip."),
+    checkpoint: str = typer.Option("best", help="best or last."),
+    card_dir: Path = typer.Option(None, help="Data card folder to add the results to."),
+) -> None:
+    """Text-to-music and music-to-text retrieval: R@1/5/10 and median rank on random
+    500-track subsets, per set and caption language. Writes RUN/eval/report.{json,md}
+    and plots."""
+    from trainer.evaluate import EvalConfig
+    from trainer.evaluate import evaluate as run_eval
+    try:
+        report = run_eval(EvalConfig(run=run, sets=tuple(sets), subsets=subsets,
+                                     subset_size=subset_size, seed=seed, pooling=pooling,
+                                     checkpoint=checkpoint))
+        if card_dir is not None:
+            _add_eval_to_card(card_dir, report)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    for name, entry in report["sets"].items():
+        for language, m in entry["languages"].items():
+            typer.echo(f"eval {name} ({language}): text->music R@10 "
+                       f"{m['t2m_R@10']['mean']:.1f} ± {m['t2m_R@10']['std']:.1f}, "
+                       f"MR {m['t2m_MR']['mean']:.1f}; music->text R@10 "
+                       f"{m['m2t_R@10']['mean']:.1f}")
+    typer.echo(f"report: {run / 'eval' / 'report.md'}")
+
+
+def _add_eval_to_card(card_dir: Path, report: dict) -> None:
+    import json
+
+    from pipeline.card import update_card
+    card = card_dir / "card.json"
+    results = json.loads(card.read_text()).get("evaluation", {}) if card.exists() else {}
+    results[report["run"]] = {
+        f"{name} ({language})": {"R@10": round(m["t2m_R@10"]["mean"], 2),
+                                 "MR": round(m["t2m_MR"]["mean"], 2)}
+        for name, entry in report["sets"].items()
+        for language, m in entry["languages"].items()}
+    update_card(card_dir, "evaluation", results)
+
+
+@app.command()
+def ablation(
+    config_file: Path = typer.Option(Path("trainer/configs/demo.yaml"), "--config",
+                                     help="Base training config for every row."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override for every row, e.g. "
+                                        "--set data.shards=...; repeatable."),
+    eval_sets: list[Path] = typer.Option(..., "--eval-set", help="Eval set folder; the "
+                                         "table uses the first. Repeatable."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds."),
+    out: Path = typer.Option(Path("runs/ablation"), help="Folder for the runs and table."),
+    subsets: int = typer.Option(10, help="Random 500-track subsets per evaluation."),
+) -> None:
+    """Train and evaluate the paper's four rows (tags only, + tag-to-caption, + View
+    Dropout, + TextSwap) with the same seeds and budget; write a table and a plot.
+    A rerun skips finished runs and resumes an interrupted one."""
+    from trainer.ablation import render, run_ablation
+    try:
+        summary = run_ablation(config_file, overrides or [], list(eval_sets),
+                               [int(s) for s in seeds.split(",") if s.strip()], out,
+                               subsets)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    typer.echo(render(summary))
+    typer.echo(f"ablation: {out / 'ablation.md'}, {out / 'ablation.png'}")
 
 
 @app.command()

@@ -19,6 +19,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 class DataConfig:
     shards: Path = Path("data/demo/shards")
     p_cap: float = 1.0  # chance a pair uses a caption view instead of the tags as text
+    # Augmented View Dropout: draw one of the track's views each time; off = always the
+    # same view, its last (the all-tags view when captions were made with --full-view)
+    view_dropout: bool = True
     languages: tuple[str, ...] = ()  # caption languages to train on; empty = all
     batch_size: int = 64  # per process and micro-batch
     accumulate: int = 1  # micro-batches per optimizer step (effective batch grows)

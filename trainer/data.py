@@ -98,6 +98,7 @@ class MakePairs:
     def __init__(self, data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch,
                  train: bool):
         self.p_cap, self.languages = data.p_cap, set(data.languages)
+        self.view_dropout = data.view_dropout
         self.rate, self.frames = audio.sample_rate, round(audio.clip_seconds * audio.sample_rate)
         self.seed, self.epoch, self.train = seed, epoch, train
 
@@ -115,7 +116,8 @@ class MakePairs:
                      if not self.languages or v["language"] in self.languages]
             if self.train:
                 use_caption = bool(views) and rng.random() < self.p_cap
-                view = views[rng.randrange(len(views))] if use_caption else None
+                view = None if not use_caption else views[rng.randrange(len(views))] \
+                    if self.view_dropout else max(views, key=lambda v: v["view_id"])
             else:
                 view = views[0] if views else None
             if view is not None:

@@ -52,6 +52,12 @@ def test_views_are_drawn_uniformly():
     assert chi2 < 18.48  # the 1% critical value of chi-square with 7 degrees of freedom
 
 
+def test_without_view_dropout_one_view_is_always_used():
+    stage = MakePairs(DataConfig(p_cap=1.0, view_dropout=False), AudioConfig(clip_seconds=2),
+                      0, SharedEpoch(), train=True)
+    assert {p["text"] for p in stage(iter([fake_sample(n_views=5)] * 50))} == {"caption 4 en"}
+
+
 def test_languages_restrict_the_views_and_fall_back_to_tags():
     stage = MakePairs(DataConfig(p_cap=1.0, languages=("de",)), AudioConfig(clip_seconds=2),
                       0, SharedEpoch(), train=True)

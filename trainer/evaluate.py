@@ -1,0 +1,292 @@
+"""`adswap eval`: text-to-music and music-to-text retrieval on eval sets.
+
+The paper's protocol: every caption ranks the clips by cosine similarity; R@1, R@5,
+R@10 and median rank, on random subsets of `subset_size` (500) tracks, seeded, averaged
+over `subsets` draws, with their spread. A track with several clips is one item (the
+mean of its clip embeddings, or its first clip); a track with several captions (Song
+Describer) gives one query per caption. Music-to-text: each track ranks the subset's
+captions; its rank is that of its best caption. Results are per caption language.
+
+Embeddings are computed once per run, checkpoint and set, and cached in
+RUN/eval/<set>/embeddings.pt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+
+from trainer.metrics import ranks
+from trainer.model import DuetMC
+
+KS = (1, 5, 10)
+CURVE_K = 50
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    run: Path
+    sets: tuple[Path, ...]
+    subsets: int = 10
+    subset_size: int = 500
+    seed: int = 0
+    pooling: str = "mean"  # mean | first: how a track's clips become one item
+    checkpoint: str = "best"  # best | last
+    batch_size: int = 64
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.sets:
+            problems.append("name at least one eval set (--set)")
+        if self.subsets < 1 or self.subset_size < 2:
+            problems.append("subsets must be >= 1 and subset_size >= 2")
+        if self.pooling not in ("mean", "first"):
+            problems.append(f"pooling {self.pooling!r} must be mean or first")
+        if self.checkpoint not in ("best", "last"):
+            problems.append("checkpoint must be best or last")
+        if problems:
+            raise ValueError("invalid eval settings: " + "; ".join(problems))
+
+
+def checkpoint_path(run: Path, which: str) -> Path:
+    path = Path(run) / "checkpoints" / f"{which}.pt"
+    if not path.exists():
+        path = Path(run) / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise ValueError(f"{run} has no checkpoint; train it first (`adswap train`)")
+    return path
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def set_shards(folder: Path) -> list[str]:
+    sizes = Path(folder) / "sizes.json"
+    if not sizes.exists():
+        raise ValueError(f"{folder} is not an eval set (no sizes.json); make one with "
+                         "`adswap import-eval`")
+    names = sorted(n for n, count in json.loads(sizes.read_text()).items()
+                   if n.startswith("test-") and count > 0)
+    if not names:
+        raise ValueError(f"{folder} has no test shards with samples")
+    return [str(Path(folder) / n) for n in names]
+
+
+@torch.no_grad()
+def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float,
+              batch_size: int, device) -> dict:
+    """Clip and caption embeddings of an eval set, in shard order."""
+    frames = round(sample_rate * clip_seconds)
+    track_ids: list[str] = []
+    clip_track: list[int] = []
+    captions: list[tuple[int, str, str]] = []  # (track index, language, text)
+    clips: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if pending:
+            clips.append(model.encode_audio(torch.stack(pending).to(device)).float().cpu())
+            pending.clear()
+
+    for sample in wds.WebDataset(set_shards(folder), shardshuffle=False, empty_check=False):
+        meta = json.loads(sample["json"])
+        if meta["sample_rate"] != sample_rate:
+            raise ValueError(f"{folder}: clips are {meta['sample_rate']} Hz but the model "
+                             f"takes {sample_rate} Hz; import the set at that rate")
+        if not track_ids or track_ids[-1] != meta["track_id"]:
+            track_ids.append(meta["track_id"])
+            captions += [(len(track_ids) - 1, v["language"], v["text"]) for v in meta["views"]]
+        clip_track.append(len(track_ids) - 1)
+        audio, _ = sf.read(io.BytesIO(sample.get("flac", sample.get("wav"))), dtype="float32")
+        extra = len(audio) - frames
+        audio = np.pad(audio, (0, -extra)) if extra < 0 else audio[extra // 2:extra // 2 + frames]
+        pending.append(torch.from_numpy(np.ascontiguousarray(audio)))
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    texts = [text for _, _, text in captions]
+    text = torch.cat([model.encode_text(model.tokenize(texts[i:i + batch_size]).to(device))
+                      .float().cpu() for i in range(0, len(texts), batch_size)]) \
+        if texts else torch.zeros(0, model.config.dim)
+    return {"track_ids": track_ids, "clip_track": torch.tensor(clip_track),
+            "clips": torch.cat(clips), "caption_track": torch.tensor([c[0] for c in captions]),
+            "caption_language": [c[1] for c in captions], "text": text}
+
+
+def pool_tracks(clips: torch.Tensor, clip_track: torch.Tensor, n_tracks: int,
+                how: str) -> torch.Tensor:
+    if how == "first":
+        first = torch.full((n_tracks,), -1, dtype=torch.long)
+        for i in reversed(range(len(clip_track))):
+            first[clip_track[i]] = i
+        return clips[first]
+    summed = torch.zeros(n_tracks, clips.shape[1]).index_add_(0, clip_track, clips)
+    return F.normalize(summed, dim=-1)
+
+
+def music_to_text_ranks(items: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor,
+                        chunk: int = 1024) -> torch.Tensor:
+    """For each item, the 1-based rank of its best caption: 1 + the captions of other
+    items scoring at least as high (ties count against it, as in `ranks`);
+    `owner[j]` is caption j's item index."""
+    out = []
+    for start in range(0, len(items), chunk):
+        scores = items[start:start + chunk] @ texts.T
+        mine = owner[None, :] == torch.arange(start, start + len(scores))[:, None]
+        best = scores.masked_fill(~mine, -torch.inf).max(1).values
+        out.append((scores.masked_fill(mine, -torch.inf) >= best[:, None]).sum(1) + 1)
+    return torch.cat(out)
+
+
+def subset_metrics(tracks: torch.Tensor, text: torch.Tensor, caption_track: torch.Tensor,
+                   subsets: int, size: int, seed: int) -> dict:
+    """Both directions on `subsets` random subsets of `size` tracks with captions (one
+    subset of all of them when there are no more than `size`); mean and spread."""
+    eligible = torch.unique(caption_track).numpy()
+    rng = np.random.default_rng(seed)
+    draws = [eligible] if len(eligible) <= size else \
+        [np.sort(rng.choice(eligible, size, replace=False)) for _ in range(subsets)]
+    results: dict[str, list] = {}
+    curves = []
+    for draw in draws:
+        position = torch.full((len(tracks),), -1, dtype=torch.long)
+        position[torch.from_numpy(draw)] = torch.arange(len(draw))
+        keep = position[caption_track] >= 0
+        items, queries, targets = tracks[draw], text[keep], position[caption_track[keep]]
+        t2m = ranks(queries, items, targets)
+        m2t = music_to_text_ranks(items, queries, targets)
+        for direction, rank in (("t2m", t2m), ("m2t", m2t)):
+            for k in KS:
+                results.setdefault(f"{direction}_R@{k}", []).append(
+                    float((rank <= k).float().mean()) * 100)
+            results.setdefault(f"{direction}_MR", []).append(float(rank.float().quantile(0.5)))
+        curves.append([float((t2m <= k).float().mean()) * 100 for k in range(1, CURVE_K + 1)])
+    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v))}
+               for name, v in results.items()}
+    summary["subsets"] = len(draws)
+    summary["subset_tracks"] = int(len(draws[0]))
+    summary["queries"] = int(len(text))
+    summary["t2m_curve"] = np.mean(curves, axis=0).round(3).tolist()
+    return summary
+
+
+def evaluate(config: EvalConfig) -> dict:
+    from trainer.train import load_model
+
+    device = torch.device("cuda" if config.device in ("auto", "cuda") and
+                          torch.cuda.is_available() else "cpu")
+    checkpoint = checkpoint_path(config.run, config.checkpoint)
+    model, train_config = load_model(config.run, config.checkpoint, device.type)
+    checkpoint_sha = _digest(checkpoint)
+    audio = train_config.model.audio
+    report = {"run": str(config.run), "checkpoint": checkpoint.name,
+              "checkpoint_sha256": checkpoint_sha[:16],
+              "protocol": {"subsets": config.subsets, "subset_size": config.subset_size,
+                           "seed": config.seed, "pooling": config.pooling},
+              "model": {"audio": audio.kind, "text": train_config.model.text.path,
+                        "p_cap": train_config.data.p_cap,
+                        "textswap": train_config.swap.enabled},
+              "sets": {}}
+    for folder in config.sets:
+        folder = Path(folder)
+        manifest = folder / "manifest.json"
+        name = json.loads(manifest.read_text()).get("name", folder.name) \
+            if manifest.exists() else folder.name
+        cache = Path(config.run) / "eval" / name / "embeddings.pt"
+        key = {"checkpoint": checkpoint_sha, "set": _digest(folder / "sizes.json") + (
+            _digest(manifest) if manifest.exists() else ""), "clip_seconds": audio.clip_seconds}
+        cached = torch.load(cache, weights_only=True) if cache.exists() else None
+        if cached is not None and cached.get("key") == key:
+            data = cached["data"]
+        else:
+            data = embed_set(model, folder, audio.sample_rate, audio.clip_seconds,
+                             config.batch_size, device)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"key": key, "data": data}, cache)
+        tracks = pool_tracks(data["clips"], data["clip_track"], len(data["track_ids"]),
+                             config.pooling)
+        languages = sorted(set(data["caption_language"]))
+        per_language = {}
+        for language in languages:
+            mask = torch.tensor([lang == language for lang in data["caption_language"]])
+            per_language[language] = subset_metrics(
+                tracks, data["text"][mask], data["caption_track"][mask], config.subsets,
+                config.subset_size, config.seed)
+        report["sets"][name] = {"path": str(folder), "tracks": len(data["track_ids"]),
+                                "clips": len(data["clip_track"]),
+                                "captions": len(data["caption_language"]),
+                                "languages": per_language}
+    out = Path(config.run) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(render(report))
+    plot(report, out)
+    return report
+
+
+def render(report: dict) -> str:
+    lines = [f"# Retrieval: {report['run']}", "",
+             f"Checkpoint `{report['checkpoint']}` ({report['checkpoint_sha256']}); audio "
+             f"{report['model']['audio']}, text {report['model']['text']}, p_cap "
+             f"{report['model']['p_cap']}, TextSwap {report['model']['textswap']}. "
+             f"{report['protocol']['subsets']} random subsets of "
+             f"{report['protocol']['subset_size']} tracks (seed {report['protocol']['seed']}), "
+             f"clips pooled by {report['protocol']['pooling']}; mean ± std over subsets.", ""]
+    for name, entry in report["sets"].items():
+        lines += [f"## {name}", "", f"{entry['tracks']} tracks, {entry['clips']} clips, "
+                  f"{entry['captions']} captions.", "",
+                  "| language | direction | R@1 | R@5 | R@10 | MR | queries | subsets |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for language, m in entry["languages"].items():
+            for direction, label in (("t2m", "text→music"), ("m2t", "music→text")):
+                cells = [f"{m[f'{direction}_{k}']['mean']:.1f} ± {m[f'{direction}_{k}']['std']:.1f}"
+                         for k in ("R@1", "R@5", "R@10", "MR")]
+                lines.append(f"| {language} | {label} | " + " | ".join(cells) +
+                             f" | {m['queries']} | {m['subsets']} x {m['subset_tracks']} |")
+        lines.append("")
+    lines += ["![recall at k](recall_at_k.png) ![R@10 per set](r10_by_set.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    labels, values, spreads = [], [], []
+    for name, entry in report["sets"].items():
+        for language, m in entry["languages"].items():
+            ax.plot(range(1, CURVE_K + 1), m["t2m_curve"], label=f"{name} ({language})")
+            labels.append(f"{name}\n{language}")
+            values.append(m["t2m_R@10"]["mean"])
+            spreads.append(m["t2m_R@10"]["std"])
+    ax.set_xlabel("k")
+    ax.set_ylabel("text→music recall@k (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "recall_at_k.png", metadata={"Software": None})
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(3, 1.2 * len(values)), 3.5), dpi=100)
+    ax.bar(range(len(values)), values, yerr=spreads, color="#3b6ea5", capsize=4)
+    ax.set_xticks(range(len(values)), labels, fontsize=8)
+    ax.set_ylabel("text→music R@10 (%)")
+    fig.tight_layout()
+    fig.savefig(out / "r10_by_set.png", metadata={"Software": None})
+    plt.close(fig)
