@@ -279,8 +279,14 @@ def train(
 
     One process here; for many GPUs start it with torchrun (`make train NPROC=8`).
     """
+    import signal
+    import sys
+
     from trainer.config import load_config
     from trainer.train import train as run_training
+    # SIGTERM (kill, SLURM preemption) unwinds like Ctrl-C, so the loader's worker
+    # processes are shut down instead of outliving the run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         config = load_config(config_file, overrides or [])
         if resume:

@@ -395,12 +395,7 @@ def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
 def load_checkpoint(path: Path, model: DuetMC, optimizer, device) -> State:
     if not path.exists():
         raise ValueError(f"nothing to resume: {path} does not exist")
-    body = torch.load(path, map_location=device, weights_only=True)
-    missing, unexpected = model.load_state_dict(body["model"], strict=False)
-    trainable = set(model.trainable_state())
-    if unexpected or [k for k in missing if k in trainable]:
-        raise ValueError(f"{path} does not fit this model (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}); was the model config changed?")
+    body = _load_weights(path, model, device)
     optimizer.load_state_dict(body["optimizer"])
     rng = body["rng"]
     random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
@@ -420,9 +415,19 @@ def load_model(run: Path, which: str = "best", device: str = "cpu") -> tuple[Due
     if not path.exists():
         path = Path(run) / "checkpoints" / "last.pt"
     model = DuetMC(config.model)
-    body = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(body["model"], strict=False)
+    _load_weights(path, model, device)
     return model.to(device).eval(), config
+
+
+def _load_weights(path: Path, model: DuetMC, device) -> dict:
+    """Load a checkpoint's trainable weights; frozen encoders come from their own files."""
+    body = torch.load(path, map_location=device, weights_only=True)
+    missing, unexpected = model.load_state_dict(body["model"], strict=False)
+    trainable = set(model.trainable_state())
+    if unexpected or [k for k in missing if k in trainable]:
+        raise ValueError(f"{path} does not fit this model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); was the model config changed?")
+    return body
 
 
 def plot_metrics(out: Path) -> None:
