@@ -52,7 +52,8 @@ TRAIN_ARGS ?=
 # Evaluation: the demo's test split with its independent reference captions, cut into
 # the demo model's 5 s input; EVAL_SETS takes any folders made by `adswap import-eval`.
 EVAL_SETS ?= $(DEMO_DIR)/eval/demo-test
-EVAL_ARGS ?=
+# the demo trains a fixed budget (no early stopping), so its last checkpoint is the model
+EVAL_ARGS ?= --checkpoint last
 ABLATION_SEEDS ?= 0,1,2
 ABLATION_ARGS ?=
 # A run folder with a checkpoint is continued, not refused: a rerun resumes.

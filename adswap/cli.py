@@ -279,14 +279,9 @@ def train(
 
     One process here; for many GPUs start it with torchrun (`make train NPROC=8`).
     """
-    import signal
-    import sys
-
     from trainer.config import load_config
     from trainer.train import train as run_training
-    # SIGTERM (kill, SLURM preemption) unwinds like Ctrl-C, so the loader's worker
-    # processes are shut down instead of outliving the run
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    _exit_on_sigterm()
     try:
         config = load_config(config_file, overrides or [])
         if resume:
@@ -302,6 +297,15 @@ def train(
     typer.echo(f"train: {state.epoch} epochs, {state.step} steps"
                + (f" ({state.stopped})" if state.stopped else "")
                + f"; best validation loss {state.best_valid_loss:.4f} -> {config.run.out}")
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM (kill, SLURM preemption) unwinds like Ctrl-C, so the loader's worker
+    processes are shut down instead of outliving the run."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def _add_run_to_card(card_dir: Path, config, state) -> None:
@@ -424,6 +428,7 @@ def ablation(
     Dropout, + TextSwap) with the same seeds and budget; write a table and a plot.
     A rerun skips finished runs and resumes an interrupted one."""
     from trainer.ablation import render, run_ablation
+    _exit_on_sigterm()
     try:
         summary = run_ablation(config_file, overrides or [], list(eval_sets),
                                [int(s) for s in seeds.split(",") if s.strip()], out,

@@ -5,8 +5,9 @@ Rows (each adds one thing to the one before):
   + tag-to-caption p_cap 1, one fixed caption per track (no View Dropout)
   + View Dropout   p_cap 1, a view drawn each time the track is seen
   + TextSwap       the above with TextSwap hard negatives on their curriculum
-Each (row, seed) trains into OUT/<row>-s<seed> and is evaluated on the eval sets; a
-finished one is skipped on a rerun, an interrupted one resumes. The table reports
+Each (row, seed) trains into OUT/<row>-s<seed> and its last checkpoint (the same
+budget for every row) is evaluated on the eval sets; a finished one is skipped on a
+rerun, an interrupted one resumes. The table reports
 text-to-music R@10 and median rank on the first set, mean and spread over seeds.
 """
 
@@ -45,8 +46,9 @@ def run_ablation(config_file: Path, overrides: list[str], eval_sets: list[Path],
                                      [*overrides, *row_overrides, f"run.seed={seed}",
                                       f"run.out={run}"])
                 train(config, resume=resume)
+                # the last checkpoint: every row gets the same training budget
                 evaluate(EvalConfig(run=run, sets=tuple(eval_sets), subsets=subsets,
-                                    seed=seed))
+                                    seed=seed, checkpoint="last"))
             report = json.loads(report_file.read_text())
             first = next(iter(report["sets"].values()))
             metrics = first["languages"].get("en") or next(iter(first["languages"].values()))
