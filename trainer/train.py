@@ -135,6 +135,8 @@ def train(config: TrainConfig, resume: bool = False) -> State:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=state.step or None)
+    if main and resume:
+        _drop_rows_after(out / "metrics.jsonl", state.step)
     log = (out / "metrics.jsonl").open("a", encoding="utf-8") if main else None
     accumulate = config.data.accumulate
     per_rank = config.data.batch_size * accumulate
@@ -361,6 +363,18 @@ def validate(model: DuetMC, config: TrainConfig, device, autocast) -> dict:
     return {"valid_loss": float(np.mean(losses)) if losses else None,
             "valid_R@1": summary["R@1"], "valid_R@10": summary["R@10"],
             "valid_MR": summary["MR"], "valid_tracks": len(tracks)}
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    """A run killed after its last checkpoint logged steps it will now repeat."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _log(log, writer, row: dict) -> None:

@@ -41,11 +41,16 @@ def test_resume_matches_an_uninterrupted_run(demo_shards, tmp_path):
     assert part.step == stop and "max_steps" in part.stopped
     with pytest.raises(ValueError, match="pass --resume"):
         train(small(demo_shards, tmp_path / "split"))
+    # a step logged after the last checkpoint, as a kill would leave it
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as log:
+        log.write(json.dumps({"type": "step", "step": stop + 1, "loss": -1.0}) + "\n")
     result = CliRunner().invoke(app, ["train", "--set", f"run.out={tmp_path / 'split'}",
                                       "--set", "run.max_steps=0", "--resume"])
     assert result.exit_code == 0, result.output
     resumed, resumed_epochs = losses(tmp_path / "split")
     assert sorted(resumed) == sorted(steps)
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"type": "step"' in line for line in lines) == len(steps)  # no repeats
     for step, row in steps.items():
         assert resumed[step]["loss"] == pytest.approx(row["loss"], rel=1e-6), step
         assert resumed[step]["hard_negatives"] == row["hard_negatives"]
