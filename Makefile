@@ -59,6 +59,9 @@ ABLATION_ARGS ?=
 # A run folder with a checkpoint is continued, not refused: a rerun resumes.
 RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 
+# .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
+LLM_TESTS := tests/captions/test_vllm.py
+
 .PHONY: help setup demo-data captions curate card shards train eval-data eval ablation demo test bench lint clean distclean
 
 help: ## List the targets
@@ -137,7 +140,7 @@ demo: demo-data captions curate card shards eval-data train eval ## Every stage 
 
 test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in .venv-llm)
 	$(BIN)/python -m pytest -q -m "not llm"
-	$(VENV_LLM)/bin/python -m pytest -q -m llm
+	$(VENV_LLM)/bin/python -m pytest -q -m llm $(LLM_TESTS)
 
 bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (figures in bench/results/)
 	$(BIN)/python bench/demo_render.py
