@@ -54,6 +54,7 @@ TRAIN_ARGS ?=
 EVAL_SETS ?= $(DEMO_DIR)/eval/demo-test
 # the demo trains a fixed budget (no early stopping), so its last checkpoint is the model
 EVAL_ARGS ?= --checkpoint last
+EVAL_LANGUAGES ?= de,fr,it,es
 ABLATION_SEEDS ?= 0,1,2
 ABLATION_ARGS ?=
 # A run folder with a checkpoint is continued, not refused: a rerun resumes.
@@ -62,7 +63,7 @@ RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data captions curate card shards train eval-data eval ablation demo test bench lint clean distclean
+.PHONY: help setup demo-data captions curate card shards train eval-data eval-data-multilingual eval ablation demo test bench lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -121,6 +122,13 @@ train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8
 eval-data: $(STAMPS)/venv ## Import the demo test split and its reference captions as an eval set
 	$(BIN)/adswap import-eval --file $(DEMO_DIR)/reference_captions.parquet \
 	  --catalog $(CATALOG) --out $(DEMO_DIR)/eval/demo-test --name demo-test --clip-seconds 5
+
+eval-data-multilingual: $(STAMPS)/venv $(STAMPS)/venv-llm ## The demo eval set plus LLM translations (EVAL_LANGUAGES)
+	$(VENV_LLM)/bin/adswap translate-captions --file $(DEMO_DIR)/reference_captions.parquet \
+	  --out $(DEMO_DIR)/eval/reference_captions_translated.parquet --languages $(EVAL_LANGUAGES)
+	$(BIN)/adswap import-eval --file $(DEMO_DIR)/eval/reference_captions_translated.parquet \
+	  --catalog $(CATALOG) --out $(DEMO_DIR)/eval/demo-test-multilingual \
+	  --name demo-test-multilingual --clip-seconds 5
 
 eval: $(STAMPS)/venv ## Evaluate RUN on EVAL_SETS: R@1/5/10 and median rank on 500-track subsets
 	$(BIN)/adswap eval $(RUN) $(foreach s,$(EVAL_SETS),--set $(s)) \

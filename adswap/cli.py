@@ -363,6 +363,38 @@ def import_eval(
                f"{stats.samples} clips from {stats.rows} rows; rejected: {rejected} -> {out}")
 
 
+@app.command("translate-captions")
+def translate_captions(
+    file: Path = typer.Option(..., help="Caption file (CSV, TSV, JSONL or Parquet), as "
+                              "`import-eval` reads it."),
+    out: Path = typer.Option(..., help="Output file (.parquet, .jsonl, .csv or .tsv): the "
+                             "original rows plus the translations."),
+    languages: str = typer.Option("de,fr,it,es", help="Target language codes."),
+    source: str = typer.Option("en", help="Language of the captions to translate."),
+    engine: str = typer.Option("vllm", help="vllm or openai."),
+    model: str = typer.Option("smollm2", help="'smollm2' (bundled), a folder or a hub id."),
+    url: str = typer.Option("http://127.0.0.1:8000", help="Server (openai engine)."),
+    max_tokens: int = typer.Option(128, help="Longest translation in tokens."),
+    cache_dir: Path = typer.Option(None, help="Where the bundled model is converted to."),
+) -> None:
+    """Translate eval captions with the caption stage's LLM engine (run it in .venv-llm),
+    for multilingual evaluation: import the result with `adswap import-eval`."""
+    from pipeline.captions.engines import EngineConfig, Sampling
+    from pipeline.translate import TranslateConfig, run
+    try:
+        stats = run(TranslateConfig(
+            file=file, out=out, source=source,
+            languages=tuple(x.strip() for x in languages.split(",") if x.strip()),
+            engine=EngineConfig(engine=engine, model=model, url=url),
+            sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
+            **({"cache_dir": cache_dir} if cache_dir else {})))
+    except (ValueError, OSError, RuntimeError) as err:
+        _fail(str(err))
+    failed = ", ".join(f"{k} {n}" for k, n in stats.failed.items()) or "none"
+    typer.echo(f"translate-captions: {stats.source_rows} captions, {stats.translated} "
+               f"translations, failed: {failed} -> {out}")
+
+
 @app.command("eval")
 def evaluate(
     run: Path = typer.Argument(..., help="A run folder from `adswap train`."),

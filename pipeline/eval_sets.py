@@ -32,7 +32,7 @@ from pipeline.shards.audio import ClipConfig
 from pipeline.shards.stage import ShardJob, build_shard
 from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, iter_catalog
-from schemas.eval_captions import eval_captions_schema
+from schemas.eval_captions import eval_captions_schema, read_rows
 from schemas.views import SPAN
 
 EVAL_SET_SCHEMA_ID = "eval_set/1"
@@ -58,29 +58,6 @@ class ImportStats:
     captions: int = 0
     samples: int = 0
     rejects: Counter = None
-
-
-def read_rows(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    if suffix in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                rows.append({"__error__": f"row {number}: invalid JSON ({err.msg})"})
-        return rows
-    if suffix in (".csv", ".tsv"):
-        import csv
-
-        with open(path, newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
-    raise ValueError(f"{path}: unsupported eval file type {suffix!r}; use .csv, .tsv, "
-                     ".jsonl or .parquet")
 
 
 def run(config: ImportConfig) -> ImportStats:

@@ -1,0 +1,121 @@
+"""`adswap translate-captions`: eval captions into other languages with the caption
+stage's LLM engine (vLLM or an OpenAI-compatible server), for multilingual evaluation.
+
+Reads a caption file (CSV, TSV, JSONL or Parquet, as `adswap import-eval` takes it),
+translates every caption in `--source` language into each `--languages` code, and
+writes the original rows plus one row per translation (same track and caption_id, the
+new language), which `adswap import-eval` then turns into eval shards. A failed or
+truncated translation is left out and counted, never written half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.captions.engines import EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.models import default_cache_dir
+from schemas.atomic import atomic_path
+from schemas.eval_captions import read_rows
+
+LANGUAGE_NAMES = {"de": "German", "fr": "French", "it": "Italian", "es": "Spanish",
+                  "pt": "Portuguese", "nl": "Dutch", "ja": "Japanese", "zh": "Chinese",
+                  "ko": "Korean", "en": "English"}
+SYSTEM = ("You translate short descriptions of music. Keep every genre, mood and "
+          "instrument. Answer with the translation only.")
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    file: Path
+    out: Path
+    languages: tuple[str, ...]
+    source: str = "en"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.0,
+                                                                max_tokens=128))
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    batch: int = 256
+
+    def __post_init__(self) -> None:
+        unknown = [lang for lang in self.languages if lang not in LANGUAGE_NAMES]
+        if not self.languages or unknown:
+            raise ValueError(f"--languages must list codes from {sorted(LANGUAGE_NAMES)}; "
+                             f"got {list(self.languages)}")
+        if self.engine.engine == "template":
+            raise ValueError("the template engine writes captions from tags and cannot "
+                             "translate; use --engine vllm or openai")
+
+
+@dataclass
+class TranslateStats:
+    source_rows: int = 0
+    translated: int = 0
+    failed: Counter = field(default_factory=Counter)
+
+
+def request_for(text: str, language: str, request_id: str) -> Request:
+    seed = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "little")
+    return Request(request_id, [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"Translate into {LANGUAGE_NAMES[language]}:\n{text}"}],
+        tags={}, language=language, seed=seed)
+
+
+def run(config: TranslateConfig) -> TranslateStats:
+    if not Path(config.file).exists():
+        raise ValueError(f"caption file {config.file} does not exist")
+    rows = [r for r in read_rows(Path(config.file)) if "__error__" not in r]
+    stats = TranslateStats()
+    source = [(i, r) for i, r in enumerate(rows)
+              if str(r.get("language") or "en") == config.source
+              and str(r.get("caption") or r.get("text") or "").strip()]
+    stats.source_rows = len(source)
+    requests = [request_for(str(r.get("caption") or r.get("text")), lang, f"{i}:{lang}")
+                for i, r in source for lang in config.languages]
+    engine = make_engine(config.engine, config.cache_dir)
+    results = {}
+    for start in range(0, len(requests), config.batch):
+        for result in engine.generate(requests[start:start + config.batch], config.sampling):
+            results[result.request_id] = result
+    out_rows = [dict(r) for r in rows]
+    for i, row in source:
+        for lang in config.languages:
+            result = results.get(f"{i}:{lang}")
+            text = " ".join(result.text.split()) if result is not None else ""
+            if result is None or result.finish_reason != "stop" or not text:
+                stats.failed[result.finish_reason if result is not None else "missing"] += 1
+                continue
+            key = "caption" if "caption" in row else "text"
+            out_rows.append({**row, key: text, "language": lang})
+            stats.translated += 1
+    _write(out_rows, Path(config.out))
+    return stats
+
+
+def _write(rows: list[dict], path: Path) -> None:
+    suffix = path.suffix.lower()
+    columns = list(dict.fromkeys(k for r in rows for k in r))  # rows may lack a column
+    rows = [{c: r.get(c) for c in columns} for r in rows]
+    with atomic_path(path) as tmp:
+        if suffix == ".parquet":
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        elif suffix in (".jsonl", ".json"):
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                           encoding="utf-8")
+        elif suffix in (".csv", ".tsv"):
+            import csv
+
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, columns,
+                                        delimiter="\t" if suffix == ".tsv" else ",")
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            raise ValueError(f"{path}: write .parquet, .jsonl, .csv or .tsv")
