@@ -64,6 +64,8 @@ def main(out: Path, accumulate: int) -> None:
     if info.rank == 0:
         out.write_text(json.dumps({"losses": losses, "hard_negatives": hard}))
     if info.world > 1:
+        # both ranks leave together: gloo aborts a rank whose peer tears down first
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
