@@ -40,3 +40,23 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
                            env={**os.environ, "MAKEFLAGS": ""})
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "already done" in again.stdout and "0 views generated" in again.stdout
+
+    tiny = ("--set optim.epochs=1 --set optim.warmup_epochs=1 --set data.batch_size=4 "
+            "--set data.workers=1 --set model.audio.channels=[4,8] --set model.dim=32")
+    ablation = subprocess.run(["make", "-C", str(ROOT), "ablation", "ABLATION_SEEDS=0",
+                               f"ABLATION_ARGS=--out {tmp_path / 'ablation'} --subsets 2 "
+                               f"{tiny}",
+                               *[f"{k}={v}" for k, v in settings.items()]],
+                              capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "MAKEFLAGS": ""})
+    assert ablation.returncode == 0, ablation.stdout[-3000:] + ablation.stderr[-3000:]
+    table = (tmp_path / "ablation" / "ablation.md").read_text()
+    for label in ("tags only", "+ tag-to-caption", "+ View Dropout", "+ TextSwap"):
+        assert f"| {label} |" in table
+    summary = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
+    runs = {row: entry["runs"][0] for row, entry in summary["rows"].items()}
+    configs = {row: (tmp_path / "ablation" / f"{row}-s0" / "config.yaml").read_text()
+               for row in runs}
+    assert "p_cap: 0.0" in configs["tags-only"] and "view_dropout: false" in \
+        configs["tag-to-caption"]
+    assert "enabled: true" in configs["textswap"].split("swap:")[1]
