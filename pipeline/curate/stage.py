@@ -37,6 +37,7 @@ from pipeline.curate.language import normalise_text
 from pipeline.curate.report import write_report
 from pipeline.curate.splits import assign_split
 from pipeline.parallel import map_jobs
+from pipeline.sql import sql_string
 from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, iter_catalog
 from schemas.problems import SchemaError, check_arrow_schema, schema_id_of
 from schemas.views import curated_schema, rejected_schema, views_schema
@@ -140,13 +141,13 @@ def run(config: CurateConfig) -> CurateStats:
     # DuckDB 2 streams results: a statement's result must be read before the next one.
     sql = lambda text, params=None: con.execute(text, params).fetchall()  # noqa: E731
     sql(f"SET memory_limit = '{config.memory_limit}'")
-    sql(f"SET temp_directory = {_quote(out / '_duckdb_tmp')}")
+    sql(f"SET temp_directory = {sql_string(out / '_duckdb_tmp')}")
     if config.threads:
         sql(f"SET threads = {int(config.threads)}")
     con.register("tracks_arrow", tracks)
     sql("CREATE TABLE tracks AS SELECT * FROM tracks_arrow")
     con.unregister("tracks_arrow")
-    analysed = "[" + ", ".join(_quote(job[3]) for job in jobs) + "]"
+    analysed = "[" + ", ".join(sql_string(job[3]) for job in jobs) + "]"
     sql(f"""CREATE TABLE rows AS
         SELECT a.*, t.track_id IS NOT NULL AS track_known,
                coalesce(t.n_tags, 0) AS track_n_tags,
@@ -195,11 +196,6 @@ def run(config: CurateConfig) -> CurateStats:
     con.close()
     shutil.rmtree(out / "_duckdb_tmp", ignore_errors=True)
     return stats
-
-
-def _quote(path) -> str:
-    """A path as an SQL string literal (paths may contain quotes)."""
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _analyse(jobs: list, workers: int) -> int:
@@ -287,7 +283,7 @@ def _write_parts(con, query: str, schema: pa.Schema, folder: Path) -> int:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     schema_id = schema_id_of(schema)
-    con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, "
+    con.execute(f"COPY ({query}) TO {sql_string(tmp)} (FORMAT parquet, "
                 f"FILE_SIZE_BYTES '256MB', FILENAME_PATTERN 'part-{{i}}', "
                 f"KV_METADATA {{'adswap.schema': '{schema_id}'}})").fetchall()
     parts = sorted(tmp.glob("*.parquet")) if tmp.exists() else []

@@ -24,6 +24,7 @@ import pyarrow as pa
 import soundfile as sf
 
 from pipeline.shards.audio import ClipConfig
+from pipeline.sql import sql_string
 from schemas.catalog import SPLITS, CatalogConfig, iter_catalog, resolve_audio
 
 # Tar framing per member (header and padding), and a json estimate per sample.
@@ -105,7 +106,7 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
     con = duckdb.connect()
     summary = {row[0]: row[1:] for row in con.sql(f"""
         SELECT track_id, min(split), max(split), count(*), sum(strlen(text))
-        FROM read_parquet({_quote(curated_glob(curated))}) GROUP BY track_id""").fetchall()}
+        FROM read_parquet({sql_string(curated_glob(curated))}) GROUP BY track_id""").fetchall()}
     mixed = [t for t, (low, high, *_) in summary.items() if low != high]
     if mixed:
         raise ValueError(f"curated views of {len(mixed)} tracks span several splits "
@@ -159,16 +160,12 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
                    arg_min(engine, view_id) AS engine, arg_min(model_id, view_id) AS model_id,
                    arg_min(template_id, view_id) AS template_id,
                    arg_min(template_hash, view_id) AS template_hash
-            FROM read_parquet({_quote(curated_glob(curated))}) GROUP BY track_id) v
+            FROM read_parquet({sql_string(curated_glob(curated))}) GROUP BY track_id) v
         USING (track_id)
         ORDER BY p.unit, p.position
-    ) TO {_quote(target)} (FORMAT parquet, PARTITION_BY (unit))""").fetchall()
+    ) TO {sql_string(target)} (FORMAT parquet, PARTITION_BY (unit))""").fetchall()
     con.close()
     return units, rejects
-
-
-def _quote(path: Path | str) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def unit_file(plan: Path, unit: str) -> Path:
