@@ -80,6 +80,18 @@ def decode_audio(sample: dict) -> np.ndarray:
     return audio
 
 
+def crop(audio: np.ndarray, frames: int, rng: random.Random | None) -> torch.Tensor:
+    """`frames` samples: a random window with `rng`, the centre without; zero-padded
+    when the clip is shorter."""
+    extra = len(audio) - frames
+    if extra < 0:
+        audio = np.pad(audio, (0, -extra))
+    elif extra > 0:
+        start = rng.randrange(extra + 1) if rng is not None else extra // 2
+        audio = audio[start:start + frames]
+    return torch.from_numpy(np.ascontiguousarray(audio))
+
+
 def tag_spans(tags: dict, tags_text: str) -> list[dict]:
     """Descriptor spans of the tags-as-text ('rock, happy, guitar'), for TextSwap."""
     category_of = {t: c for c, ts in tags.items() for t in ts}
@@ -111,7 +123,7 @@ class MakePairs:
                 raise ValueError(f"{sample.get('__url__')}: clips are {meta['sample_rate']} Hz "
                                  f"but model.audio.sample_rate is {self.rate}; make shards "
                                  "at the model's rate")
-            audio = self._crop(decode_audio(sample), rng)
+            audio = crop(decode_audio(sample), self.frames, rng if self.train else None)
             views = [v for v in meta["views"]
                      if not self.languages or v["language"] in self.languages]
             if self.train:
@@ -127,14 +139,6 @@ class MakePairs:
             yield {"audio": audio, "text": text, "spans": spans, "tags": meta["tags"],
                    "track_id": meta["track_id"], "is_caption": view is not None}
 
-    def _crop(self, audio: np.ndarray, rng: random.Random) -> torch.Tensor:
-        extra = len(audio) - self.frames
-        if extra < 0:
-            audio = np.pad(audio, (0, -extra))
-        elif extra > 0:
-            start = rng.randrange(extra + 1) if self.train else extra // 2
-            audio = audio[start:start + self.frames]
-        return torch.from_numpy(np.ascontiguousarray(audio))
 
 
 def collate(samples: list[dict]) -> dict:
@@ -147,8 +151,9 @@ def shard_urls(shards: Path, split: str) -> tuple[list[str], int]:
     """The split's shard files and their sample count, from sizes.json."""
     sizes_file = Path(shards) / "sizes.json"
     if not sizes_file.exists():
-        raise ValueError(f"{sizes_file} is missing; run `adswap shards` first (or let it "
-                         "finish: it writes sizes.json last)")
+        raise ValueError(f"{sizes_file} is missing; run `adswap shards` first (`adswap "
+                         "import-eval` for an eval set) and let it finish: it writes "
+                         "sizes.json last")
     sizes = json.loads(sizes_file.read_text(encoding="utf-8"))
     names = sorted(n for n, count in sizes.items() if n.startswith(f"{split}-") and count > 0)
     return [str(Path(shards) / n) for n in names], sum(sizes[n] for n in names)

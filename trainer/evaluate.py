@@ -14,18 +14,16 @@ RUN/eval/<set>/embeddings.pt.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
-import torch.nn.functional as F
 import webdataset as wds
 
-from trainer.metrics import ranks
+from trainer.data import crop, decode_audio, shard_urls
+from trainer.metrics import pool_tracks, ranks
 from trainer.model import DuetMC
 
 KS = (1, 5, 10)
@@ -75,18 +73,6 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def set_shards(folder: Path) -> list[str]:
-    sizes = Path(folder) / "sizes.json"
-    if not sizes.exists():
-        raise ValueError(f"{folder} is not an eval set (no sizes.json); make one with "
-                         "`adswap import-eval`")
-    names = sorted(n for n, count in json.loads(sizes.read_text()).items()
-                   if n.startswith("test-") and count > 0)
-    if not names:
-        raise ValueError(f"{folder} has no test shards with samples")
-    return [str(Path(folder) / n) for n in names]
-
-
 @torch.no_grad()
 def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float,
               batch_size: int, device) -> dict:
@@ -103,7 +89,10 @@ def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float
             clips.append(model.encode_audio(torch.stack(pending).to(device)).float().cpu())
             pending.clear()
 
-    for sample in wds.WebDataset(set_shards(folder), shardshuffle=False, empty_check=False):
+    urls, _ = shard_urls(folder, "test")
+    if not urls:
+        raise ValueError(f"{folder} has no test shards with samples")
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
         meta = json.loads(sample["json"])
         if meta["sample_rate"] != sample_rate:
             raise ValueError(f"{folder}: clips are {meta['sample_rate']} Hz but the model "
@@ -112,10 +101,7 @@ def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float
             track_ids.append(meta["track_id"])
             captions += [(len(track_ids) - 1, v["language"], v["text"]) for v in meta["views"]]
         clip_track.append(len(track_ids) - 1)
-        audio, _ = sf.read(io.BytesIO(sample.get("flac", sample.get("wav"))), dtype="float32")
-        extra = len(audio) - frames
-        audio = np.pad(audio, (0, -extra)) if extra < 0 else audio[extra // 2:extra // 2 + frames]
-        pending.append(torch.from_numpy(np.ascontiguousarray(audio)))
+        pending.append(crop(decode_audio(sample), frames, None))
         if len(pending) == batch_size:
             flush()
     flush()
@@ -126,17 +112,6 @@ def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float
     return {"track_ids": track_ids, "clip_track": torch.tensor(clip_track),
             "clips": torch.cat(clips), "caption_track": torch.tensor([c[0] for c in captions]),
             "caption_language": [c[1] for c in captions], "text": text}
-
-
-def pool_tracks(clips: torch.Tensor, clip_track: torch.Tensor, n_tracks: int,
-                how: str) -> torch.Tensor:
-    if how == "first":
-        first = torch.full((n_tracks,), -1, dtype=torch.long)
-        for i in reversed(range(len(clip_track))):
-            first[clip_track[i]] = i
-        return clips[first]
-    summed = torch.zeros(n_tracks, clips.shape[1]).index_add_(0, clip_track, clips)
-    return F.normalize(summed, dim=-1)
 
 
 def music_to_text_ranks(items: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor,
@@ -191,7 +166,7 @@ def evaluate(config: EvalConfig) -> dict:
     device = torch.device("cuda" if config.device in ("auto", "cuda") and
                           torch.cuda.is_available() else "cpu")
     checkpoint = checkpoint_path(config.run, config.checkpoint)
-    model, train_config = load_model(config.run, config.checkpoint, device.type)
+    model, train_config = load_model(config.run, checkpoint, device.type)
     checkpoint_sha = _digest(checkpoint)
     audio = train_config.model.audio
     report = {"run": str(config.run), "checkpoint": checkpoint.name,

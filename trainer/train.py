@@ -28,7 +28,7 @@ from schemas.swap_dictionary import SwapDictionary
 from trainer.config import TrainConfig, load_config
 from trainer.data import SharedEpoch, eval_loader, shard_urls, train_loader
 from trainer.loss import contrastive_loss, gather
-from trainer.metrics import ranks, recall_summary
+from trainer.metrics import pool_tracks, ranks, recall_summary
 from trainer.model import DuetMC
 from trainer.swap import Swapper, hard_negatives, p_swap
 
@@ -328,18 +328,6 @@ def embed(model: DuetMC, loader, device, autocast) -> tuple[torch.Tensor, torch.
     return torch.cat(audio), torch.cat(text), ids
 
 
-def per_track(audio: torch.Tensor, text: torch.Tensor, track_ids: list[str]
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One item per track: the mean of its clip embeddings (re-normalised) and the text
-    of its first clip, so a track's other clips never count as wrong answers."""
-    order = list(dict.fromkeys(track_ids))
-    index = {t: i for i, t in enumerate(order)}
-    groups = torch.tensor([index[t] for t in track_ids])
-    summed = torch.zeros(len(order), audio.shape[1]).index_add_(0, groups, audio)
-    first = [track_ids.index(t) for t in order]
-    return F.normalize(summed, dim=-1), text[first]
-
-
 def validate(model: DuetMC, config: TrainConfig, device, autocast) -> dict:
     """Validation loss (InfoNCE over clips, in batches of data.batch_size) and
     text-to-audio retrieval per track, each track's first caption against every track."""
@@ -358,7 +346,13 @@ def validate(model: DuetMC, config: TrainConfig, device, autocast) -> dict:
         labels = torch.arange(len(a))
         losses.append(((F.cross_entropy(scale * a @ t.T, labels) +
                         F.cross_entropy(scale * t @ a.T, labels)) / 2).item())
-    tracks, queries = per_track(audio, text, track_ids)
+    # one item per track, queried by its first clip's caption: a track's other clips
+    # never count as wrong answers
+    order = list(dict.fromkeys(track_ids))
+    index = {t: i for i, t in enumerate(order)}
+    tracks = pool_tracks(audio, torch.tensor([index[t] for t in track_ids]), len(order),
+                         "mean")
+    queries = text[[track_ids.index(t) for t in order]]
     summary = recall_summary(ranks(queries, tracks, torch.arange(len(tracks))))
     return {"valid_loss": float(np.mean(losses)) if losses else None,
             "valid_R@1": summary["R@1"], "valid_R@10": summary["R@10"],
@@ -421,15 +415,12 @@ def load_checkpoint(path: Path, model: DuetMC, optimizer, device) -> State:
     return State(**body["state"])
 
 
-def load_model(run: Path, which: str = "best", device: str = "cpu") -> tuple[DuetMC,
-                                                                             TrainConfig]:
-    """A trained model from a run folder (for evaluation)."""
+def load_model(run: Path, checkpoint: Path, device: str = "cpu") -> tuple[DuetMC,
+                                                                          TrainConfig]:
+    """A trained model from a run folder and one of its checkpoints (for evaluation)."""
     config = load_config(Path(run) / "config.yaml")
-    path = Path(run) / "checkpoints" / f"{which}.pt"
-    if not path.exists():
-        path = Path(run) / "checkpoints" / "last.pt"
     model = DuetMC(config.model)
-    _load_weights(path, model, device)
+    _load_weights(checkpoint, model, device)
     return model.to(device).eval(), config
 
 

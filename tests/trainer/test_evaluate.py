@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from adswap.cli import app
-from trainer.evaluate import music_to_text_ranks, pool_tracks, subset_metrics
-from trainer.metrics import ranks, recall_summary
+from trainer.evaluate import music_to_text_ranks, subset_metrics
+from trainer.metrics import pool_tracks, ranks, recall_summary
 
 
 def test_ranks_on_a_hand_checked_example():
