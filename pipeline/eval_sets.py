@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline.parallel import map_jobs
 from pipeline.shards.audio import ClipConfig
-from pipeline.shards.stage import ShardJob, build_shard
+from pipeline.shards.stage import ShardJob, build_shard, write_index
 from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, iter_catalog
 from schemas.eval_captions import eval_captions_schema, read_rows
@@ -112,7 +112,8 @@ def run(config: ImportConfig) -> ImportStats:
     rejects += [r for d in done for r in d["rejects"]]
     stats = ImportStats(rows=len(rows), rejects=Counter(r["reason"].split(":")[0]
                                                          for r in rejects))
-    kept = {t for d in done for t in _tracks_in(out / f"{d['unit']}.tar")}
+    # every planned track is in its shard unless its audio was rejected
+    kept = set(tracks) - {r["track_id"] for d in done for r in d["rejects"]}
     stats.tracks = len(kept)
     stats.captions = sum(len(tracks[t]["captions"]) for t in kept)
     stats.samples = sum(d["samples"] for d in done)
@@ -168,19 +169,10 @@ def _write_plan(tracks: dict, plan: Path, max_samples: int) -> dict[str, list[st
     return units
 
 
-def _tracks_in(tar: Path) -> set[str]:
-    import tarfile
-
-    with tarfile.open(tar) as archive:
-        return {json.loads(archive.extractfile(m).read())["track_id"]
-                for m in archive.getmembers() if m.name.endswith(".json")}
-
-
 def _write_outputs(config: ImportConfig, out: Path, tracks: dict, kept: set[str],
                    done: list[dict], rejects: list[dict], stats: ImportStats) -> None:
-    names = sorted(d["unit"] for d in done)
-    sizes = {f"{d['unit']}.tar": d["samples"] for d in done}
-    write_text_atomic(out / "sizes.json", json.dumps(sizes, indent=1, sort_keys=True) + "\n")
+    by_unit = {d["unit"]: d for d in sorted(done, key=lambda d: d["unit"])}
+    write_index(out, by_unit, rejects)
     rows = [{"track_id": t, "caption_id": c["view_id"], "language": c["language"],
              "text": c["text"]} for t in sorted(kept) for c in tracks[t]["captions"]]
     pq.write_table(pa.Table.from_pylist(rows, schema=eval_captions_schema()),
@@ -190,11 +182,9 @@ def _write_outputs(config: ImportConfig, out: Path, tracks: dict, kept: set[str]
                 "source": str(config.file), "settings": {"clips": asdict(config.clips)},
                 "tracks": stats.tracks, "captions": stats.captions, "samples": stats.samples,
                 "languages": dict(sorted(languages.items())),
-                "shards": {f"{n}.tar": {k: d[k] for k in ("samples", "bytes", "sha256")}
-                           for n in names for d in done if d["unit"] == n}}
+                "shards": {f"{u}.tar": {k: d[k] for k in ("samples", "bytes", "sha256")}
+                           for u, d in by_unit.items()}}
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
-    write_text_atomic(out / "rejects.jsonl", "".join(
-        json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects))
     lines = [f"# Eval set {manifest['name']}", "",
              f"From `{config.file}`: {stats.rows} rows, {stats.tracks} tracks, "
              f"{stats.captions} captions ({', '.join(f'{k} {v}' for k, v in languages.items())})"

@@ -156,10 +156,11 @@ def run(config: ShardsConfig) -> ShardsStats:
             for unit in units if (marker := work / "done" / f"{unit}.json").exists()}
     stats.complete = len(done) == len(units)
     if stats.complete:
-        _finish(config, units, done, plan_rejects, inputs, settings_hash, stats)
-    stats.seconds = round(time.perf_counter() - started, 3)
-    if stats.complete:
-        _write_report(out, stats, done, config)
+        manifest = _finish(config, units, done, plan_rejects, inputs, settings_hash, stats)
+        stats.seconds = round(time.perf_counter() - started, 3)
+        _write_report(out, stats, manifest, config)
+    else:
+        stats.seconds = round(time.perf_counter() - started, 3)
     return stats
 
 
@@ -227,13 +228,23 @@ def build_shard(job: ShardJob) -> dict:
     return result
 
 
+def write_index(out: Path, done: dict, rejects: list[dict]) -> None:
+    """sizes.json (samples per shard, as open_clip reads it) and rejects.jsonl, from the
+    done markers ({unit: marker}); the shards stage and the eval-set importer share it."""
+    write_text_atomic(out / "sizes.json", json.dumps(
+        {f"{u}.tar": d["samples"] for u, d in done.items()}, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(out / "rejects.jsonl", "".join(
+        json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects))
+
+
 def _finish(config: ShardsConfig, units: dict, done: dict, plan_rejects: list[Reject],
-            inputs: dict, settings_hash: str, stats: ShardsStats) -> None:
-    """Write sizes.json, manifest, rejects and the swap dictionary once every shard is in."""
+            inputs: dict, settings_hash: str, stats: ShardsStats) -> dict:
+    """Write sizes.json, manifest, rejects and the swap dictionary once every shard is in;
+    return the manifest."""
     out = Path(config.out)
     names = sorted(units)
-    write_text_atomic(out / "sizes.json", json.dumps(
-        {f"{u}.tar": done[u]["samples"] for u in names}, indent=1, sort_keys=True) + "\n")
+    rejects = [r.to_json() for r in plan_rejects] + [r for u in names for r in done[u]["rejects"]]
+    write_index(out, done, rejects)
     splits: dict[str, dict] = {}
     for unit in names:
         split = unit.rsplit("-", 1)[0]
@@ -254,9 +265,6 @@ def _finish(config: ShardsConfig, units: dict, done: dict, plan_rejects: list[Re
                 "shards": {f"{u}.tar": {k: done[u][k] for k in ("samples", "bytes", "sha256")}
                            for u in names}}
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
-    rejects = [r.to_json() for r in plan_rejects] + [r for u in names for r in done[u]["rejects"]]
-    write_text_atomic(out / "rejects.jsonl", "".join(
-        json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects))
     shutil.copyfile(Path(config.curated) / "swap_dictionary.json",
                     out / "swap_dictionary.json")
     stats.samples = sum(e["samples"] for e in splits.values())
@@ -264,6 +272,7 @@ def _finish(config: ShardsConfig, units: dict, done: dict, plan_rejects: list[Re
     stats.bytes = sum(e["bytes"] for e in splits.values())
     stats.audio_hours = round(sum(e["audio_hours"] for e in splits.values()), 4)
     stats.rejects = Counter(_reason_kind(r) for r in rejects)
+    return manifest
 
 
 def _reason_kind(reject: dict) -> str:
@@ -271,8 +280,8 @@ def _reason_kind(reject: dict) -> str:
     return f"{reject['stage']}: {reject['reason'].split(':')[0].split(' (')[0]}"
 
 
-def _write_report(out: Path, stats: ShardsStats, done: dict, config: ShardsConfig) -> None:
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+def _write_report(out: Path, stats: ShardsStats, manifest: dict, config: ShardsConfig
+                  ) -> None:
     report = {"totals": {"shards": stats.shards, "samples": stats.samples,
                          "tracks": stats.tracks, "audio_hours": stats.audio_hours,
                          "bytes": stats.bytes},
