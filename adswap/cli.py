@@ -22,6 +22,11 @@ app = typer.Typer(
 )
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated option ('genre, mood,instrument') as a tuple of names."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -69,8 +74,7 @@ def validate(
     from schemas.catalog import CatalogConfig, read_catalog
 
     try:
-        config = CatalogConfig(categories=tuple(c.strip() for c in categories.split(",")
-                                                if c.strip()), audio_root=audio_root)
+        config = CatalogConfig(categories=_names(categories), audio_root=audio_root)
         result = read_catalog(catalog, config)
     except (ValueError, OSError) as err:  # SchemaError is a ValueError
         _fail(str(err))
@@ -187,7 +191,7 @@ def curate(
         stats = run(CurateConfig(
             views=views, catalog=catalog, out=out, settings=settings or DEFAULT_SETTINGS,
             extras=extras, eval_sets=tuple(eval_set or ()),
-            categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
+            categories=_names(categories),
             memory_limit=memory_limit))
     except (ValueError, OSError) as err:
         _fail(str(err))
@@ -244,7 +248,7 @@ def shards(
             clips=ClipConfig(sample_rate=sample_rate, clip_seconds=clip_seconds,
                              clips_per_track=clips_per_track, position=position,
                              audio_format=audio_format, seed=seed, silence_db=silence_db),
-            categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
+            categories=_names(categories),
             audio_root=audio_root, max_samples=max_samples, max_bytes=max_bytes, seed=seed,
             workers=workers, rank=rank, world_size=world_size, overwrite=overwrite)
         stats = run(config)
@@ -313,19 +317,16 @@ def _add_run_to_card(card_dir: Path, config, state) -> None:
     import json
 
     from pipeline.card import update_card
-    card = card_dir / "card.json"
-    runs = json.loads(card.read_text()).get("training", {}) if card.exists() else {}
     rows = [json.loads(line) for line in (config.run.out / "metrics.jsonl").read_text()
             .splitlines()]
     last = [r for r in rows if r["type"] == "epoch"][-1:] or [{}]
-    runs[str(config.run.out)] = {
+    update_card(card_dir, "training", {
         "epochs": state.epoch, "steps": state.step, "stopped": state.stopped or None,
         "audio": config.model.audio.kind, "text": config.model.text.path,
         "p_cap": config.data.p_cap, "textswap": config.swap.enabled,
         "best_valid_loss": None if state.best_valid_loss == float("inf")
         else round(state.best_valid_loss, 4),
-        "last_valid_R@10": last[0].get("valid_R@10")}
-    update_card(card_dir, "training", runs)
+        "last_valid_R@10": last[0].get("valid_R@10")}, key=str(config.run.out))
 
 
 @app.command("import-eval")
@@ -384,7 +385,7 @@ def translate_captions(
     try:
         stats = run(TranslateConfig(
             file=file, out=out, source=source,
-            languages=tuple(x.strip() for x in languages.split(",") if x.strip()),
+            languages=_names(languages),
             engine=EngineConfig(engine=engine, model=model, url=url),
             sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
             **({"cache_dir": cache_dir} if cache_dir else {})))
@@ -431,17 +432,13 @@ def evaluate(
 
 
 def _add_eval_to_card(card_dir: Path, report: dict) -> None:
-    import json
-
+    """The card's `evaluation` section lists every evaluated run."""
     from pipeline.card import update_card
-    card = card_dir / "card.json"
-    results = json.loads(card.read_text()).get("evaluation", {}) if card.exists() else {}
-    results[report["run"]] = {
+    update_card(card_dir, "evaluation", {
         f"{name} ({language})": {"R@10": round(m["t2m_R@10"]["mean"], 2),
                                  "MR": round(m["t2m_MR"]["mean"], 2)}
         for name, entry in report["sets"].items()
-        for language, m in entry["languages"].items()}
-    update_card(card_dir, "evaluation", results)
+        for language, m in entry["languages"].items()}, key=report["run"])
 
 
 @app.command()
@@ -463,7 +460,7 @@ def ablation(
     _exit_on_sigterm()
     try:
         summary = run_ablation(config_file, overrides or [], list(eval_sets),
-                               [int(s) for s in seeds.split(",") if s.strip()], out,
+                               [int(s) for s in _names(seeds)], out,
                                subsets)
     except (ValueError, OSError) as err:
         _fail(str(err))
@@ -486,7 +483,7 @@ def card(
 
     try:
         path = write_card(dataset, cards_dir, catalog, views, curated,
-                          tuple(c.strip() for c in categories.split(",") if c.strip()))
+                          _names(categories))
     except (ValueError, OSError, KeyError) as err:
         _fail(f"cannot write the card: {err}")
     typer.echo(f"card: {path}")

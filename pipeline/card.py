@@ -19,12 +19,16 @@ from schemas.catalog import CatalogConfig, iter_catalog
 SECTION_ORDER = ("catalog", "captions", "curation", "shards")
 
 
-def update_card(folder: Path, section: str, facts: dict) -> Path:
-    """Store one stage's facts and re-render the card."""
+def update_card(folder: Path, section: str, facts: dict, key: str | None = None) -> Path:
+    """Store one stage's facts and re-render the card. With `key`, the section keeps one
+    entry per key (a training run, an evaluated run) and `facts` replace that entry."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "card.json"
     card = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    card[section] = facts
+    if key is None:
+        card[section] = facts
+    else:
+        card.setdefault(section, {})[key] = facts
     write_text_atomic(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
     write_text_atomic(folder / "README.md", render(folder.name, card))
     return folder / "README.md"
