@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
@@ -343,9 +342,7 @@ def validate(model: DuetMC, config: TrainConfig, device, autocast) -> dict:
                                                                   config.data.batch_size]
         if len(a) < 2:
             continue
-        labels = torch.arange(len(a))
-        losses.append(((F.cross_entropy(scale * a @ t.T, labels) +
-                        F.cross_entropy(scale * t @ a.T, labels)) / 2).item())
+        losses.append(contrastive_loss(a, t, a, t, scale, 0).item())
     # one item per track, queried by its first clip's caption: a track's other clips
     # never count as wrong answers
     order = list(dict.fromkeys(track_ids))
