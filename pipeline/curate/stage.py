@@ -12,6 +12,12 @@ Each rule is one SQL file in pipeline/curate/rules/, run in name order over the 
 still standing; a rule selects (row_id, reason) of the rows it rejects, and its
 settings come from the curation config as $parameters. Nothing is dropped without a
 rule and a reason.
+
+Only the columns rules decide on enter DuckDB (RULE_EXCLUDED stay out): at 10M rows
+the full views would not fit its memory and the table would spill to disk. The
+outputs are then written part by part with Arrow: each part is a run of consecutive
+views files, read again and given its verdicts by row id, so the outputs keep the
+views files' order without sorting wide rows, and the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -22,16 +28,20 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
+from tqdm import tqdm
 
-from pipeline.curate.analysis import analyse_file, analysed_name
+from pipeline.curate.analysis import ROWS_PER_FILE, analyse_file, analysed_name
 from pipeline.curate.dictionary import build_dictionary
 from pipeline.curate.language import normalise_text
 from pipeline.curate.report import write_report
@@ -39,12 +49,15 @@ from pipeline.curate.splits import assign_split
 from pipeline.parallel import map_jobs
 from pipeline.sql import sql_string
 from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, iter_catalog
-from schemas.problems import SchemaError, check_arrow_schema, schema_id_of
 from schemas.views import curated_schema, rejected_schema, views_schema
 
 RULES_DIR = Path(__file__).parent / "rules"
 DEFAULT_SETTINGS = Path(__file__).parent / "curation.yaml"
-PART_ROWS = 500_000
+PART_ROWS = 250_000  # rows per output part, whole views files each; bounds writer memory
+ROW_GROUP_ROWS = 100_000  # several row groups per part, so readers can split a part
+# Views columns no rule needs, kept out of DuckDB; the outputs take them from the files.
+RULE_EXCLUDED = ("tags", "raw_text", "sampling", "template_hash", "content_key")
+VERDICT_COLUMNS = "row_id, split, hallucinated, rule, reason"
 _PARAM = re.compile(r"\$([a-z_]+)")
 
 
@@ -77,8 +90,9 @@ class CurateStats:
     curated: int = 0
     rejected: int = 0
     by_rule: dict = field(default_factory=dict)
+    catalog_seconds: float = 0.0  # reading the catalog, building the dictionary
     analysis_seconds: float = 0.0
-    sql_seconds: float = 0.0
+    sql_seconds: float = 0.0  # rules and outputs
     seconds: float = 0.0
 
 
@@ -123,6 +137,7 @@ def run(config: CurateConfig) -> CurateStats:
     dictionary_path = out / "swap_dictionary.json"
     dictionary.save(dictionary_path)
     dictionary_hash = hashlib.sha256(dictionary_path.read_bytes()).hexdigest()
+    catalog_done = time.perf_counter()
 
     files = sorted(Path(config.views).glob("*.parquet"))
     if not files:
@@ -133,9 +148,10 @@ def run(config: CurateConfig) -> CurateStats:
     for stale in cache.glob("*"):
         if stale.name not in targets:
             stale.unlink()
-    stats = CurateStats()
+    stats = CurateStats(catalog_seconds=round(catalog_done - started, 3))
     stats.views = _analyse(jobs, config.workers)
-    stats.analysis_seconds = round(time.perf_counter() - started, 3)
+    analysis_done = time.perf_counter()
+    stats.analysis_seconds = round(analysis_done - catalog_done, 3)
 
     con = duckdb.connect()
     # DuckDB 2 streams results: a statement's result must be read before the next one.
@@ -149,7 +165,8 @@ def run(config: CurateConfig) -> CurateStats:
     con.unregister("tracks_arrow")
     analysed = "[" + ", ".join(sql_string(job[3]) for job in jobs) + "]"
     sql(f"""CREATE TABLE rows AS
-        SELECT a.*, t.track_id IS NOT NULL AS track_known,
+        SELECT a.* EXCLUDE ({", ".join(RULE_EXCLUDED + ("found", "spans"))}),
+               t.track_id IS NOT NULL AS track_known,
                coalesce(t.n_tags, 0) AS track_n_tags,
                coalesce(t.min_category_tags, 0) AS track_min_category_tags,
                t.artist_norm, coalesce(t.split, 'train') AS split,
@@ -171,6 +188,10 @@ def run(config: CurateConfig) -> CurateStats:
             stats.by_rule[name] = None
             continue
         rule_sql = path.read_text(encoding="utf-8")
+        missing = sorted(set(_PARAM.findall(rule_sql)) - set(values))
+        if missing:
+            raise ValueError(f"rule {path} uses {', '.join('$' + m for m in missing)}: "
+                             f"declare it under rules: {name}: in {DEFAULT_SETTINGS}")
         params = {p: values[p] for p in set(_PARAM.findall(rule_sql))}
         sql(f"CREATE TEMP TABLE hits AS SELECT row_id, any_value(reason) AS reason "
             f"FROM ({rule_sql}) GROUP BY row_id", params)
@@ -179,19 +200,10 @@ def run(config: CurateConfig) -> CurateStats:
             "WHERE rows.row_id = hits.row_id")
         sql("DROP TABLE hits")
 
-    view_columns = ", ".join(f'"{n}"' for n in views_schema(config.categories).names)
-    # ORDER BY row_id keeps the views files' order (track, view, language) without a
-    # string sort over millions of rows.
-    stats.curated = _write_parts(
-        con, f"SELECT {view_columns}, split, tag_recall, hallucinated, spans FROM rows "
-             "WHERE rule IS NULL ORDER BY row_id",
-        curated_schema(config.categories), out / "curated")
-    stats.rejected = _write_parts(
-        con, f"SELECT {view_columns}, rule, reason FROM rows WHERE rule IS NOT NULL "
-             "ORDER BY row_id", rejected_schema(config.categories),
-        out / "rejected")
+    stats.curated, stats.rejected = _write_outputs(
+        con, [(job[3], job[1]) for job in jobs], out, config.categories, config.threads)
+    stats.sql_seconds = round(time.perf_counter() - analysis_done, 3)
     stats.seconds = round(time.perf_counter() - started, 3)
-    stats.sql_seconds = round(stats.seconds - stats.analysis_seconds, 3)
     write_report(con, out, stats, settings, config)
     con.close()
     shutil.rmtree(out / "_duckdb_tmp", ignore_errors=True)
@@ -207,11 +219,18 @@ def _analyse(jobs: list, workers: int) -> int:
     return rows + sum(map_jobs(analyse_file, todo, workers, "curate: analysing", "file"))
 
 
+TRACK_FACTS = pa.schema([
+    ("track_id", pa.string()), ("artist_norm", pa.string()), ("split", pa.string()),
+    ("n_tags", pa.int32()), ("min_category_tags", pa.int32()),
+    ("tag_keys", pa.list_(pa.string()))])
+TRACK_BATCH = 50_000  # tracks per Arrow batch: the Python lists stay small at 1M tracks
+
+
 def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str, str]]]:
     """The catalog facts the rules join on, one row per valid track. Rejected catalog
     rows were reported by `captions`; their views fall to the unknown_track rule."""
-    columns: dict[str, list] = {"track_id": [], "artist_norm": [], "split": [], "n_tags": [],
-                                "min_category_tags": [], "tag_keys": []}
+    batches: list[pa.RecordBatch] = []
+    columns: dict[str, list] = {name: [] for name in TRACK_FACTS.names}
     tags: set[tuple[str, str]] = set()
     for track, _ in iter_catalog(config.catalog, CatalogConfig(categories=config.categories)):
         if track is None:
@@ -225,12 +244,14 @@ def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str
         columns["min_category_tags"].append(min(len(v) for v in track.tags.values()))
         columns["tag_keys"].append([f"{c}:{t}" for c, t in pairs])
         tags.update(pairs)
-    if not columns["track_id"]:
+        if len(columns["track_id"]) == TRACK_BATCH:
+            batches.append(pa.record_batch(columns, schema=TRACK_FACTS))
+            columns = {name: [] for name in TRACK_FACTS.names}
+    batches.append(pa.record_batch(columns, schema=TRACK_FACTS))
+    table = pa.Table.from_batches(batches)
+    if not table.num_rows:
         raise ValueError(f"catalog {config.catalog} has no valid track")
-    return pa.table(columns, schema=pa.schema([
-        ("track_id", pa.string()), ("artist_norm", pa.string()), ("split", pa.string()),
-        ("n_tags", pa.int32()), ("min_category_tags", pa.int32()),
-        ("tag_keys", pa.list_(pa.string()))])), tags
+    return table, tags
 
 
 def _load_eval_sets(con, paths) -> None:
@@ -277,25 +298,63 @@ def _eval_rows(path: Path):
         raise ValueError(f"evaluation set {path}: use .csv, .jsonl or .parquet")
 
 
-def _write_parts(con, query: str, schema: pa.Schema, folder: Path) -> int:
-    """Write a query's rows as Parquet parts with DuckDB's own (parallel) writer, stamped
-    with the schema id; the folder is swapped in whole, so a crash leaves the old one."""
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    schema_id = schema_id_of(schema)
-    con.execute(f"COPY ({query}) TO {sql_string(tmp)} (FORMAT parquet, "
-                f"FILE_SIZE_BYTES '256MB', FILENAME_PATTERN 'part-{{i}}', "
-                f"KV_METADATA {{'adswap.schema': '{schema_id}'}})").fetchall()
-    parts = sorted(tmp.glob("*.parquet")) if tmp.exists() else []
-    if not parts:  # an empty but readable output
-        tmp.mkdir(parents=True, exist_ok=True)
-        pq.write_table(schema.empty_table(), tmp / "part-0.parquet")
-        parts = [tmp / "part-0.parquet"]
-    problems = check_arrow_schema(pq.read_schema(parts[0]), schema, str(parts[0]))
-    if problems:  # a rule or query change broke the contract: say so, keep the old output
-        shutil.rmtree(tmp)
-        raise SchemaError(f"curate wrote {folder.name} rows that do not match {schema_id}",
-                          problems)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(folder.glob("*.parquet")))
+def _write_outputs(con, analysed: list[tuple[str, int]], out: Path,
+                   categories: tuple[str, ...], threads: int) -> tuple[int, int]:
+    """curated/ and rejected/ as part-NNNNN.parquet, one pair per run of consecutive
+    analysed files; each folder is swapped in whole, so a crash leaves the old one.
+    Returns the curated and rejected row counts."""
+    sizes = [pq.ParquetFile(path).metadata.num_rows for path, _ in analysed]
+    parts: list[list[tuple[str, int]]] = [[]]
+    rows = 0
+    for (path, index), n in zip(analysed, sizes, strict=True):
+        if parts[-1] and rows + n > PART_ROWS:
+            parts.append([])
+            rows = 0
+        parts[-1].append((path, index))
+        rows += n
+    folders = {name: out / f".{name}.tmp-{os.getpid()}" for name in ("curated", "rejected")}
+    for folder in folders.values():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    schemas = curated_schema(categories), rejected_schema(categories)
+    view_names = views_schema(categories).names
+
+    def write(numbered: tuple[int, list[tuple[str, int]]]) -> tuple[int, int]:
+        number, files = numbered
+        table = pa.concat_tables(pq.read_table(path, columns=["row_id", *view_names,
+                                                               "tag_recall", "spans"])
+                                 for path, _ in files)
+        with con.cursor() as cursor:
+            verdicts = cursor.sql(
+                f"SELECT {VERDICT_COLUMNS} FROM rows WHERE row_id >= $lo AND row_id < $hi "
+                "ORDER BY row_id", params={"lo": files[0][1] * ROWS_PER_FILE,
+                                           "hi": (files[-1][1] + 1) * ROWS_PER_FILE}
+            ).to_arrow_table()
+        if not table.column("row_id").equals(verdicts.column("row_id")):
+            raise RuntimeError(f"curate: verdicts do not line up with {files[0][0]}")
+        views = [table.column(name) for name in view_names]
+        kept = pc.is_null(verdicts.column("rule"))
+        curated = pa.Table.from_arrays(
+            [*views, verdicts.column("split"), table.column("tag_recall"),
+             verdicts.column("hallucinated"), table.column("spans")], schema=schemas[0])
+        rejected = pa.Table.from_arrays(
+            [*views, verdicts.column("rule"), verdicts.column("reason")], schema=schemas[1])
+        counts = []
+        for name, rows_out in (("curated", curated.filter(kept)),
+                               ("rejected", rejected.filter(pc.invert(kept)))):
+            pq.write_table(rows_out, folders[name] / f"part-{number:05d}.parquet",
+                           row_group_size=ROW_GROUP_ROWS)
+            counts.append(rows_out.num_rows)
+        return counts[0], counts[1]
+
+    totals = [0, 0]
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool, \
+            tqdm(total=sum(sizes), desc="curate: writing", unit="row", file=sys.stderr) as bar:
+        for kept, dropped in pool.map(write, enumerate(parts)):
+            totals[0] += kept
+            totals[1] += dropped
+            bar.update(kept + dropped)
+    for name, folder in folders.items():
+        shutil.rmtree(out / name, ignore_errors=True)
+        os.replace(folder, out / name)
+    return totals[0], totals[1]

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -199,3 +200,70 @@ def test_rerun_reuses_the_analysis_and_applies_new_thresholds(tmp_path, curated)
     assert second.curated == first.curated + 1
     kept = {(r["track_id"], r["view_id"]) for r in pq.read_table(out / "curated").to_pylist()}
     assert ("t1", 2) in kept
+
+
+def test_outputs_keep_the_views_order_in_parts_and_do_not_depend_on_threads(
+        tmp_path, monkeypatch):
+    import pipeline.curate.stage as stage
+
+    with (tmp_path / "catalog.jsonl").open("w") as f:
+        for track_id in ("t1", "t2"):
+            artist, tags = TRACKS[track_id]
+            f.write(json.dumps({"track_id": track_id, "audio": "a.flac", "artist": artist,
+                                "tags": tags}) + "\n")
+    (tmp_path / "views").mkdir()
+    texts = {"t1": "A happy rock song with drums and bass, take {}.",
+             "t2": "A calm jazz piece led by a gentle piano, take {}."}
+    takes = "one two three four five six seven eight nine ten eleven twelve".split()
+    written = []
+    for number, size in enumerate((3, 4, 2, 3)):  # parts of <= 5 rows: [3], [4], [2, 3]
+        views = [view(track, len(written) + i, texts[track].format(takes[len(written) + i])
+                      if i != 1 else "Rock.")  # each file's second view is too short
+                 for i, track in enumerate(["t2", "t1", "t2", "t1"][:size])]
+        written += views
+        pq.write_table(records_to_table(views, views_schema()),
+                       tmp_path / "views" / f"views-{number}.parquet")
+    monkeypatch.setattr(stage, "PART_ROWS", 5)
+    outs = []
+    for threads in (1, 2):
+        out = tmp_path / f"out{threads}"
+        stats = run(CurateConfig(views=tmp_path / "views", catalog=tmp_path / "catalog.jsonl",
+                                 out=out, threads=threads))
+        assert (stats.curated, stats.rejected) == (8, 4)
+        outs.append(out)
+    for folder in ("curated", "rejected"):
+        parts = sorted((outs[0] / folder).glob("*.parquet"))
+        assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet",
+                                           "part-00002.parquet"]
+        for part in parts:
+            assert part.read_bytes() == (outs[1] / folder / part.name).read_bytes()
+    kept = [(r["track_id"], r["view_id"]) for r in pq.read_table(outs[0] / "curated").to_pylist()]
+    assert kept == [(v.track_id, v.view_id) for v in written if v.text != "Rock."]
+    rejected = pq.read_table(outs[0] / "rejected").to_pylist()
+    assert [r["view_id"] for r in rejected] == [v.view_id for v in written if v.text == "Rock."]
+    assert {r["rule"] for r in rejected} == {"length"}
+    curated = read_table(str(outs[0] / "curated" / "part-00002.parquet"), curated_schema())
+    assert curated.num_rows == 3 and set(curated.column("split").to_pylist()) <= {
+        "train", "valid", "test"}
+
+
+def test_a_new_rule_file_runs_and_an_undeclared_setting_is_named(tmp_path, monkeypatch,
+                                                                   curated):
+    import pipeline.curate.stage as stage
+
+    out, first = curated
+    rules = tmp_path / "rules"
+    shutil.copytree(stage.RULES_DIR, rules)
+    (rules / "11_no_jazz.sql").write_text(
+        "SELECT row_id, 'jazz is out' AS reason FROM candidates WHERE text ILIKE '%jazz%'")
+    monkeypatch.setattr(stage, "RULES_DIR", rules)
+    config = CurateConfig(views=out.parent / "views", catalog=out.parent / "catalog.jsonl",
+                          out=tmp_path / "out", eval_sets=(out.parent / "eval.csv",))
+    stats = run(config)
+    assert stats.by_rule["no_jazz"] == 1 and stats.curated == first.curated - 1
+    rejected = pq.read_table(tmp_path / "out" / "rejected").to_pylist()
+    assert [r["track_id"] for r in rejected if r["rule"] == "no_jazz"] == ["t2"]
+    (rules / "11_no_jazz.sql").write_text(
+        "SELECT row_id, 'short' AS reason FROM candidates WHERE n_words < $min_jazz_words")
+    with pytest.raises(ValueError, match=r"11_no_jazz.sql uses \$min_jazz_words"):
+        run(config)
