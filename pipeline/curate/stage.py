@@ -149,7 +149,8 @@ def run(config: CurateConfig) -> CurateStats:
         if stale.name not in targets:
             stale.unlink()
     stats = CurateStats(catalog_seconds=round(catalog_done - started, 3))
-    stats.views = _analyse(jobs, config.workers)
+    sizes = _analyse(jobs, config.workers)
+    stats.views = sum(sizes)
     analysis_done = time.perf_counter()
     stats.analysis_seconds = round(analysis_done - catalog_done, 3)
 
@@ -201,7 +202,8 @@ def run(config: CurateConfig) -> CurateStats:
         sql("DROP TABLE hits")
 
     stats.curated, stats.rejected = _write_outputs(
-        con, [(job[3], job[1]) for job in jobs], out, config.categories, config.threads)
+        con, [(job[3], job[1], n) for job, n in zip(jobs, sizes, strict=True)], out,
+        config.categories, config.threads)
     stats.sql_seconds = round(time.perf_counter() - analysis_done, 3)
     stats.seconds = round(time.perf_counter() - started, 3)
     write_report(con, out, stats, settings, config)
@@ -210,13 +212,15 @@ def run(config: CurateConfig) -> CurateStats:
     return stats
 
 
-def _analyse(jobs: list, workers: int) -> int:
+def _analyse(jobs: list, workers: int) -> list[int]:
     """Descriptor analysis of every views file, in worker processes, cached: files
-    analysed by an earlier run only have their rows counted."""
-    cached = [job for job in jobs if Path(job[3]).exists()]
+    analysed by an earlier run only have their rows counted. Returns each file's rows."""
     todo = [job for job in jobs if not Path(job[3]).exists()]
-    rows = sum(pq.ParquetFile(job[3]).metadata.num_rows for job in cached)
-    return rows + sum(map_jobs(analyse_file, todo, workers, "curate: analysing", "file"))
+    done = dict(zip([job[3] for job in todo],
+                    map_jobs(analyse_file, todo, workers, "curate: analysing", "file"),
+                    strict=True))
+    return [done[job[3]] if job[3] in done else pq.ParquetFile(job[3]).metadata.num_rows
+            for job in jobs]
 
 
 TRACK_FACTS = pa.schema([
@@ -298,33 +302,31 @@ def _eval_rows(path: Path):
         raise ValueError(f"evaluation set {path}: use .csv, .jsonl or .parquet")
 
 
-def _write_outputs(con, analysed: list[tuple[str, int]], out: Path,
+def _write_outputs(con, analysed: list[tuple[str, int, int]], out: Path,
                    categories: tuple[str, ...], threads: int) -> tuple[int, int]:
     """curated/ and rejected/ as part-NNNNN.parquet, one pair per run of consecutive
-    analysed files; each folder is swapped in whole, so a crash leaves the old one.
-    Returns the curated and rejected row counts."""
-    sizes = [pq.ParquetFile(path).metadata.num_rows for path, _ in analysed]
-    parts: list[list[tuple[str, int]]] = [[]]
-    rows = 0
-    for (path, index), n in zip(analysed, sizes, strict=True):
-        if parts[-1] and rows + n > PART_ROWS:
+    analysed files (path, file index, rows); each folder is swapped in whole, so a crash
+    leaves the old one. Returns the curated and rejected row counts."""
+    parts: list[list[tuple[str, int, int]]] = [[]]
+    for file in analysed:
+        if parts[-1] and sum(n for _, _, n in parts[-1]) + file[2] > PART_ROWS:
             parts.append([])
-            rows = 0
-        parts[-1].append((path, index))
-        rows += n
+        parts[-1].append(file)
     folders = {name: out / f".{name}.tmp-{os.getpid()}" for name in ("curated", "rejected")}
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     schemas = curated_schema(categories), rejected_schema(categories)
     view_names = views_schema(categories).names
+    columns = ", ".join(f'"{name}"' for name in ["row_id", *view_names, "tag_recall", "spans"])
 
-    def write(numbered: tuple[int, list[tuple[str, int]]]) -> tuple[int, int]:
+    def write(numbered: tuple[int, list[tuple[str, int, int]]]) -> tuple[int, int]:
         number, files = numbered
-        table = pa.concat_tables(pq.read_table(path, columns=["row_id", *view_names,
-                                                               "tag_recall", "spans"])
-                                 for path, _ in files)
         with con.cursor() as cursor:
+            # a plain scan keeps the files' row order (DuckDB's insertion order)
+            table = cursor.sql(f"SELECT {columns} FROM read_parquet("
+                               f"[{', '.join(sql_string(path) for path, _, _ in files)}])"
+                               ).to_arrow_table()
             verdicts = cursor.sql(
                 f"SELECT {VERDICT_COLUMNS} FROM rows WHERE row_id >= $lo AND row_id < $hi "
                 "ORDER BY row_id", params={"lo": files[0][1] * ROWS_PER_FILE,
@@ -349,7 +351,8 @@ def _write_outputs(con, analysed: list[tuple[str, int]], out: Path,
 
     totals = [0, 0]
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool, \
-            tqdm(total=sum(sizes), desc="curate: writing", unit="row", file=sys.stderr) as bar:
+            tqdm(total=sum(n for _, _, n in analysed), desc="curate: writing", unit="row",
+                 file=sys.stderr) as bar:
         for kept, dropped in pool.map(write, enumerate(parts)):
             totals[0] += kept
             totals[1] += dropped
