@@ -308,10 +308,13 @@ def _write_outputs(con, analysed: list[tuple[str, int, int]], out: Path,
     analysed files (path, file index, rows); each folder is swapped in whole, so a crash
     leaves the old one. Returns the curated and rejected row counts."""
     parts: list[list[tuple[str, int, int]]] = [[]]
+    part_rows = 0
     for file in analysed:
-        if parts[-1] and sum(n for _, _, n in parts[-1]) + file[2] > PART_ROWS:
+        if parts[-1] and part_rows + file[2] > PART_ROWS:
             parts.append([])
+            part_rows = 0
         parts[-1].append(file)
+        part_rows += file[2]
     folders = {name: out / f".{name}.tmp-{os.getpid()}" for name in ("curated", "rejected")}
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
