@@ -316,8 +316,9 @@ def _write_outputs(con, analysed: list[tuple[str, int, int]], out: Path,
         parts[-1].append(file)
         part_rows += file[2]
     folders = {name: out / f".{name}.tmp-{os.getpid()}" for name in ("curated", "rejected")}
-    for folder in folders.values():
-        shutil.rmtree(folder, ignore_errors=True)
+    for name, folder in folders.items():
+        for stale in out.glob(f".{name}.tmp-*"):  # left by a run that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         folder.mkdir(parents=True)
     schemas = curated_schema(categories), rejected_schema(categories)
     view_names = views_schema(categories).names

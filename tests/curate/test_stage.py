@@ -193,9 +193,11 @@ def test_rerun_reuses_the_analysis_and_applies_new_thresholds(tmp_path, curated)
     stamp = cached[0].stat().st_mtime_ns
     settings = tmp_path / "s.yaml"
     settings.write_text("rules:\n  hallucination: {enabled: false}\n")
+    (out / ".curated.tmp-999999").mkdir()  # as a killed run leaves it
     second = run(CurateConfig(views=out.parent / "views", catalog=out.parent / "catalog.jsonl",
                               out=out, settings=settings, eval_sets=(out.parent / "eval.csv",)))
     assert cached[0].stat().st_mtime_ns == stamp  # analysis was not redone
+    assert not list(out.glob(".*.tmp-*"))  # the killed run's half-written parts are gone
     assert second.by_rule["hallucination"] is None
     assert second.curated == first.curated + 1
     kept = {(r["track_id"], r["view_id"]) for r in pq.read_table(out / "curated").to_pylist()}
