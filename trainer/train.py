@@ -441,22 +441,19 @@ def plot_metrics(out: Path) -> None:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r["type"] == "step"]
     epochs = [r for r in rows if r["type"] == "epoch" and r.get("valid_loss") is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train")
-    ax.plot([r["step"] for r in epochs], [r["valid_loss"] for r in epochs], "o-",
-            label="valid")
-    ax.set_xlabel("step")
-    ax.set_ylabel("InfoNCE loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", metadata={"Software": None})
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([r["epoch"] for r in epochs], [r["valid_R@10"] for r in epochs], "o-",
-            label="valid R@10")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("R@10 (%)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "validation.png", metadata={"Software": None})
-    plt.close(fig)
+    for name, xlabel, ylabel, lines in (
+            ("loss.png", "step", "InfoNCE loss",
+             [("train", "-", [r["step"] for r in steps], [r["loss"] for r in steps]),
+              ("valid", "o-", [r["step"] for r in epochs], [r["valid_loss"] for r in epochs])]),
+            ("validation.png", "epoch", "R@10 (%)",
+             [("valid R@10", "o-", [r["epoch"] for r in epochs],
+               [r["valid_R@10"] for r in epochs])])):
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        for label, style, x, y in lines:
+            ax.plot(x, y, style, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name, metadata={"Software": None})
+        plt.close(fig)
