@@ -189,11 +189,12 @@ def run(config: CurateConfig) -> CurateStats:
             stats.by_rule[name] = None
             continue
         rule_sql = path.read_text(encoding="utf-8")
-        missing = sorted(set(_PARAM.findall(rule_sql)) - set(values))
+        used = set(_PARAM.findall(rule_sql))
+        missing = sorted(used - set(values))
         if missing:
             raise ValueError(f"rule {path} uses {', '.join('$' + m for m in missing)}: "
                              f"declare it under rules: {name}: in {DEFAULT_SETTINGS}")
-        params = {p: values[p] for p in set(_PARAM.findall(rule_sql))}
+        params = {p: values[p] for p in used}
         sql(f"CREATE TEMP TABLE hits AS SELECT row_id, any_value(reason) AS reason "
             f"FROM ({rule_sql}) GROUP BY row_id", params)
         stats.by_rule[name] = sql("SELECT count(*) FROM hits")[0][0]
