@@ -63,7 +63,7 @@ RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data captions curate card shards train eval-data eval-data-multilingual eval ablation demo test bench lint clean distclean
+.PHONY: help setup demo-data captions curate card shards train eval-data eval-data-multilingual eval ablation demo test test-fast bench lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -149,6 +149,9 @@ demo: demo-data captions curate card shards eval-data train eval ## Every stage 
 test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in .venv-llm)
 	$(BIN)/python -m pytest -q -m "not llm"
 	$(VENV_LLM)/bin/python -m pytest -q -m llm $(LLM_TESTS)
+
+test-fast: $(STAMPS)/venv ## The tests not marked slow or llm (the edit-run loop; make test runs all)
+	$(BIN)/python -m pytest -q -m "not llm and not slow"
 
 bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (figures in bench/results/)
 	$(BIN)/python bench/demo_render.py

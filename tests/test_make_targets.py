@@ -6,9 +6,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
     settings = {
         "DEMO_DIR": tmp_path / "demo", "DEMO_TRACKS": 24, "ENGINE": "template",

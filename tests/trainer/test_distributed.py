@@ -25,6 +25,7 @@ def torchrun(*args, nproc=2):
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_two_processes_and_accumulation_match_one_process(tmp_path):
     one, accumulated, two = tmp_path / "one.json", tmp_path / "acc.json", tmp_path / "two.json"
     subprocess.run([sys.executable, str(SCRIPT), str(one), "1"], check=True, timeout=600)
@@ -40,6 +41,7 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path):
         assert other["losses"] == pytest.approx(reference["losses"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_adswap_train_under_torchrun(demo_shards, tmp_path):
     out = tmp_path / "run"
     result = torchrun("-m", "adswap.cli", "train", "--set", f"data.shards={demo_shards}",

@@ -41,6 +41,7 @@ def shards_300(tmp_path_factory):
     return work / "shards"
 
 
+@pytest.mark.slow
 def test_short_run_beats_chance_by_a_clear_margin(shards_300, tmp_path):
     config = load_config("trainer/configs/demo.yaml", [
         f"data.shards={shards_300}", f"run.out={tmp_path}", "model.audio.clip_seconds=2",
