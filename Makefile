@@ -131,11 +131,11 @@ eval-data-multilingual: $(STAMPS)/venv $(STAMPS)/venv-llm ## The demo eval set p
 	  --name demo-test-multilingual --clip-seconds 5
 
 eval: $(STAMPS)/venv ## Evaluate RUN on EVAL_SETS: R@1/5/10 and median rank on 500-track subsets
-	$(BIN)/adswap eval $(RUN) $(foreach s,$(EVAL_SETS),--set $(s)) \
+	$(BIN)/adswap eval $(RUN) $(foreach s,$(EVAL_SETS),--eval-set $(s)) \
 	  --card-dir $(CARDS_DIR)/$(DATASET) $(EVAL_ARGS)
 
 ablation: $(STAMPS)/venv ## Train and evaluate the paper's four rows over ABLATION_SEEDS
-	$(BIN)/adswap ablation --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
+	$(BIN)/adswap ablation --train-config $(TRAIN_CONFIG) --train-set data.shards=$(SHARDS) \
 	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) $(ABLATION_ARGS)
 
 demo: demo-data captions curate card shards eval-data train eval ## Every stage on the demo data, then a summary

@@ -8,15 +8,32 @@ add theirs with `update_card` and the card grows without losing earlier facts.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from schemas.atomic import write_text_atomic
-from schemas.catalog import CatalogConfig, iter_catalog
+from schemas.catalog import CatalogConfig, categories_setting, iter_catalog
+from schemas.config import Config, setting
 
 SECTION_ORDER = ("catalog", "captions", "curation", "shards")
+
+
+@dataclass(frozen=True)
+class CardConfig(Config):
+    dataset: str = setting(help="Dataset name: the card goes to CARDS_DIR/DATASET/README.md.")
+    catalog: Path = setting(help="The source catalog.")
+    views: Path | None = setting(None, help="Views folder from `captions`.")
+    curated: Path | None = setting(None, help="Output folder of `curate`.")
+    cards_dir: Path = setting(Path("data_cards"), help="Where data cards live.")
+    categories: tuple[str, ...] = categories_setting()
+
+    def check(self) -> list[str]:
+        return [] if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", self.dataset) else \
+            [f"dataset {self.dataset!r} must be a folder name (letters, digits, _ . -)"]
 
 
 def update_card(folder: Path, section: str, facts: dict, key: str | None = None) -> Path:
@@ -34,14 +51,13 @@ def update_card(folder: Path, section: str, facts: dict, key: str | None = None)
     return folder / "README.md"
 
 
-def write_card(dataset: str, cards_dir: Path, catalog: Path, views: Path | None,
-               curated: Path | None, categories: tuple[str, ...]) -> Path:
-    folder = Path(cards_dir) / dataset
-    update_card(folder, "catalog", catalog_facts(catalog, categories))
-    if views is not None:
-        update_card(folder, "captions", caption_facts(views))
-    if curated is not None:
-        update_card(folder, "curation", curation_facts(curated, folder))
+def write_card(config: CardConfig) -> Path:
+    folder = Path(config.cards_dir) / config.dataset
+    update_card(folder, "catalog", catalog_facts(config.catalog, config.categories))
+    if config.views is not None:
+        update_card(folder, "captions", caption_facts(config.views))
+    if config.curated is not None:
+        update_card(folder, "curation", curation_facts(config.curated, folder))
     return folder / "README.md"
 
 

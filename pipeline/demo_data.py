@@ -35,35 +35,38 @@ from pipeline.demo.vocabulary import GENRES, INSTRUMENTS, MOODS
 from pipeline.parallel import map_jobs
 from schemas.atomic import atomic_path, write_text_atomic
 from schemas.catalog import DEFAULT_CATEGORIES, Track, write_catalog
+from schemas.config import Config, setting
 from schemas.eval_captions import eval_captions_schema
 
 DEMO_FORMAT = 1  # bump when the same settings would render different bytes
 
 
 @dataclass(frozen=True)
-class DemoConfig:
-    out: Path
-    tracks: int = 400
-    seed: int = 0
-    sample_rate: int = 22050
-    min_duration_s: float = 10.0
-    max_duration_s: float = 15.0
-    tracks_per_artist: int = 8
-    # Share of tracks made as a same-artist variant of an earlier one, one tag swapped.
-    variant_fraction: float = 0.3
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    captions_per_test_track: int = 2
-    workers: int = 0  # 0 = all cores
+class DemoConfig(Config):
+    out: Path = setting(Path("data/demo"), help="Folder to write the demo catalog into.")
+    tracks: int = setting(400, help="Number of tracks to render.")
+    seed: int = setting(0, help="Seed; the same seed gives the same bytes.")
+    sample_rate: int = setting(22050, help="Audio sample rate in Hz.")
+    min_duration_s: float = setting(10.0, flag="min-duration", help="Shortest track, in "
+                                    "seconds.")
+    max_duration_s: float = setting(15.0, flag="max-duration", help="Longest track, in "
+                                    "seconds.")
+    tracks_per_artist: int = setting(8, help="Tracks per synthetic artist, on average.")
+    variant_fraction: float = setting(0.3, help="Share of tracks made as a same-artist "
+                                      "variant of an earlier one with one tag swapped.")
+    valid_fraction: float = setting(0.1, help="Share of artists in the valid split.")
+    test_fraction: float = setting(0.1, help="Share of artists in the test split.")
+    captions_per_test_track: int = setting(2, help="Reference captions per test track.")
+    workers: int = setting(0, help="Render processes; 0 = all cores.")
 
-    def __post_init__(self) -> None:
+    def check(self) -> list[str]:
         problems = []
         if self.tracks < 1:
             problems.append("tracks must be >= 1")
         if not 8000 <= self.sample_rate <= 48000:
             problems.append("sample_rate must be between 8000 and 48000 Hz")
         if not 1.0 <= self.min_duration_s <= self.max_duration_s <= 120:
-            problems.append("need 1 <= min_duration_s <= max_duration_s <= 120")
+            problems.append("min_duration_s, max_duration_s: need 1 <= min <= max <= 120")
         if not 0 <= self.variant_fraction <= 1:
             problems.append("variant_fraction must be in [0, 1]")
         if self.tracks_per_artist < 1:
@@ -75,8 +78,7 @@ class DemoConfig:
             problems.append("captions_per_test_track must be between 1 and 5")
         if self.workers < 0:
             problems.append("workers must be >= 0")
-        if problems:
-            raise ValueError("invalid demo-data settings: " + "; ".join(problems))
+        return problems
 
     def fingerprint(self) -> str:
         """Everything that changes the output bytes (not `out` or `workers`)."""

@@ -32,6 +32,7 @@ from pipeline.shards.audio import ClipConfig
 from pipeline.shards.stage import ShardJob, build_shard, write_index
 from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, iter_catalog
+from schemas.config import Config, setting
 from schemas.eval_captions import eval_captions_schema, read_rows
 from schemas.views import SPAN
 
@@ -40,15 +41,24 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
-class ImportConfig:
-    file: Path
-    out: Path
-    name: str = ""  # default: the out folder's name
-    catalog: Path | None = None
-    audio_root: Path | None = None  # default: the input file's folder
-    clips: ClipConfig = ClipConfig(position="all")
-    max_samples: int = 500
-    workers: int = 0
+class ImportConfig(Config):
+    file: Path = setting(help="CSV, TSV, JSONL or Parquet: a caption column (`caption` or "
+                         "`text`) and an `audio` path or a `track_id` (with catalog); "
+                         "optional `language`, `caption_id`.")
+    out: Path = setting(help="Folder for the eval shards.")
+    name: str = setting("", help="The set's name in reports (default: out's name).")
+    catalog: Path | None = setting(None, help="Catalog to find audio by track_id.")
+    audio_root: Path | None = setting(None, help="Folder audio paths resolve in (default: "
+                                      "the file's folder, or the catalog's).")
+    clips: ClipConfig = setting(factory=lambda: ClipConfig(position="all"),
+                                help="How clips are cut; position all scores every window "
+                                "of a track (averaged at eval).")
+    max_samples: int = setting(500, help="Samples per shard, at most.")
+    workers: int = setting(0, help="Worker processes; 0 = all cores.")
+
+    def check(self) -> list[str]:
+        return [] if self.max_samples >= 1 and self.workers >= 0 else \
+            ["max_samples must be >= 1 and workers >= 0"]
 
 
 @dataclass

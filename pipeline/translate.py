@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from pipeline.captions.engines import EngineConfig, Request, Sampling, make_engine
 from pipeline.captions.models import default_cache_dir
 from schemas.atomic import atomic_path
+from schemas.config import Config, setting
 from schemas.eval_captions import read_rows
 
 LANGUAGE_NAMES = {"de": "German", "fr": "French", "it": "Italian", "es": "Spanish",
@@ -32,25 +33,34 @@ SYSTEM = ("You translate short descriptions of music. Keep every genre, mood and
 
 
 @dataclass(frozen=True)
-class TranslateConfig:
-    file: Path
-    out: Path
-    languages: tuple[str, ...]
-    source: str = "en"
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.0,
-                                                                max_tokens=128))
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    batch: int = 256
+class TranslateConfig(Config):
+    file: Path = setting(help="Caption file (CSV, TSV, JSONL or Parquet), as `import-eval` "
+                         "reads it.")
+    out: Path = setting(help="Output file (.parquet, .jsonl, .csv or .tsv): the original "
+                        "rows plus the translations.")
+    languages: tuple[str, ...] = setting(("de", "fr", "it", "es"), help="Target language "
+                                         f"codes; known: {', '.join(LANGUAGE_NAMES)}.")
+    source: str = setting("en", help="Language of the captions to translate.")
+    engine: EngineConfig = setting(factory=EngineConfig, help="The LLM engine (vllm or "
+                                   "openai).")
+    sampling: Sampling = setting(factory=lambda: Sampling(temperature=0.0, max_tokens=128),
+                                 help="Greedy by default: a translation, not a variation.")
+    cache_dir: Path = setting(factory=default_cache_dir, help="Where the bundled model is "
+                              "converted to.")
+    batch: int = setting(256, help="Requests handed to the engine at once.")
 
-    def __post_init__(self) -> None:
+    def check(self) -> list[str]:
+        problems = []
         unknown = [lang for lang in self.languages if lang not in LANGUAGE_NAMES]
         if not self.languages or unknown:
-            raise ValueError(f"--languages must list codes from {sorted(LANGUAGE_NAMES)}; "
-                             f"got {list(self.languages)}")
+            problems.append(f"languages must list codes from {sorted(LANGUAGE_NAMES)}; "
+                            f"got {list(self.languages)}")
         if self.engine.engine == "template":
-            raise ValueError("the template engine writes captions from tags and cannot "
-                             "translate; use --engine vllm or openai")
+            problems.append("engine: the template engine writes captions from tags and "
+                            "cannot translate; use vllm or openai")
+        if self.batch < 1:
+            problems.append("batch must be >= 1")
+        return problems
 
 
 @dataclass

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.atomic import atomic_path
+from schemas.config import Config, setting
 from schemas.problems import Problem, SchemaError, with_schema_id
 
 CATALOG_SCHEMA_ID = "catalog/1"
@@ -42,29 +43,45 @@ _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _BAD_BYTES = re.compile("[\udc80-\udcff]")  # undecodable bytes kept by surrogateescape
 
 
-@dataclass(frozen=True)
-class CatalogConfig:
-    categories: tuple[str, ...] = DEFAULT_CATEGORIES
-    # Where relative audio paths are resolved; None means the catalog file's folder.
-    audio_root: Path | None = None
-    max_tags_per_category: int = 64
-    max_tag_chars: int = 64
+def categories_setting() -> tuple[str, ...]:
+    """The `categories` field every command that reads a catalog has."""
+    return setting(DEFAULT_CATEGORIES, help="Tag categories, comma-separated.")
 
-    def __post_init__(self) -> None:
+
+def audio_root_setting() -> Path | None:
+    return setting(None, help="Folder audio paths resolve in (default: the catalog's "
+                   "folder); nothing outside it is read.")
+
+
+@dataclass(frozen=True)
+class CatalogConfig(Config):
+    categories: tuple[str, ...] = categories_setting()
+    audio_root: Path | None = audio_root_setting()
+    max_tags_per_category: int = setting(64, help="Most tags a track may have in one "
+                                         "category; a longer list rejects the row.")
+    max_tag_chars: int = setting(64, help="Longest tag, in characters.")
+
+    def check(self) -> list[str]:
         problems = []
         if not self.categories:
             problems.append("categories must name at least one category")
         bad = [c for c in self.categories if not re.fullmatch(r"[a-z][a-z0-9_]*", c)]
         if bad:
-            problems.append(f"category names must be lowercase identifiers: {bad}")
+            problems.append(f"categories must be lowercase identifiers: {bad}")
         if len(set(self.categories)) != len(self.categories):
             problems.append(f"categories repeat a name: {list(self.categories)}")
         if self.max_tags_per_category < 1:
             problems.append("max_tags_per_category must be >= 1")
         if self.max_tag_chars < 1:
             problems.append("max_tag_chars must be >= 1")
-        if problems:
-            raise ValueError("invalid CatalogConfig: " + "; ".join(problems))
+        return problems
+
+
+@dataclass(frozen=True)
+class ValidateConfig(Config):
+    catalog: Path = setting(help="Catalog: .parquet, .csv, .jsonl or a `datasets` "
+                            "directory.", argument=True)
+    read: CatalogConfig = setting(help="How the catalog is read.", factory=CatalogConfig)
 
 
 @dataclass(frozen=True)

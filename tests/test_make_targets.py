@@ -44,8 +44,9 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "already done" in again.stdout and "0 views generated" in again.stdout
 
-    tiny = ("--set optim.epochs=1 --set optim.warmup_epochs=1 --set data.batch_size=4 "
-            "--set data.workers=1 --set model.audio.channels=[4,8] --set model.dim=32")
+    tiny = ("--train-set optim.epochs=1 --train-set optim.warmup_epochs=1 "
+            "--train-set data.batch_size=4 --train-set data.workers=1 "
+            "--train-set model.audio.channels=[4,8] --train-set model.dim=32")
     ablation = subprocess.run(["make", "-C", str(ROOT), "ablation", "ABLATION_SEEDS=0",
                                f"ABLATION_ARGS=--out {tmp_path / 'ablation'} --subsets 2 "
                                f"{tiny}",

@@ -1,1 +1,2 @@
-"""The DuET-MC trainer and evaluator (built in later issues)."""
+"""The DuET-MC trainer: model, loader, TextSwap, loss, training loop, evaluation and the
+ablation. Reads shards through `schemas/`; never imports `pipeline`."""

@@ -18,36 +18,28 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.config import load_config
-from trainer.evaluate import EvalConfig, evaluate
+from trainer.config import ABLATION_LABELS as LABELS
+from trainer.config import ABLATION_ROWS as ROWS
+from trainer.config import AblationConfig, EvalConfig, load_config
+from trainer.evaluate import evaluate
 from trainer.train import train
 
-ROWS = {
-    "tags-only": ["data.p_cap=0", "swap.enabled=false"],
-    "tag-to-caption": ["data.p_cap=1", "data.view_dropout=false", "swap.enabled=false"],
-    "view-dropout": ["data.p_cap=1", "data.view_dropout=true", "swap.enabled=false"],
-    "textswap": ["data.p_cap=1", "data.view_dropout=true", "swap.enabled=true"],
-}
-LABELS = {"tags-only": "tags only", "tag-to-caption": "+ tag-to-caption",
-          "view-dropout": "+ View Dropout", "textswap": "+ TextSwap"}
 
-
-def run_ablation(config_file: Path, overrides: list[str], eval_sets: list[Path],
-                 seeds: list[int], out: Path, subsets: int = 10) -> dict:
-    out = Path(out)
+def run_ablation(config: AblationConfig) -> dict:
+    out = Path(config.out)
     results: dict[str, list[dict]] = {row: [] for row in ROWS}
-    for seed in seeds:
+    for seed in config.seeds:
         for row, row_overrides in ROWS.items():
             run = out / f"{row}-s{seed}"
             report_file = run / "eval" / "report.json"
             if not report_file.exists():
                 resume = (run / "checkpoints" / "last.pt").exists()
-                config = load_config(run / "config.yaml" if resume else config_file,
-                                     [*overrides, *row_overrides, f"run.seed={seed}",
-                                      f"run.out={run}"])
-                train(config, resume=resume)
+                train_config = load_config(
+                    run / "config.yaml" if resume else config.train_config,
+                    [*config.train_set, *row_overrides, f"run.seed={seed}", f"run.out={run}"])
+                train(train_config, resume=resume)
                 # the last checkpoint: every row gets the same training budget
-                evaluate(EvalConfig(run=run, sets=tuple(eval_sets), subsets=subsets,
+                evaluate(EvalConfig(run=run, sets=config.eval_sets, subsets=config.subsets,
                                     seed=seed, checkpoint="last"))
             report = json.loads(report_file.read_text())
             first = next(iter(report["sets"].values()))
@@ -60,8 +52,9 @@ def run_ablation(config_file: Path, overrides: list[str], eval_sets: list[Path],
                       for m in ("R@10", "MR", "R@1")
                       for stat, fn in (("mean", np.mean), ("std", np.std))}}
              for row, runs in results.items()}
-    summary = {"seeds": seeds, "eval_set": str(eval_sets[0]), "config": str(config_file),
-               "overrides": overrides, "rows": table}
+    summary = {"seeds": list(config.seeds), "eval_set": str(config.eval_sets[0]),
+               "config": str(config.train_config), "overrides": list(config.train_set),
+               "rows": table}
     (out / "ablation.json").write_text(json.dumps(summary, indent=1))
     (out / "ablation.md").write_text(render(summary))
     plot(summary, out / "ablation.png")

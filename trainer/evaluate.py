@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import webdataset as wds
 
+from trainer.config import EvalConfig
 from trainer.data import crop, decode_audio, shard_urls
 from trainer.metrics import pool_tracks, ranks
 from trainer.model import DuetMC
@@ -30,30 +30,13 @@ KS = (1, 5, 10)
 CURVE_K = 50
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    run: Path
-    sets: tuple[Path, ...]
-    subsets: int = 10
-    subset_size: int = 500
-    seed: int = 0
-    pooling: str = "mean"  # mean | first: how a track's clips become one item
-    checkpoint: str = "best"  # best | last
-    batch_size: int = 64
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.sets:
-            problems.append("name at least one eval set (--set)")
-        if self.subsets < 1 or self.subset_size < 2:
-            problems.append("subsets must be >= 1 and subset_size >= 2")
-        if self.pooling not in ("mean", "first"):
-            problems.append(f"pooling {self.pooling!r} must be mean or first")
-        if self.checkpoint not in ("best", "last"):
-            problems.append("checkpoint must be best or last")
-        if problems:
-            raise ValueError("invalid eval settings: " + "; ".join(problems))
+def card_facts(report: dict) -> dict:
+    """What the data card's `evaluation` section says of a run: R@10 and MR per set and
+    language."""
+    return {f"{name} ({language})": {"R@10": round(m["t2m_R@10"]["mean"], 2),
+                                     "MR": round(m["t2m_MR"]["mean"], 2)}
+            for name, entry in report["sets"].items()
+            for language, m in entry["languages"].items()}
 
 
 def checkpoint_path(run: Path, which: str) -> Path:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from schemas.config import as_dict
 from schemas.swap_dictionary import SwapDictionary
 from trainer.config import TrainConfig, load_config
 from trainer.data import SharedEpoch, eval_loader, shard_urls, train_loader
@@ -130,7 +131,7 @@ def train(config: TrainConfig, resume: bool = False) -> State:
     writer = None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (out / "config.yaml").write_text(yaml.safe_dump(as_dict(config), sort_keys=False))
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=state.step or None)
@@ -356,6 +357,19 @@ def validate(model: DuetMC, config: TrainConfig, device, autocast) -> dict:
             "valid_MR": summary["MR"], "valid_tracks": len(tracks)}
 
 
+def card_facts(config: TrainConfig, state: State) -> dict:
+    """What the data card's `training` section says of a run."""
+    rows = [json.loads(line) for line in (config.run.out / "metrics.jsonl").read_text()
+            .splitlines()]
+    last = [r for r in rows if r["type"] == "epoch"][-1:] or [{}]
+    return {"epochs": state.epoch, "steps": state.step, "stopped": state.stopped or None,
+            "audio": config.model.audio.kind, "text": config.model.text.path,
+            "p_cap": config.data.p_cap, "textswap": config.swap.enabled,
+            "best_valid_loss": None if state.best_valid_loss == math.inf
+            else round(state.best_valid_loss, 4),
+            "last_valid_R@10": last[0].get("valid_R@10")}
+
+
 def _drop_rows_after(path: Path, step: int) -> None:
     """A run killed after its last checkpoint logged steps it will now repeat."""
     if not path.exists():
@@ -386,7 +400,7 @@ def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
         # bf16 autocast needs no loss scaler; the key is kept so a checkpoint says so
         "scaler": None,
         "state": asdict(state),
-        "config": config.to_dict(),
+        "config": as_dict(config),
         "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
                 "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
                           *numpy_state[2:]],

@@ -15,6 +15,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from schemas.config import Config, setting
+
 TagSet = dict[str, tuple[str, ...]]
 _ATTEMPTS = 32
 # Tracks with at most this many possible views enumerate them instead of sampling.
@@ -22,14 +24,17 @@ _ENUMERATE_LIMIT = 64
 
 
 @dataclass(frozen=True)
-class DropConfig:
-    n_views: int = 10
-    keep_prob: float = 0.5
-    min_per_category: int = 1
-    full_view: bool = False   # add one more view (id n_views) written from every tag
-    seed: int = 0
+class DropConfig(Config):
+    n_views: int = setting(10, help="Views per track (View Dropout; the paper's 10).")
+    keep_prob: float = setting(0.5, help="Chance each tag is kept in a view; 1 turns "
+                               "dropout off.")
+    min_per_category: int = setting(1, help="Tags kept at least, in each category the "
+                                    "track has.")
+    full_view: bool = setting(False, help="Add one more view (id n_views) written from "
+                              "every tag.")
+    seed: int = setting(0, help="Seed for view planning.")
 
-    def __post_init__(self) -> None:
+    def check(self) -> list[str]:
         problems = []
         if not 1 <= self.n_views <= 1000:
             problems.append("n_views must be between 1 and 1000")
@@ -37,8 +42,7 @@ class DropConfig:
             problems.append("keep_prob must be in (0, 1]")
         if self.min_per_category < 0:
             problems.append("min_per_category must be >= 0")
-        if problems:
-            raise ValueError("invalid view dropout settings: " + "; ".join(problems))
+        return problems
 
 
 def _rng(seed: int, track_id: str, view: int, attempt: int) -> random.Random:

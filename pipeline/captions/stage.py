@@ -33,48 +33,50 @@ from pipeline.captions.models import default_cache_dir, model_identity
 from pipeline.captions.parse import MAX_WORDS, parse_caption
 from pipeline.captions.plan import DropConfig, plan_views
 from pipeline.captions.prompts import DEFAULT_TEMPLATE, LANGUAGES, Template, load_template
+from pipeline.sharding import check_rank, rank_setting, resolve_rank, world_size_setting
 from schemas.atomic import atomic_path, write_text_atomic
-from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, Track, count_rows, iter_catalog
+from schemas.catalog import CatalogConfig, Track, categories_setting, count_rows, iter_catalog
+from schemas.config import Config, setting
 from schemas.problems import SchemaError
 from schemas.views import View, read_table, records_to_table, table_to_records, views_schema
 
 
 @dataclass(frozen=True)
-class CaptionsConfig:
-    catalog: Path
-    out: Path
-    categories: tuple[str, ...] = DEFAULT_CATEGORIES
-    template: str = DEFAULT_TEMPLATE
-    languages: tuple[str, ...] = ("en",)
-    drop: DropConfig = field(default_factory=DropConfig)
-    sampling: Sampling = field(default_factory=Sampling)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    chunk_tracks: int = 128
-    # Requests handed to the engine at once: enough to fill a GPU batch, few enough
-    # that the progress bar moves.
-    batch_requests: int = 256
-    rank: int = 0
-    world_size: int = 1
-    max_words: int = MAX_WORDS
-    cache_dir: Path = field(default_factory=default_cache_dir)
+class CaptionsConfig(Config):
+    catalog: Path = setting(help="Catalog to caption (see `adswap validate`).")
+    out: Path = setting(help="Folder for the views Parquet shards.")
+    categories: tuple[str, ...] = categories_setting()
+    template: str = setting(DEFAULT_TEMPLATE, help="Prompt template id or YAML path.")
+    languages: tuple[str, ...] = setting(("en",), help="Language codes, "
+                                         f"comma-separated; known: {', '.join(LANGUAGES)}.")
+    drop: DropConfig = setting(factory=DropConfig, help="View Dropout planning.")
+    sampling: Sampling = setting(factory=Sampling, help="LLM sampling.")
+    engine: EngineConfig = setting(factory=EngineConfig, help="The caption engine.")
+    chunk_tracks: int = setting(128, help="Tracks per output file (a unit of resume).")
+    # Enough to fill a GPU batch, few enough that the progress bar moves.
+    batch_requests: int = setting(256, help="Requests handed to the engine at once.")
+    rank: int | None = rank_setting()
+    world_size: int | None = world_size_setting()
+    max_words: int = setting(MAX_WORDS, help="Captions longer than this are flagged "
+                             "too_long.")
+    cache_dir: Path = setting(factory=default_cache_dir, help="Where the bundled model "
+                              "is converted to ($ADSWAP_CACHE moves it).")
 
-    def __post_init__(self) -> None:
-        problems = []
+    def check(self) -> list[str]:
+        problems = check_rank(self)
         unknown = [code for code in self.languages if code not in LANGUAGES]
         if unknown or not self.languages:
-            problems.append(f"unknown language codes {unknown}; known: {', '.join(LANGUAGES)}")
+            problems.append(f"languages: unknown codes {unknown}; known: "
+                            f"{', '.join(LANGUAGES)}")
         if len(set(self.languages)) != len(self.languages):
             problems.append("languages repeat a code")
         if self.chunk_tracks < 1:
             problems.append("chunk_tracks must be >= 1")
         if self.batch_requests < 1:
             problems.append("batch_requests must be >= 1")
-        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            problems.append("need 0 <= rank < world_size")
         if self.max_words < 1:
             problems.append("max_words must be >= 1")
-        if problems:
-            raise ValueError("invalid captions settings: " + "; ".join(problems))
+        return problems
 
 
 @dataclass
@@ -138,6 +140,7 @@ def chunk_path(out: Path, rank: int, world_size: int, chunk: int) -> Path:
 
 def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     started = time.perf_counter()
+    config = resolve_rank(config)
     out = Path(config.out)
     template = load_template(config.template)
     identity = _Identity(config, template)
@@ -299,50 +302,3 @@ def _write_stats(out: Path, config: CaptionsConfig, identity: _Identity,
                                               2))
     path = out / "_stats" / f"r{config.rank:05d}-of{config.world_size:05d}.json"
     write_text_atomic(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
-
-
-_GROUPS = {
-    "drop": (DropConfig, {"n_views", "keep_prob", "min_per_category", "full_view", "seed"}),
-    "sampling": (Sampling, {"temperature", "top_p", "max_tokens"}),
-    "engine": (EngineConfig, {"engine", "model", "revision", "tensor_parallel_size", "dtype",
-                              "max_model_len", "url", "concurrency", "timeout_s", "retries"}),
-}
-_TOP = {"catalog", "out", "categories", "template", "languages", "chunk_tracks",
-        "batch_requests", "rank",
-        "world_size", "max_words", "cache_dir"}
-
-
-def config_from_options(options: dict) -> CaptionsConfig:
-    """Build the config from flat option names (CLI flags or a YAML file's keys), reporting
-    every problem at once. Options that are None take the defaults."""
-    options = {k: v for k, v in options.items() if v is not None}
-    known = _TOP.union(*(names for _, names in _GROUPS.values()))
-    problems = [f"unknown option {k!r}" for k in sorted(set(options) - known)]
-    for name in ("catalog", "out"):
-        if name not in options:
-            problems.append(f"{name} is required")
-    for name in ("categories", "languages"):
-        if isinstance(options.get(name), str):
-            options[name] = [x.strip() for x in options[name].split(",") if x.strip()]
-    parts: dict = {}
-    for group, (cls, names) in _GROUPS.items():
-        try:
-            parts[group] = cls(**{k: options[k] for k in names if k in options})
-        except (TypeError, ValueError) as err:
-            problems.append(str(err))
-            parts[group] = cls()  # so the remaining settings are still checked
-    top = {k: options[k] for k in _TOP if k in options}
-    for name in ("catalog", "out"):
-        top[name] = Path(top.get(name, "."))
-    if "cache_dir" in top:
-        top["cache_dir"] = Path(top["cache_dir"])
-    for name in ("categories", "languages"):
-        if name in top:
-            top[name] = tuple(top[name])
-    try:
-        config = CaptionsConfig(**top, **parts)
-    except (TypeError, ValueError) as err:
-        problems.append(str(err))
-    if problems:
-        raise ValueError("; ".join(problems))
-    return config

@@ -48,7 +48,8 @@ from pipeline.curate.report import write_report
 from pipeline.curate.splits import assign_split
 from pipeline.parallel import map_jobs
 from pipeline.sql import sql_string
-from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, iter_catalog
+from schemas.catalog import CatalogConfig, categories_setting, iter_catalog
+from schemas.config import Config, setting
 from schemas.views import curated_schema, rejected_schema, views_schema
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -62,26 +63,31 @@ _PARAM = re.compile(r"\$([a-z_]+)")
 
 
 @dataclass(frozen=True)
-class CurateConfig:
-    views: Path
-    catalog: Path
-    out: Path
-    settings: Path = DEFAULT_SETTINGS
-    extras: Path | None = None
-    eval_sets: tuple[Path, ...] = ()
-    categories: tuple[str, ...] = DEFAULT_CATEGORIES
-    memory_limit: str = "2.5GB"  # with Python beside it, the stage stays under 4 GB
-    threads: int = 0  # 0 = DuckDB's default (all cores)
-    workers: int = 0  # analysis processes; 0 = all cores
+class CurateConfig(Config):
+    views: Path = setting(help="Folder of views Parquet files (from `captions`).")
+    catalog: Path = setting(help="The catalog the views were written from.")
+    out: Path = setting(help="Folder for curated/, rejected/, the swap dictionary and the "
+                        "report.")
+    settings: Path = setting(DEFAULT_SETTINGS, help="Curation YAML: thresholds, rules on "
+                             "or off.")
+    extras: Path | None = setting(None, help="YAML of extra descriptors and synonyms for "
+                                  "the swap dictionary.")
+    eval_sets: tuple[Path, ...] = setting((), flag="eval-set", help="Evaluation sets to "
+                                          "decontaminate against (CSV, TSV, JSONL or "
+                                          "Parquet with track_id, artist or caption).")
+    categories: tuple[str, ...] = categories_setting()
+    # with Python beside it, the stage stays under 4 GB
+    memory_limit: str = setting("2.5GB", help="DuckDB memory limit.")
+    threads: int = setting(0, help="DuckDB threads; 0 = all cores.")
+    workers: int = setting(0, help="Analysis processes; 0 = all cores.")
 
-    def __post_init__(self) -> None:
+    def check(self) -> list[str]:
         problems = []
         if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", self.memory_limit):
             problems.append(f"memory_limit {self.memory_limit!r} must look like '3GB'")
         if self.threads < 0 or self.workers < 0:
             problems.append("threads and workers must be >= 0")
-        if problems:
-            raise ValueError("invalid curate settings: " + "; ".join(problems))
+        return problems
 
 
 @dataclass

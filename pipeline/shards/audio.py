@@ -16,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from schemas.config import Config, setting
+
 POSITIONS = ("start", "centre", "random", "all")
 FORMATS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "PCM_16")}
 
@@ -25,17 +27,23 @@ class AudioReject(Exception):
 
 
 @dataclass(frozen=True)
-class ClipConfig:
-    sample_rate: int = 16_000
-    clip_seconds: float = 10.0
-    clips_per_track: int = 1  # ignored by position 'all', which takes every window
-    position: str = "centre"
-    audio_format: str = "flac"
-    seed: int = 0
-    # A clip whose peak is below this is silence, not music, and is left out.
-    silence_db: float = -60.0
+class ClipConfig(Config):
+    sample_rate: int = setting(16_000, help="Clip sample rate in Hz: the model's input rate "
+                               "(HTS-AT 48000, MERT 24000).")
+    clip_seconds: float = setting(10.0, help="Clip length in seconds: the model's input.")
+    clips_per_track: int = setting(1, help="Clips per track for start, centre and random "
+                                   "(position 'all' takes every window instead).")
+    position: str = setting("centre", choices=POSITIONS, help="Where clips are cut: "
+                            "start, centre, random (seeded) or all (every non-overlapping "
+                            "window).")
+    audio_format: str = setting("flac", choices=tuple(FORMATS), help="Clip encoding "
+                                "(16-bit).")
+    seed: int = setting(0, help="Seed for random clip positions (and the shards' track "
+                        "order).")
+    silence_db: float = setting(-60.0, help="A clip whose peak is below this (dBFS) is "
+                                "silence, not music, and is left out.")
 
-    def __post_init__(self) -> None:
+    def check(self) -> list[str]:
         problems = []
         if not 1_000 <= self.sample_rate <= 192_000:
             problems.append(f"sample_rate {self.sample_rate} must be in [1000, 192000] Hz")
@@ -43,15 +51,9 @@ class ClipConfig:
             problems.append(f"clip_seconds {self.clip_seconds} must be in [0.1, 600]")
         if self.clips_per_track < 1:
             problems.append("clips_per_track must be >= 1")
-        if self.position not in POSITIONS:
-            problems.append(f"position {self.position!r} must be one of {', '.join(POSITIONS)}")
-        if self.audio_format not in FORMATS:
-            problems.append(f"audio_format {self.audio_format!r} must be one of "
-                            f"{', '.join(FORMATS)}")
         if self.silence_db >= 0:
             problems.append("silence_db must be negative (dB below full scale)")
-        if problems:
-            raise ValueError("invalid clip settings: " + "; ".join(problems))
+        return problems
 
     @property
     def clip_frames(self) -> int:

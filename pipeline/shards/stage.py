@@ -28,11 +28,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.parallel import map_jobs
+from pipeline.sharding import check_rank, rank_setting, resolve_rank, world_size_setting
 from pipeline.shards.audio import AudioReject, ClipConfig, make_clips
 from pipeline.shards.plan import Reject, build_plan, curated_glob, unit_file
 from pipeline.shards.tar import write_tar
 from schemas.atomic import write_text_atomic
-from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, resolve_audio
+from schemas.catalog import (
+    CatalogConfig,
+    audio_root_setting,
+    categories_setting,
+    resolve_audio,
+)
+from schemas.config import Config, setting
 from schemas.sample import SAMPLE_SCHEMA_ID, Sample, SampleView
 from schemas.views import Span
 
@@ -40,39 +47,38 @@ MANIFEST_SCHEMA_ID = "shards/1"
 
 
 @dataclass(frozen=True)
-class ShardsConfig:
-    curated: Path  # the output folder of `adswap curate`
-    catalog: Path
-    out: Path
-    clips: ClipConfig = ClipConfig()
-    categories: tuple[str, ...] = DEFAULT_CATEGORIES
-    audio_root: Path | None = None
-    max_samples: int = 1000
-    max_bytes: int = 1 << 30
-    seed: int = 0
-    workers: int = 0  # 0 = all cores
-    rank: int = 0
-    world_size: int = 1
-    overwrite: bool = False
+class ShardsConfig(Config):
+    curated: Path = setting(help="Output folder of `adswap curate` (curated/ and "
+                            "swap_dictionary.json).")
+    catalog: Path = setting(help="The catalog the views were written from.")
+    out: Path = setting(help="Folder for the tars, sizes.json and manifest.json.")
+    clips: ClipConfig = setting(factory=ClipConfig, help="How clips are cut.")
+    categories: tuple[str, ...] = categories_setting()
+    audio_root: Path | None = audio_root_setting()
+    max_samples: int = setting(1000, help="Samples per shard, at most.")
+    max_bytes: int = setting(1 << 30, help="Bytes per shard, at most (estimated from "
+                             "16-bit PCM size, an upper bound for FLAC).")
+    workers: int = setting(0, help="Worker processes; 0 = all cores.")
+    rank: int | None = rank_setting()
+    world_size: int | None = world_size_setting()
+    overwrite: bool = setting(False, help="Replace shards made from other inputs or "
+                              "settings (one rank only).")
 
-    def __post_init__(self) -> None:
-        problems = []
+    def check(self) -> list[str]:
+        problems = check_rank(self)
         if self.max_samples < 1:
             problems.append("max_samples must be >= 1")
         if self.max_bytes < 1 << 20:
             problems.append("max_bytes must be at least 1 MiB")
         if self.workers < 0:
             problems.append("workers must be >= 0")
-        if not 0 <= self.rank < self.world_size:
-            problems.append(f"need 0 <= rank < world_size, got {self.rank}/{self.world_size}")
-        if problems:
-            raise ValueError("invalid shards settings: " + "; ".join(problems))
+        return problems
 
     def settings(self) -> dict:
         """What decides the bytes of the shards (not where they go, nor how many workers)."""
         return {"clips": asdict(self.clips), "categories": list(self.categories),
                 "max_samples": self.max_samples, "max_bytes": self.max_bytes,
-                "seed": self.seed}
+                "seed": self.clips.seed}
 
 
 @dataclass
@@ -116,6 +122,7 @@ def fingerprint(paths: list[Path]) -> str:
 
 def run(config: ShardsConfig) -> ShardsStats:
     started = time.perf_counter()
+    config = resolve_rank(config)
     out, work = Path(config.out), Path(config.out) / "_work"
     catalog_config = CatalogConfig(categories=config.categories, audio_root=config.audio_root)
     curated_glob(config.curated)  # fails early, with advice, if curation has not run
@@ -182,7 +189,7 @@ def _plan(config: ShardsConfig, catalog_config: CatalogConfig, settings_hash: st
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     units, rejects = build_plan(config.catalog, config.curated, config.clips, catalog_config,
-                                config.seed, config.max_samples, config.max_bytes, plan)
+                                config.clips.seed, config.max_samples, config.max_bytes, plan)
     write_text_atomic(marker, json.dumps({
         "settings_hash": settings_hash, "units": units,
         "rejects": [asdict(r) for r in rejects]}, sort_keys=True))

@@ -11,8 +11,9 @@ import pytest
 from pipeline.captions.engines import EngineConfig, Result, Sampling
 from pipeline.captions.engines.template import TemplateEngine
 from pipeline.captions.plan import DropConfig
-from pipeline.captions.stage import CaptionsConfig, config_from_options, run
+from pipeline.captions.stage import CaptionsConfig, run
 from pipeline.sharding import resolve_rank
+from schemas.config import ConfigError, load_config
 from schemas.views import read_table, views_schema
 
 GENRES = ["rock", "pop", "jazz", "blues", "funk"]
@@ -183,20 +184,27 @@ def test_slurm_array_sets_rank(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "5")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
-    assert resolve_rank(None, None) == (2, 4)
-    assert resolve_rank(0, 2) == (0, 2)  # flags win
+    config = CaptionsConfig(catalog=Path("c.csv"), out=Path("v"))
+    assert (config.rank, config.world_size) == (None, None)
+    resolved = resolve_rank(config)
+    assert (resolved.rank, resolved.world_size) == (2, 4)
+    given = resolve_rank(CaptionsConfig(catalog=Path("c.csv"), out=Path("v"), rank=0,
+                                        world_size=2))
+    assert (given.rank, given.world_size) == (0, 2)  # settings win
     with pytest.raises(ValueError, match="rank"):
-        resolve_rank(4, 4)
+        CaptionsConfig(catalog=Path("c.csv"), out=Path("v"), rank=4, world_size=4)
 
 
-def test_options_report_every_problem():
-    with pytest.raises(ValueError) as err:
-        config_from_options({"engine": "gpt", "languages": "en,xx", "keep_prob": 2,
-                             "colour": "red"})
+def test_settings_report_every_problem(tmp_path):
+    (tmp_path / "c.yaml").write_text("colour: red\ndrop:\n  keep_prob: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(CaptionsConfig, tmp_path / "c.yaml",
+                    ["engine.engine=gpt", "languages=en,xx", "n_views=3"])
     text = str(err.value)
-    for part in ("unknown option 'colour'", "catalog is required", "out is required",
-                 "engine must be one of", "keep_prob", "unknown language codes ['xx']"):
-        assert part in text
+    for part in ("colour: unknown setting", "catalog: required", "out: required",
+                 "engine.engine must be one of", "drop.keep_prob",
+                 "unknown setting 'n_views' (did you mean drop.n_views?)"):
+        assert part in text, text
 
 
 def test_cli_runs_with_config_file_and_flags(tmp_path, catalog):
@@ -204,7 +212,8 @@ def test_cli_runs_with_config_file_and_flags(tmp_path, catalog):
 
     from adswap.cli import app
 
-    (tmp_path / "c.yaml").write_text("engine: template\nn_views: 2\nlanguages: [en, fr]\n")
+    (tmp_path / "c.yaml").write_text("engine:\n  engine: template\ndrop:\n  n_views: 2\n"
+                                     "languages: [en, fr]\n")
     result = CliRunner().invoke(app, ["captions", "--config", str(tmp_path / "c.yaml"),
                                       "--catalog", str(catalog), "--out", str(tmp_path / "v"),
                                       "--n-views", "3"])

@@ -11,7 +11,7 @@ from pipeline.captions.engines import EngineConfig
 from pipeline.captions.plan import DropConfig
 from pipeline.captions.stage import CaptionsConfig
 from pipeline.captions.stage import run as captions
-from pipeline.card import update_card, write_card
+from pipeline.card import CardConfig, update_card, write_card
 from pipeline.curate.stage import CurateConfig
 from pipeline.curate.stage import run as curate
 
@@ -25,8 +25,9 @@ def card(demo_catalog, tmp_path_factory):
                             languages=("en", "de")))
     curate(CurateConfig(views=work / "views", catalog=demo / "catalog.parquet",
                         out=work / "curated"))
-    path = write_card("demo", work / "cards", demo / "catalog.parquet", work / "views",
-                      work / "curated", ("genre", "mood", "instrument"))
+    path = write_card(CardConfig(dataset="demo", cards_dir=work / "cards",
+                                 catalog=demo / "catalog.parquet", views=work / "views",
+                                 curated=work / "curated"))
     return path, work
 
 

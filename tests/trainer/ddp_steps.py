@@ -27,12 +27,12 @@ CAPTIONS = ["a happy rock song with guitar", "sad jazz on piano", "calm pop with
 
 
 def main(out: Path, accumulate: int) -> None:
+    info, device = setup_distributed("cpu")
     config = load_config(None, [
         "model.audio.clip_seconds=0.5", "model.audio.channels=[4, 8]", "model.dim=32",
         "model.layers=1", "model.dropout=0.0", "model.learn_temperature=true",
-        "model.max_positions=64", f"data.accumulate={accumulate}", "run.device=cpu"])
-    info, device = setup_distributed("cpu")
-    config.data.batch_size = GLOBAL_BATCH // info.world // accumulate
+        "model.max_positions=64", f"data.accumulate={accumulate}", "run.device=cpu",
+        f"data.batch_size={GLOBAL_BATCH // info.world // accumulate}"])
     torch.manual_seed(0)
     model = DuetMC(config.model)
     ddp = model

@@ -2,7 +2,8 @@
 
 import pytest
 
-from trainer.config import ConfigError, TrainConfig, load_config
+from schemas.config import ConfigError, as_dict
+from trainer.config import TrainConfig, load_config
 
 
 def test_defaults_are_the_paper_settings():
@@ -25,7 +26,7 @@ def test_yaml_and_overrides(tmp_path):
     assert config.data.p_cap == 0.5 and config.data.languages == ("en",)
     assert config.model.audio.channels == (8, 16) and config.optim.lr == 5e-4
     assert str(config.run.out) == "runs/x" and config.swap.enabled is False
-    assert load_config(None, ["optim.epochs=3", "optim.warmup_epochs=1"]).to_dict()[
+    assert as_dict(load_config(None, ["optim.epochs=3", "optim.warmup_epochs=1"]))[
         "optim"]["epochs"] == 3
 
 

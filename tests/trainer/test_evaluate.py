@@ -131,7 +131,7 @@ def test_eval_end_to_end_with_cache_and_card(tiny_run, demo_catalog, tmp_path):
         str(demo / "catalog.parquet"), "--out", str(tmp_path / "demo-test"), "--clip-seconds",
         "1.5", "--workers", "1"])
     assert result.exit_code == 0, result.output
-    args = ["eval", str(tiny_run), "--set", str(tmp_path / "demo-test"), "--subset-size", "3",
+    args = ["eval", str(tiny_run), "--eval-set", str(tmp_path / "demo-test"), "--subset-size", "3",
             "--subsets", "4", "--card-dir", str(tmp_path / "card")]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
@@ -155,5 +155,5 @@ def test_eval_end_to_end_with_cache_and_card(tiny_run, demo_catalog, tmp_path):
     assert "| en | text→music |" in (tiny_run / "eval" / "report.md").read_text()
     card = json.loads((tmp_path / "card" / "card.json").read_text())
     assert str(tiny_run) in card["evaluation"]
-    missing = CliRunner().invoke(app, ["eval", str(tmp_path), "--set", str(tmp_path)])
+    missing = CliRunner().invoke(app, ["eval", str(tmp_path), "--eval-set", str(tmp_path)])
     assert missing.exit_code == 1 and "no checkpoint" in missing.output

