@@ -1,7 +1,16 @@
+import os
+
 import pytest
 
-from pipeline.demo_data import DemoConfig, run
-from schemas.catalog import read_catalog
+# Half the cores per test process (ADSWAP_TEST_THREADS overrides), also for the
+# processes tests start: two test processes on 2 cores with 2 threads each slowed the
+# learning test from 65 s to 1,084 s. Set before torch is imported anywhere.
+THREADS = os.environ.setdefault("ADSWAP_TEST_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, THREADS)
+
+from pipeline.demo_data import DemoConfig, run  # noqa: E402
+from schemas.catalog import read_catalog  # noqa: E402
 
 
 @pytest.fixture(scope="session")
