@@ -27,6 +27,21 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+# How every command reads a catalog (CatalogConfig's fields; its help texts).
+_TAG_MAP_HELP = ("Tag map (YAML or CSV: display forms, merges, moves, drops). Default: the "
+                 "bundled map of MTG-Jamendo and MagnaTagATune catalogs; 'none' reads raw tags.")
+_FORMAT_HELP = "Catalog format: auto, adswap, mtg-jamendo or magnatagatune."
+_MIN_TAG_TRACKS_HELP = "Drop tags on fewer tracks than this (1 keeps all)."
+
+
+def _catalog_config(categories: str, tag_map: str | None, fmt: str, min_tag_tracks: int,
+                    audio_root: Path | None = None):
+    from schemas.catalog import CatalogConfig
+
+    return CatalogConfig(categories=_names(categories), audio_root=audio_root,
+                         tag_map=tag_map, format=fmt, min_tag_tracks=min_tag_tracks)
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -69,21 +84,58 @@ def validate(
                                    help="Comma-separated tag categories."),
     audio_root: Path = typer.Option(None, help="Folder audio paths are resolved in "
                                     "(default: the catalog's folder)."),
+    tag_map: str = typer.Option(None, help=_TAG_MAP_HELP),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    min_tag_tracks: int = typer.Option(1, help=_MIN_TAG_TRACKS_HELP),
 ) -> None:
     """Check a catalog against the schema and list every problem, with file, row and field."""
-    from schemas.catalog import CatalogConfig, read_catalog
+    from schemas.catalog import read_catalog
 
     try:
-        config = CatalogConfig(categories=_names(categories), audio_root=audio_root)
+        config = _catalog_config(categories, tag_map, fmt, min_tag_tracks, audio_root)
         result = read_catalog(catalog, config)
     except (ValueError, OSError) as err:  # SchemaError is a ValueError
         _fail(str(err))
     for problem in result.rejects:
         typer.echo(f"rejected: {problem}")
-    typer.echo(f"{catalog}: {len(result.tracks)} valid tracks, {len(result.rejects)} "
-               "problems in rejected rows")
+    mapped = f", tag map {result.tag_map.source}" if result.tag_map else ""
+    typer.echo(f"{catalog} ({result.format}{mapped}): {len(result.tracks)} valid tracks, "
+               f"{len(result.rejects)} problems in rejected rows; `adswap tags` reports "
+               "the tag vocabulary")
     if result.rejects:
         raise typer.Exit(1)
+
+
+@app.command("tags")
+def tags(
+    catalog: Path = typer.Argument(..., help="Catalog (any format `adswap validate` reads)."),
+    out: Path = typer.Option(Path("tag_report"), help="Folder for tags.md, tags.json and "
+                             "starter_map.yaml."),
+    categories: str = typer.Option("genre,mood,instrument",
+                                   help="Comma-separated tag categories."),
+    tag_map: str = typer.Option(None, help=_TAG_MAP_HELP),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    min_tag_tracks: int = typer.Option(1, help=_MIN_TAG_TRACKS_HELP),
+    rare_tracks: int = typer.Option(5, help="List tags on fewer tracks than this as rare."),
+) -> None:
+    """Report a catalog's tag vocabulary and write a starter tag map to edit.
+
+    The report: tags per category with counts, tracks per number of tags, rare tags,
+    what the tag map changed and what it does not know, suspected duplicates.
+    """
+    from pipeline.vocabulary import TagsConfig, run
+
+    try:
+        report = run(TagsConfig(catalog=catalog, out=out, rare_tracks=rare_tracks,
+                                catalog_config=_catalog_config(categories, tag_map, fmt,
+                                                               min_tag_tracks)))
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    sizes = ", ".join(f"{c} {len(t)}" for c, t in report["categories"].items())
+    typer.echo(f"tags: {report['tracks']} tracks; tags per category: {sizes}; "
+               f"{len(report['unmapped'])} unmapped, {len(report['rare']['tags'])} rare, "
+               f"{len(report['duplicates'])} suspected duplicate groups -> {out}/tags.md, "
+               f"{out}/starter_map.yaml")
 
 
 def _options_with_file(flags: dict, config_file: Path | None) -> dict:
@@ -141,6 +193,12 @@ def captions(
     timeout_s: float = typer.Option(None, "--timeout", help="Seconds per request (openai)."),
     retries: int = typer.Option(None, help="Retries per request (openai, default 3)."),
     categories: str = typer.Option(None, help="Comma-separated tag categories."),
+    tag_map: str = typer.Option(None, help=_TAG_MAP_HELP),
+    format: str = typer.Option(None, help=_FORMAT_HELP),
+    min_tag_tracks: int = typer.Option(None, help=_MIN_TAG_TRACKS_HELP),
+    repeat_views: bool = typer.Option(None, "--repeat-views/--no-repeat-views",
+                                      help="Give every track n_views views even when it has "
+                                      "fewer distinct tag subsets (default: one per subset)."),
     cache_dir: Path = typer.Option(None, help="Where the bundled model is converted to "
                                    "(default ~/.cache/adswap or $ADSWAP_CACHE)."),
 ) -> None:
@@ -181,6 +239,9 @@ def curate(
                                         "(CSV/JSONL/Parquet with track_id, artist or "
                                         "caption); repeatable."),
     categories: str = typer.Option("genre,mood,instrument", help="Tag categories."),
+    tag_map: str = typer.Option(None, help=_TAG_MAP_HELP),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    min_tag_tracks: int = typer.Option(1, help=_MIN_TAG_TRACKS_HELP),
     memory_limit: str = typer.Option("2.5GB", help="DuckDB memory limit."),
 ) -> None:
     """Filter views with DuckDB rules, assign leakage-free splits, build the TextSwap
@@ -191,7 +252,7 @@ def curate(
         stats = run(CurateConfig(
             views=views, catalog=catalog, out=out, settings=settings or DEFAULT_SETTINGS,
             extras=extras, eval_sets=tuple(eval_set or ()),
-            categories=_names(categories),
+            catalog_config=_catalog_config(categories, tag_map, fmt, min_tag_tracks),
             memory_limit=memory_limit))
     except (ValueError, OSError) as err:
         _fail(str(err))
@@ -223,6 +284,9 @@ def shards(
     audio_root: Path = typer.Option(None, help="Folder audio paths resolve in (default: the "
                                     "catalog's folder); nothing outside it is read."),
     categories: str = typer.Option("genre,mood,instrument", help="Tag categories."),
+    tag_map: str = typer.Option(None, help=_TAG_MAP_HELP),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    min_tag_tracks: int = typer.Option(1, help=_MIN_TAG_TRACKS_HELP),
     workers: int = typer.Option(0, min=0, help="Worker processes; 0 = all cores."),
     rank: int = typer.Option(None, help="This job's share (default: SLURM array task, or 0)."),
     world_size: int = typer.Option(None, help="Number of jobs (default: SLURM array size, "
@@ -248,8 +312,9 @@ def shards(
             clips=ClipConfig(sample_rate=sample_rate, clip_seconds=clip_seconds,
                              clips_per_track=clips_per_track, position=position,
                              audio_format=audio_format, seed=seed, silence_db=silence_db),
-            categories=_names(categories),
-            audio_root=audio_root, max_samples=max_samples, max_bytes=max_bytes, seed=seed,
+            catalog_config=_catalog_config(categories, tag_map, fmt, min_tag_tracks,
+                                           audio_root),
+            max_samples=max_samples, max_bytes=max_bytes, seed=seed,
             workers=workers, rank=rank, world_size=world_size, overwrite=overwrite)
         stats = run(config)
         if stats.complete and card_dir is not None:
@@ -477,13 +542,16 @@ def card(
     curated: Path = typer.Option(None, help="Output folder of `curate`."),
     cards_dir: Path = typer.Option(Path("data_cards"), help="Where data cards live."),
     categories: str = typer.Option("genre,mood,instrument", help="Tag categories."),
+    tag_map: str = typer.Option(None, help=_TAG_MAP_HELP),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    min_tag_tracks: int = typer.Option(1, help=_MIN_TAG_TRACKS_HELP),
 ) -> None:
     """Write the dataset card (Hugging Face format) with plots; later stages add to it."""
     from pipeline.card import write_card
 
     try:
         path = write_card(dataset, cards_dir, catalog, views, curated,
-                          _names(categories))
+                          _catalog_config(categories, tag_map, fmt, min_tag_tracks))
     except (ValueError, OSError, KeyError) as err:
         _fail(f"cannot write the card: {err}")
     typer.echo(f"card: {path}")

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from schemas.atomic import atomic_path
 from schemas.problems import Problem, SchemaError, with_schema_id
 from schemas.public_catalogs import PUBLIC_FORMATS, recognise
-from schemas.tagmap import Outcome, TagMap, bundled_map_path, load_tag_map, tag_key
+from schemas.tagmap import Outcome, TagMap, bundled_map_path, load_tag_map, normalise_tag
 
 CATALOG_SCHEMA_ID = "catalog/1"
 DEFAULT_CATEGORIES = ("genre", "mood", "instrument")
@@ -44,7 +44,6 @@ TAG_SEPARATOR = ";"
 # are restricted to characters that are safe in both.
 TRACK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SPACES = re.compile(r"\s+")
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _BAD_BYTES = re.compile("[\udc80-\udcff]")  # undecodable bytes kept by surrogateescape
 NATIVE_FORMAT = "adswap"
@@ -149,11 +148,6 @@ def catalog_schema(categories: Iterable[str] = DEFAULT_CATEGORIES) -> pa.Schema:
     )
 
 
-def normalise_tag(tag: str) -> str:
-    """Tags compare case- and whitespace-insensitively: 'Hip  Hop ' == 'hip hop'."""
-    return _SPACES.sub(" ", tag).strip().lower()
-
-
 def resolve_audio(audio: str, root: Path) -> Path:
     """Resolve a catalog audio entry to a local path that must lie inside `root`.
 
@@ -222,7 +216,7 @@ def _rare_tags(path: Path, config: CatalogConfig, root: Path, fmt: str,
     for row_number, row in _rows(path, config, fmt, tag_map is not None):
         track, _ = validator.check(row_number, row)
         if track is not None:
-            counts.update((c, tag_key(t)) for c, t in track.all_tags())
+            counts.update((c, normalise_tag(t)) for c, t in track.all_tags())
     return frozenset(key for key, n in counts.items() if n < config.min_tag_tracks)
 
 
@@ -550,7 +544,7 @@ class _RowValidator:
             outcome = self.tag_map.resolve(category, tag) if self.tag_map is not None \
                 else Outcome("unmapped", category, tag)
             resolved = (outcome.category, outcome.tag,
-                        None if outcome.tag is None else tag_key(outcome.tag))
+                        None if outcome.tag is None else normalise_tag(outcome.tag))
         if len(self._resolved) >= _TAG_CACHE_LIMIT:
             self._resolved.clear()
         self._resolved[(category, value)] = resolved

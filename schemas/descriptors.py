@@ -4,8 +4,12 @@ trainer, so it lives here.
 
 Matching is case-insensitive, on word boundaries, longest match first, accepts space,
 hyphen or no separator inside multi-word terms ("hip hop", "hip-hop", "hiphop"), and
-simple plurals ("drum" / "drums", "acoustic guitars"). All forms go into one regex
-built as a character trie, so a caption is scanned once whatever the dictionary size.
+simple plurals ("drum" / "drums", "acoustic guitars"). Longest first means a compound
+is never credited to its parts: "electric guitar" is not `guitar`, "punk rock" is not
+`rock`, "drum machine" is not `drums`. Give joined catalog tags (`electricguitar`) their
+words with a tag map's display forms; then every spelling of them matches. All forms go
+into one regex built as a character trie, so a caption is scanned once whatever the
+dictionary size.
 """
 
 from __future__ import annotations
@@ -104,8 +108,9 @@ class DescriptorMatcher:
 
 
 def tag_recall(matches: Sequence[Match], tags: Mapping[str, Sequence[str]]) -> float:
-    """Share of `tags` (category -> tags) that the matches name; 0 for no tags."""
-    own = [(c, t) for c, values in tags.items() for t in values]
+    """Share of `tags` (category -> tags) that the matches name; 0 for no tags. Tags
+    are display forms ('R&B'), terms their lower-cased keys: compared without case."""
+    own = [(c, t.lower()) for c, values in tags.items() for t in values]
     if not own:
         return 0.0
     found = {(m.category, m.term) for m in matches}

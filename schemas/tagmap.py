@@ -62,8 +62,8 @@ _SPACES = re.compile(r"\s+")
 _DROP_SEPARATORS = str.maketrans("", "", " \t\n\r\f\v-")
 
 
-def tag_key(tag: str) -> str:
-    """The comparison key of a tag: case and whitespace do not count ('Hip  Hop ')."""
+def normalise_tag(tag: str) -> str:
+    """Tags compare case- and whitespace-insensitively: 'Hip  Hop ' == 'hip hop'."""
     return _SPACES.sub(" ", tag).strip().lower()
 
 
@@ -100,10 +100,11 @@ class TagMap:
         self.declared = declared  # categories the map adds to the run's
         self.tags = tags          # the canonical tags, merges applied
         self._refs, self._drop_any, self._foreign = refs, drop_any, foreign
-        self._moves, self._canonical, self._known = moves, canonical, known
+        self.moves = moves  # raw category -> category its unlisted tags go to
+        self._canonical, self._known = canonical, known
 
     def resolve(self, raw_category: str, tag: str) -> Outcome:
-        """Where a raw tag goes; `tag` is already normalised (`tag_key`)."""
+        """Where a raw tag goes; `tag` is already normalised (`normalise_tag`)."""
         found = self._refs.get((raw_category, tag))
         if found is not None:
             return found
@@ -113,7 +114,7 @@ class TagMap:
             found = self._foreign.get(tag)
             if found is not None:
                 return found
-        category = self._moves.get(raw_category, raw_category)
+        category = self.moves.get(raw_category, raw_category)
         found = self._refs.get((category, tag)) or self._canonical.get((category, tag))
         return found or Outcome("unmapped", category, tag)
 
@@ -194,8 +195,8 @@ def _problem(file: str, line: int | None, tag: str | None, message: str) -> Prob
 def _split_ref(text: str) -> tuple[str | None, str]:
     if RAW_SEPARATOR in text:
         category, tag = text.split(RAW_SEPARATOR, 1)
-        return category.strip(), tag_key(tag)
-    return None, tag_key(text)
+        return category.strip(), normalise_tag(tag)
+    return None, normalise_tag(text)
 
 
 def _parse_yaml(text: str, file: str, problems: list[Problem]) -> _Parsed:
@@ -363,18 +364,18 @@ def _parse_csv(text: str, file: str, problems: list[Problem]) -> _Parsed:
             if display:
                 problems.append(_problem(file, number, raw_tag,
                                          "a dropped tag takes no 'tag'"))
-            parsed.refs.append(_Ref(raw_category, None, tag_key(raw_tag), None, number))
+            parsed.refs.append(_Ref(raw_category, None, normalise_tag(raw_tag), None, number))
             continue
         category = category or raw_category
         display = display or _SPACES.sub(" ", raw_tag).strip()
-        key = (category, tag_key(display))
+        key = (category, normalise_tag(display))
         entry = entries.get(key)
         if entry is None:
             entry = entries[key] = _Entry(category, display, [], number)
             parsed.entries.append(entry)
         entry.synonyms += [s.strip() for s in cells.get("synonyms", "").split(";")
                            if s.strip()]
-        parsed.refs.append(_Ref(raw_category, category, tag_key(raw_tag), entry, number))
+        parsed.refs.append(_Ref(raw_category, category, normalise_tag(raw_tag), entry, number))
     return parsed
 
 
@@ -411,7 +412,7 @@ def _build(parsed: _Parsed, run_categories: tuple[str, ...], file: str, sha256: 
     for entry in parsed.entries:
         if not check_category(entry.category, entry.line, entry.display):
             continue
-        key = (entry.category, tag_key(entry.display))
+        key = (entry.category, normalise_tag(entry.display))
         if key in by_key:
             problems.append(_problem(file, entry.line, entry.display,
                                      f"is defined twice in '{entry.category}' (also at line "
@@ -426,7 +427,7 @@ def _build(parsed: _Parsed, run_categories: tuple[str, ...], file: str, sha256: 
     drop_any: dict[str, _Ref] = {}
     for ref in parsed.refs:
         if ref.target is not None and by_key.get(
-                (ref.target.category, tag_key(ref.target.display))) is not ref.target:
+                (ref.target.category, normalise_tag(ref.target.display))) is not ref.target:
             continue  # its entry was reported (unknown category or defined twice)
         if ref.raw_category is None and ref.target is None:
             slot, key = drop_any, ref.tag
@@ -451,7 +452,7 @@ def _build(parsed: _Parsed, run_categories: tuple[str, ...], file: str, sha256: 
 
     # merges: an entry whose own name is a raw ref of another entry goes on to it
     def ref_for(entry: _Entry) -> _Ref | None:
-        key = tag_key(entry.display)
+        key = normalise_tag(entry.display)
         ref = explicit.get((entry.category, key))
         if ref is None and key in plain and plain[key].section == entry.category:
             ref = plain[key]
@@ -495,12 +496,12 @@ def _build(parsed: _Parsed, run_categories: tuple[str, ...], file: str, sha256: 
     refs = {key: target_of(ref) for key, ref in explicit.items()}
     for ref in plain.values():  # a plain tag listed under a section names that category
         refs.setdefault((ref.section, ref.tag), target_of(ref))
-    canonical = {(e.category, tag_key(e.display)): outcome[id(e)] for e in entries}
+    canonical = {(e.category, normalise_tag(e.display)): outcome[id(e)] for e in entries}
     foreign = {tag: target_of(ref) for tag, ref in plain.items()}
     for (_, key), found in canonical.items():
         foreign.setdefault(key, found)
     tags = tuple(CanonicalTag(e.category, e.display, tuple(dict.fromkeys(
-        s for s in synonyms[id(e)] if tag_key(s) != tag_key(e.display))), e.line)
+        s for s in synonyms[id(e)] if normalise_tag(s) != normalise_tag(e.display))), e.line)
                  for e in canonical_tags)
     sections = {e.category for e in entries} | set(moves.values())
     return TagMap(file, sha256, tuple(declared), tags, refs, frozenset(drop_any), foreign,

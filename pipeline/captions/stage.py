@@ -34,7 +34,7 @@ from pipeline.captions.parse import MAX_WORDS, parse_caption
 from pipeline.captions.plan import DropConfig, plan_views
 from pipeline.captions.prompts import DEFAULT_TEMPLATE, LANGUAGES, Template, load_template
 from schemas.atomic import atomic_path, write_text_atomic
-from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, Track, count_rows, iter_catalog
+from schemas.catalog import CatalogConfig, Track, count_rows, iter_catalog
 from schemas.problems import SchemaError
 from schemas.views import View, read_table, records_to_table, table_to_records, views_schema
 
@@ -43,7 +43,8 @@ from schemas.views import View, read_table, records_to_table, table_to_records, 
 class CaptionsConfig:
     catalog: Path
     out: Path
-    categories: tuple[str, ...] = DEFAULT_CATEGORIES
+    catalog_config: CatalogConfig = field(default_factory=CatalogConfig, metadata={
+        "help": "How the catalog is read: categories, format, tag map, min_tag_tracks."})
     template: str = DEFAULT_TEMPLATE
     languages: tuple[str, ...] = ("en",)
     drop: DropConfig = field(default_factory=DropConfig)
@@ -75,6 +76,10 @@ class CaptionsConfig:
             problems.append("max_words must be >= 1")
         if problems:
             raise ValueError("invalid captions settings: " + "; ".join(problems))
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.catalog_config.categories
 
 
 @dataclass
@@ -191,6 +196,8 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                     rows.append(new_rows[p.key])
             with atomic_path(path) as tmp:
                 pq.write_table(records_to_table(rows, schema), tmp)
+        bar.total = bar.n  # tracks with few tag subsets plan fewer views than the estimate
+        bar.refresh()
     if stats.tracks == 0 and config.rank == 0:
         raise ValueError(f"catalog {config.catalog} has no valid track "
                          f"({stats.catalog_rejects} rejected rows)")
@@ -205,8 +212,7 @@ def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Tra
     are counted with their reasons, never dropped silently."""
     chunk: list[Track] = []
     valid = 0
-    for track, problems in iter_catalog(config.catalog,
-                                        CatalogConfig(categories=config.categories)):
+    for track, problems in iter_catalog(config.catalog, config.catalog_config):
         if track is None:
             stats.catalog_rejects += 1
             if len(stats.reject_examples) < 20:
@@ -302,12 +308,14 @@ def _write_stats(out: Path, config: CaptionsConfig, identity: _Identity,
 
 
 _GROUPS = {
-    "drop": (DropConfig, {"n_views", "keep_prob", "min_per_category", "full_view", "seed"}),
+    "drop": (DropConfig, {"n_views", "keep_prob", "min_per_category", "full_view", "seed",
+                          "repeat_views"}),
+    "catalog_config": (CatalogConfig, {"categories", "format", "tag_map", "min_tag_tracks"}),
     "sampling": (Sampling, {"temperature", "top_p", "max_tokens"}),
     "engine": (EngineConfig, {"engine", "model", "revision", "tensor_parallel_size", "dtype",
                               "max_model_len", "url", "concurrency", "timeout_s", "retries"}),
 }
-_TOP = {"catalog", "out", "categories", "template", "languages", "chunk_tracks",
+_TOP = {"catalog", "out", "template", "languages", "chunk_tracks",
         "batch_requests", "rank",
         "world_size", "max_words", "cache_dir"}
 
@@ -336,9 +344,8 @@ def config_from_options(options: dict) -> CaptionsConfig:
         top[name] = Path(top.get(name, "."))
     if "cache_dir" in top:
         top["cache_dir"] = Path(top["cache_dir"])
-    for name in ("categories", "languages"):
-        if name in top:
-            top[name] = tuple(top[name])
+    if "languages" in top:
+        top["languages"] = tuple(top["languages"])
     try:
         config = CaptionsConfig(**top, **parts)
     except (TypeError, ValueError) as err:

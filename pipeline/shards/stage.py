@@ -32,7 +32,7 @@ from pipeline.shards.audio import AudioReject, ClipConfig, make_clips
 from pipeline.shards.plan import Reject, build_plan, curated_glob, unit_file
 from pipeline.shards.tar import write_tar
 from schemas.atomic import write_text_atomic
-from schemas.catalog import DEFAULT_CATEGORIES, CatalogConfig, resolve_audio
+from schemas.catalog import CatalogConfig, resolve_audio, tag_map_for
 from schemas.sample import SAMPLE_SCHEMA_ID, Sample, SampleView
 from schemas.views import Span
 
@@ -45,8 +45,9 @@ class ShardsConfig:
     catalog: Path
     out: Path
     clips: ClipConfig = ClipConfig()
-    categories: tuple[str, ...] = DEFAULT_CATEGORIES
-    audio_root: Path | None = None
+    catalog_config: CatalogConfig = field(default_factory=CatalogConfig, metadata={
+        "help": "How the catalog is read: categories, audio root, format, tag map, "
+                "min_tag_tracks."})
     max_samples: int = 1000
     max_bytes: int = 1 << 30
     seed: int = 0
@@ -68,11 +69,22 @@ class ShardsConfig:
         if problems:
             raise ValueError("invalid shards settings: " + "; ".join(problems))
 
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.catalog_config.categories
+
     def settings(self) -> dict:
         """What decides the bytes of the shards (not where they go, nor how many workers)."""
-        return {"clips": asdict(self.clips), "categories": list(self.categories),
-                "max_samples": self.max_samples, "max_bytes": self.max_bytes,
-                "seed": self.seed}
+        settings = {"clips": asdict(self.clips), "categories": list(self.categories),
+                    "max_samples": self.max_samples, "max_bytes": self.max_bytes,
+                    "seed": self.seed}
+        # the samples carry the tags as read: a new tag map must rebuild them
+        tag_map = tag_map_for(self.catalog, self.catalog_config) \
+            if Path(self.catalog).exists() else None
+        if tag_map is not None or self.catalog_config.min_tag_tracks > 1:
+            settings["tags"] = {"tag_map_sha256": tag_map and tag_map.sha256,
+                                "min_tag_tracks": self.catalog_config.min_tag_tracks}
+        return settings
 
 
 @dataclass
@@ -117,7 +129,7 @@ def fingerprint(paths: list[Path]) -> str:
 def run(config: ShardsConfig) -> ShardsStats:
     started = time.perf_counter()
     out, work = Path(config.out), Path(config.out) / "_work"
-    catalog_config = CatalogConfig(categories=config.categories, audio_root=config.audio_root)
+    catalog_config = config.catalog_config
     curated_glob(config.curated)  # fails early, with advice, if curation has not run
     if not Path(config.catalog).exists():
         raise ValueError(f"catalog {config.catalog} does not exist")

@@ -14,6 +14,7 @@ from pipeline.captions.stage import run as captions
 from pipeline.card import update_card, write_card
 from pipeline.curate.stage import CurateConfig
 from pipeline.curate.stage import run as curate
+from schemas.catalog import CatalogConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def card(demo_catalog, tmp_path_factory):
     curate(CurateConfig(views=work / "views", catalog=demo / "catalog.parquet",
                         out=work / "curated"))
     path = write_card("demo", work / "cards", demo / "catalog.parquet", work / "views",
-                      work / "curated", ("genre", "mood", "instrument"))
+                      work / "curated", CatalogConfig())
     return path, work
 
 
