@@ -314,6 +314,7 @@ def starter_map(counter: VocabularyCounter, catalog: Path) -> str:
         if note:
             entry["notes"].append(f"{tag}: {note}")
     _merge_duplicates(entries)
+    drops += _split_collisions(entries, counter)
     known = set(categories) | set(declared)
     plain_targets = defaultdict(set)  # a plain raw tag under two entries would be ambiguous
     for target, entry in entries.items():
@@ -432,6 +433,26 @@ def _merge_duplicates(entries: dict[tuple[str, str], dict]) -> None:
                 entries[keep]["raw"] += entry["raw"]
                 entries[keep]["tracks"] += entry["tracks"]
                 entries[keep]["notes"].append(f"suggested merge of '{entry['display']}'")
+
+
+def _split_collisions(entries: dict[tuple[str, str], dict], counter: VocabularyCounter
+                      ) -> list[tuple[str, str]]:
+    """Tags written alike in two categories ('ambient' genre and mood) cannot both be
+    descriptors: the one on fewer tracks is suggested for dropping (or moving)."""
+    owner: dict[str, tuple[str, str]] = {}
+    drops = []
+    for key in sorted(entries, key=lambda k: (-entries[k]["tracks"], k)):
+        form = surface_key(key[1])
+        if form not in owner:
+            owner[form] = key
+            continue
+        entry, other = entries.pop(key), owner[form]
+        for raw_category, tag in entry["raw"]:
+            drops.append((f"{raw_category}{RAW_SEPARATOR}{counter.spelled[(raw_category, tag)]}",
+                          f"suggested drop: '{entry['display']}' is also a {other[0]} tag "
+                          f"({entries[other]['tracks']} tracks) and captions cannot tell "
+                          "them apart; move or rename one"))
+    return drops
 
 
 def _yaml(text: str) -> str:
