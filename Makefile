@@ -157,6 +157,8 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/demo_render.py
 	$(BIN)/python bench/captions_overhead.py
 	$(BIN)/python bench/curate.py
+	$(BIN)/python bench/catalog_read.py
+	$(BIN)/python bench/descriptor_matching.py
 	$(BIN)/python bench/shards.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/eval.py
