@@ -28,6 +28,7 @@ from schemas.catalog import (
     DEFAULT_CATEGORIES,
     CatalogConfig,
     Track,
+    catalog_config_field,
     catalog_format,
     iter_catalog,
     tag_map_for,
@@ -53,8 +54,7 @@ _YAML_WORDS = {"yes", "no", "true", "false", "on", "off", "null", "y", "n", "~"}
 class TagsConfig:
     catalog: Path
     out: Path
-    catalog_config: CatalogConfig = field(default_factory=CatalogConfig, metadata={
-        "help": "How the catalog is read: categories, format, tag map, min_tag_tracks."})
+    catalog_config: CatalogConfig = catalog_config_field()
     rare_tracks: int = field(default=5, metadata={
         "help": "Tags on fewer tracks than this are listed as rare (at least "
                 "min_tag_tracks, which drops them)."})

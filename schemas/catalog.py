@@ -104,6 +104,14 @@ class CatalogConfig:
             load_tag_map(self.tag_map, self.categories)  # a bad map fails here, listed
 
 
+def catalog_config_field():
+    """The `catalog_config` field of a stage's config: every stage reads the catalog
+    through one CatalogConfig, so all of them see the same tracks and tags."""
+    return field(default_factory=CatalogConfig, metadata={
+        "help": "How the catalog is read: categories, audio root, format, tag map, "
+                "min_tag_tracks."})
+
+
 @dataclass(frozen=True)
 class Track:
     track_id: str

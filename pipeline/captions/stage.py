@@ -34,7 +34,7 @@ from pipeline.captions.parse import MAX_WORDS, parse_caption
 from pipeline.captions.plan import DropConfig, plan_views
 from pipeline.captions.prompts import DEFAULT_TEMPLATE, LANGUAGES, Template, load_template
 from schemas.atomic import atomic_path, write_text_atomic
-from schemas.catalog import CatalogConfig, Track, count_rows, iter_catalog
+from schemas.catalog import CatalogConfig, Track, catalog_config_field, count_rows, iter_catalog
 from schemas.problems import SchemaError
 from schemas.views import View, read_table, records_to_table, table_to_records, views_schema
 
@@ -43,8 +43,7 @@ from schemas.views import View, read_table, records_to_table, table_to_records, 
 class CaptionsConfig:
     catalog: Path
     out: Path
-    catalog_config: CatalogConfig = field(default_factory=CatalogConfig, metadata={
-        "help": "How the catalog is read: categories, format, tag map, min_tag_tracks."})
+    catalog_config: CatalogConfig = catalog_config_field()
     template: str = DEFAULT_TEMPLATE
     languages: tuple[str, ...] = ("en",)
     drop: DropConfig = field(default_factory=DropConfig)

@@ -48,7 +48,7 @@ from pipeline.curate.report import write_report
 from pipeline.curate.splits import assign_split
 from pipeline.parallel import map_jobs
 from pipeline.sql import sql_string
-from schemas.catalog import CatalogConfig, iter_catalog, tag_map_for
+from schemas.catalog import CatalogConfig, catalog_config_field, iter_catalog, tag_map_for
 from schemas.views import curated_schema, rejected_schema, views_schema
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -69,8 +69,7 @@ class CurateConfig:
     settings: Path = DEFAULT_SETTINGS
     extras: Path | None = None
     eval_sets: tuple[Path, ...] = ()
-    catalog_config: CatalogConfig = field(default_factory=CatalogConfig, metadata={
-        "help": "How the catalog is read: categories, format, tag map, min_tag_tracks."})
+    catalog_config: CatalogConfig = catalog_config_field()
     memory_limit: str = "2.5GB"  # with Python beside it, the stage stays under 4 GB
     threads: int = 0  # 0 = DuckDB's default (all cores)
     workers: int = 0  # analysis processes; 0 = all cores

@@ -32,7 +32,7 @@ from pipeline.shards.audio import AudioReject, ClipConfig, make_clips
 from pipeline.shards.plan import Reject, build_plan, curated_glob, unit_file
 from pipeline.shards.tar import write_tar
 from schemas.atomic import write_text_atomic
-from schemas.catalog import CatalogConfig, resolve_audio, tag_map_for
+from schemas.catalog import CatalogConfig, catalog_config_field, resolve_audio, tag_map_for
 from schemas.sample import SAMPLE_SCHEMA_ID, Sample, SampleView
 from schemas.views import Span
 
@@ -45,9 +45,7 @@ class ShardsConfig:
     catalog: Path
     out: Path
     clips: ClipConfig = ClipConfig()
-    catalog_config: CatalogConfig = field(default_factory=CatalogConfig, metadata={
-        "help": "How the catalog is read: categories, audio root, format, tag map, "
-                "min_tag_tracks."})
+    catalog_config: CatalogConfig = catalog_config_field()
     max_samples: int = 1000
     max_bytes: int = 1 << 30
     seed: int = 0
