@@ -127,6 +127,7 @@ def test_mtg_jamendo_card_and_song_describer_decontamination(tmp_path):
     assert decontaminated == {"track_0000103"}
     curated = pq.read_table(tmp_path / "curated" / "curated").to_pylist()
     assert any("film" in r["tags"]["theme"] for r in curated)  # the theme category, kept
+    assert all(r["tag_recall"] == 1.0 and not r["hallucinated"] for r in curated)
     cli("card", "--dataset", "mtg", "--catalog", catalog, "--views", tmp_path / "views",
         "--curated", tmp_path / "curated", "--cards-dir", tmp_path / "cards",
         "--categories", "genre,mood,instrument,theme")
