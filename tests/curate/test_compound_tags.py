@@ -109,3 +109,11 @@ def test_textswap_writes_display_forms_and_swaps_whole_compounds(dictionary, mat
         assert "electric" not in swapped or inserted.startswith("electric ")
     genres = {swapper.swap(text, spans, "genre", tags, random.Random(s)) for s in range(400)}
     assert "A R&B track with electric guitar." in genres  # capitals as displayed
+
+
+def test_a_display_form_must_spell_its_term():
+    body = {"schema": "swap_dictionary/1", "categories": {"genre": [
+        {"term": "r&b", "synonyms": [], "display": "R&B"},
+        {"term": "hip hop", "synonyms": [], "display": "trip hop"}]}}
+    with pytest.raises(ValueError, match=r"genre\[1\]: 'display' 'trip hop' must spell"):
+        SwapDictionary.from_json(body, "swap.json")
