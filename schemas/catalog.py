@@ -4,10 +4,14 @@ Accepted inputs (all validated row by row, every problem reported with file, row
 - Parquet or JSONL with a `tags` column/object mapping category -> list of tags;
 - CSV (and Parquet) with one `tags.<category>` column per category, tags separated by `;`;
 - a `datasets` directory saved with `save_to_disk` (a DatasetDict's split names fill
-  an empty `split` column).
+  an empty `split` column);
+- the public formats of `schemas/public_catalogs` (MTG-Jamendo, MagnaTagATune),
+  recognised from their header or chosen with `CatalogConfig.format`.
 
-Rows with a problem are rejected with their reason; a file-level problem (unreadable
-file, missing column) raises `SchemaError`.
+A tag map (`schemas/tagmap`; by default the bundled one of a public format) turns raw
+tags into canonical tags as rows are read, so every stage sees the same tags; each
+track keeps its raw tags. Rows with a problem are rejected with their reason; a
+file-level problem (unreadable file, missing column, bad tag map) raises `SchemaError`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +34,8 @@ import pyarrow.parquet as pq
 from schemas.atomic import atomic_path
 from schemas.config import Config, setting
 from schemas.problems import Problem, SchemaError, with_schema_id
+from schemas.public_catalogs import PUBLIC_FORMATS, recognise
+from schemas.tagmap import Outcome, TagMap, bundled_map_path, load_tag_map, normalise_tag
 
 CATALOG_SCHEMA_ID = "catalog/1"
 DEFAULT_CATEGORIES = ("genre", "mood", "instrument")
@@ -38,28 +45,39 @@ TAG_SEPARATOR = ";"
 # are restricted to characters that are safe in both.
 TRACK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SPACES = re.compile(r"\s+")
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _BAD_BYTES = re.compile("[\udc80-\udcff]")  # undecodable bytes kept by surrogateescape
+NATIVE_FORMAT = "adswap"
+CATALOG_FORMATS = ("auto", NATIVE_FORMAT, *PUBLIC_FORMATS)
+NO_TAG_MAP = "none"
+_TAG_CACHE_LIMIT = 200_000  # distinct raw tags remembered per read; vocabularies are smaller
 
 
 def categories_setting() -> tuple[str, ...]:
-    """The `categories` field every command that reads a catalog has."""
-    return setting(DEFAULT_CATEGORIES, help="Tag categories, comma-separated.")
-
-
-def audio_root_setting() -> Path | None:
-    return setting(None, help="Folder audio paths resolve in (default: the catalog's "
-                   "folder); nothing outside it is read.")
+    """The `categories` setting of a catalog reader."""
+    return setting(DEFAULT_CATEGORIES, help="Tag categories the run uses; tags of other "
+                   "categories are refused, or dropped when a tag map declares them.")
 
 
 @dataclass(frozen=True)
 class CatalogConfig(Config):
     categories: tuple[str, ...] = categories_setting()
-    audio_root: Path | None = audio_root_setting()
-    max_tags_per_category: int = setting(64, help="Most tags a track may have in one "
-                                         "category; a longer list rejects the row.")
-    max_tag_chars: int = setting(64, help="Longest tag, in characters.")
+    audio_root: Path | None = setting(None, help="Folder relative audio paths resolve in "
+                                      "(default: the catalog's folder); nothing outside it "
+                                      "is read.")
+    max_tags_per_category: int = setting(64, help="A row with more raw tags than this in "
+                                         "one category is rejected.")
+    max_tag_chars: int = setting(64, help="A tag longer than this is rejected.")
+    format: str = setting("auto", choices=CATALOG_FORMATS, help="Catalog format: auto "
+                          "(recognised from the file), adswap (parquet, csv, jsonl or a "
+                          "`datasets` folder), mtg-jamendo or magnatagatune.")
+    tag_map: str | None = setting(None, help="Tag map (YAML or CSV) applied as the catalog "
+                                  "is read. Default: the bundled map of a public format, "
+                                  "none for adswap catalogs; 'none' reads the raw tags.")
+    min_tag_tracks: int = setting(1, help="Tags on fewer tracks than this are dropped as "
+                                  "the catalog is read, before views are planned (1 keeps "
+                                  "every tag; above 1 costs one more pass over the "
+                                  "catalog).")
 
     def check(self) -> list[str]:
         problems = []
@@ -74,14 +92,32 @@ class CatalogConfig(Config):
             problems.append("max_tags_per_category must be >= 1")
         if self.max_tag_chars < 1:
             problems.append("max_tag_chars must be >= 1")
+        if self.min_tag_tracks < 1:
+            problems.append("min_tag_tracks must be >= 1")
+        if self.tag_map not in (None, NO_TAG_MAP):
+            if not Path(self.tag_map).is_file():
+                problems.append(f"tag_map: {self.tag_map} does not exist")
+            elif not problems:
+                try:  # a bad map fails here, every problem listed with its line and tag
+                    load_tag_map(self.tag_map, self.categories)
+                except SchemaError as err:
+                    problems.append(f"tag_map: {err}")
         return problems
+
+
+def read_setting() -> CatalogConfig:
+    """The `read` section of every config that reads a catalog: all stages read it
+    through one CatalogConfig, so all of them see the same tracks and tags."""
+    return setting(factory=CatalogConfig, help="How the catalog is read: categories, "
+                   "audio root, format, tag map, min_tag_tracks.")
 
 
 @dataclass(frozen=True)
 class ValidateConfig(Config):
-    catalog: Path = setting(help="Catalog: .parquet, .csv, .jsonl or a `datasets` "
-                            "directory.", argument=True)
-    read: CatalogConfig = setting(help="How the catalog is read.", factory=CatalogConfig)
+    catalog: Path = setting(help="Catalog: .parquet, .csv, .jsonl, a `datasets` directory, "
+                            "or a public format (MTG-Jamendo TSV, MagnaTagATune CSV).",
+                            argument=True)
+    read: CatalogConfig = read_setting()
 
 
 @dataclass(frozen=True)
@@ -93,6 +129,10 @@ class Track:
     artist: str | None = None
     license: str | None = None
     split: str | None = None
+    # The tags as the catalog wrote them (raw category -> tags, before the tag map and
+    # min_tag_tracks), for provenance; None for tracks built in code. Not compared: a
+    # track is its tags, however they were spelled.
+    raw_tags: Mapping[str, tuple[str, ...]] | None = field(default=None, compare=False)
 
     def all_tags(self) -> list[tuple[str, str]]:
         return [(cat, tag) for cat, tags in self.tags.items() for tag in tags]
@@ -104,6 +144,8 @@ class Catalog:
     categories: tuple[str, ...]
     tracks: list[Track] = field(default_factory=list)
     rejects: list[Problem] = field(default_factory=list)
+    format: str = NATIVE_FORMAT
+    tag_map: TagMap | None = None
 
 
 def catalog_schema(categories: Iterable[str] = DEFAULT_CATEGORIES) -> pa.Schema:
@@ -120,11 +162,6 @@ def catalog_schema(categories: Iterable[str] = DEFAULT_CATEGORIES) -> pa.Schema:
         ]),
         CATALOG_SCHEMA_ID,
     )
-
-
-def normalise_tag(tag: str) -> str:
-    """Tags compare case- and whitespace-insensitively: 'Hip  Hop ' == 'hip hop'."""
-    return _SPACES.sub(" ", tag).strip().lower()
 
 
 def resolve_audio(audio: str, root: Path) -> Path:
@@ -151,23 +188,60 @@ def _real_root(root: Path) -> str:
     return os.path.realpath(root)
 
 
+def catalog_format(path: str | Path, config: CatalogConfig) -> str:
+    """The format a catalog is read in: the configured one, or recognised from it."""
+    if config.format != "auto":
+        return config.format
+    return recognise(Path(path)) or NATIVE_FORMAT
+
+
+def tag_map_for(path: str | Path, config: CatalogConfig) -> TagMap | None:
+    """The tag map a read applies: the configured file, else the bundled map of the
+    catalog's public format, else none."""
+    if config.tag_map == NO_TAG_MAP:
+        return None
+    if config.tag_map is not None:
+        return load_tag_map(config.tag_map, config.categories)
+    fmt = catalog_format(path, config)
+    return load_tag_map(bundled_map_path(fmt), config.categories) \
+        if fmt in PUBLIC_FORMATS else None
+
+
 def iter_catalog(path: str | Path, config: CatalogConfig = CatalogConfig()
                  ) -> Iterator[tuple[Track | None, list[Problem]]]:
     """Stream a catalog row by row: (track, []) for a valid row, (None, problems) for a
     rejected one. Memory stays flat however large the catalog (only ids are kept, to
-    find duplicates)."""
+    find duplicates, and with min_tag_tracks > 1 the tag counts of a first pass)."""
     path = Path(path)
     if not path.exists():
         raise SchemaError(f"catalog {path} does not exist", [])
     root = config.audio_root or (path if path.is_dir() else path.parent)
-    validator = _RowValidator(str(path), config, root)
-    for row_number, row in _rows(path, config):
+    fmt = catalog_format(path, config)
+    tag_map = tag_map_for(path, config)
+    rare = _rare_tags(path, config, root, fmt, tag_map) if config.min_tag_tracks > 1 else None
+    validator = _RowValidator(str(path), config, root, tag_map, rare)
+    for row_number, row in _rows(path, config, fmt, tag_map is not None):
         yield validator.check(row_number, row)
+
+
+def _rare_tags(path: Path, config: CatalogConfig, root: Path, fmt: str,
+               tag_map: TagMap | None) -> frozenset[tuple[str, str]]:
+    """(category, tag key) of the tags on fewer than min_tag_tracks valid tracks."""
+    counts: Counter = Counter()
+    validator = _RowValidator(str(path), config, root, tag_map, None)
+    for row_number, row in _rows(path, config, fmt, tag_map is not None):
+        track, _ = validator.check(row_number, row)
+        if track is not None:
+            counts.update((c, normalise_tag(t)) for c, t in track.all_tags())
+    return frozenset(key for key, n in counts.items() if n < config.min_tag_tracks)
 
 
 def read_catalog(path: str | Path, config: CatalogConfig = CatalogConfig()) -> Catalog:
     """Read and validate a whole catalog file or `datasets` directory."""
-    catalog = Catalog(source=str(path), categories=config.categories)
+    catalog = Catalog(source=str(path), categories=config.categories,
+                      format=catalog_format(path, config) if Path(path).exists()
+                      else NATIVE_FORMAT,
+                      tag_map=tag_map_for(path, config) if Path(path).exists() else None)
     for track, problems in iter_catalog(path, config):
         catalog.rejects.extend(problems)
         if track is not None:
@@ -184,10 +258,10 @@ def count_rows(path: str | Path) -> int | None:
         return None
     if path.suffix.lower() == ".parquet":
         return pq.ParquetFile(path).metadata.num_rows
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".csv"):
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".csv", ".tsv"):
         with path.open("rb") as f:
             lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        return lines - (path.suffix.lower() == ".csv")
+        return lines - (path.suffix.lower() in (".csv", ".tsv"))  # the header
     return None
 
 
@@ -210,32 +284,38 @@ def write_catalog(tracks: Iterable[Track], path: str | Path,
 
 # --- reading ------------------------------------------------------------------------
 
-def _rows(path: Path, config: CatalogConfig) -> Iterator[tuple[int, dict]]:
+def _rows(path: Path, config: CatalogConfig, fmt: str, mapped: bool
+          ) -> Iterator[tuple[int, dict]]:
+    if fmt in PUBLIC_FORMATS:
+        yield from PUBLIC_FORMATS[fmt].rows(path)
+        return
     if path.is_dir():
         yield from _dataset_rows(path)
         return
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        yield from _parquet_rows(path, config)
+        yield from _parquet_rows(path, config, mapped)
     elif suffix == ".csv":
-        yield from _csv_rows(path, config)
+        yield from _csv_rows(path, config, mapped)
     elif suffix in (".jsonl", ".ndjson"):
         yield from _jsonl_rows(path)
     else:
         raise SchemaError(
-            f"catalog {path}: unknown format '{suffix}'; use .parquet, .csv, .jsonl "
-            "or a `datasets` directory", [])
+            f"catalog {path}: unknown format '{suffix}'; use .parquet, .csv, .jsonl, "
+            f"a `datasets` directory, or a public format ({', '.join(PUBLIC_FORMATS)})", [])
 
 
-def _require_columns(path: Path, columns: list[str], config: CatalogConfig) -> None:
+def _require_columns(path: Path, columns: list[str], config: CatalogConfig,
+                     mapped: bool) -> None:
     problems = [Problem(str(path), None, c, "column is missing")
                 for c in ("track_id", "audio") if c not in columns]
     has_tags = "tags" in columns or any(c.startswith("tags.") for c in columns)
     if not has_tags:
         problems.append(Problem(str(path), None, "tags",
                                 "column is missing (give `tags` or `tags.<category>` columns)"))
-    unknown = [c for c in columns
-               if c.startswith("tags.") and c[len("tags."):] not in config.categories]
+    # with a tag map, a raw category may be moved or mapped: rows are checked instead
+    unknown = [] if mapped else [
+        c for c in columns if c.startswith("tags.") and c[len("tags."):] not in config.categories]
     problems += [Problem(str(path), None, c,
                          f"unknown tag category; known: {', '.join(config.categories)} "
                          "(add it with --categories)") for c in unknown]
@@ -243,12 +323,13 @@ def _require_columns(path: Path, columns: list[str], config: CatalogConfig) -> N
         raise SchemaError(f"catalog {path} cannot be read", problems)
 
 
-def _parquet_rows(path: Path, config: CatalogConfig) -> Iterator[tuple[int, dict]]:
+def _parquet_rows(path: Path, config: CatalogConfig, mapped: bool
+                  ) -> Iterator[tuple[int, dict]]:
     try:
         reader = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
         raise SchemaError(f"catalog {path} is not a readable Parquet file: {err}", []) from err
-    _require_columns(path, reader.schema_arrow.names, config)
+    _require_columns(path, reader.schema_arrow.names, config, mapped)
     row_number = 0
     for batch in reader.iter_batches(batch_size=8192):
         for row in batch.to_pylist():
@@ -262,9 +343,9 @@ def _decode(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="surrogateescape")
 
 
-def _csv_rows(path: Path, config: CatalogConfig) -> Iterator[tuple[int, dict]]:
+def _csv_rows(path: Path, config: CatalogConfig, mapped: bool) -> Iterator[tuple[int, dict]]:
     reader = csv.DictReader(io.StringIO(_decode(path), newline=""))
-    _require_columns(path, list(reader.fieldnames or []), config)
+    _require_columns(path, list(reader.fieldnames or []), config, mapped)
     try:
         for row_number, row in enumerate(reader, start=1):
             if None in row:  # DictReader files surplus cells under the key None
@@ -311,9 +392,16 @@ def _dataset_rows(path: Path) -> Iterator[tuple[int, dict]]:
 # --- validation ---------------------------------------------------------------------
 
 class _RowValidator:
-    def __init__(self, file: str, config: CatalogConfig, root: Path):
+    def __init__(self, file: str, config: CatalogConfig, root: Path, tag_map: TagMap | None,
+                 rare: frozenset[tuple[str, str]] | None):
         self.file, self.config, self.root = file, config, root
+        self.tag_map, self.rare = tag_map, rare or frozenset()
+        self.categories = frozenset(config.categories)
         self.first_seen: dict[str, int] = {}
+        # (raw category, raw value) -> problem text, None (empty), or (category, display,
+        # key) with category None for a dropped tag: a catalog repeats a few thousand tags
+        # millions of times, so each is normalised, checked and mapped once.
+        self._resolved: dict[tuple[str, str], str | tuple | None] = {}
 
     def check(self, row_number: int, row: dict) -> tuple[Track | None, list[Problem]]:
         problems: list[Problem] = []
@@ -360,12 +448,12 @@ class _RowValidator:
         split = self._string(row, "split", problem)
         if split is not None and split not in SPLITS:
             problem("split", f"'{split}' is not one of {', '.join(SPLITS)}")
-        tags = self._tags(row, problem)
+        tags, raw_tags = self._tags(row, problem)
 
         if problems:
             return None, problems
         return Track(track_id=track_id, audio=audio, tags=tags, duration_s=duration,
-                     artist=artist, license=license_, split=split), problems
+                     artist=artist, license=license_, split=split, raw_tags=raw_tags), problems
 
     @staticmethod
     def _string(row: dict, name: str, problem, required: bool = False) -> str | None:
@@ -379,7 +467,8 @@ class _RowValidator:
             return None
         return value.strip()
 
-    def _tags(self, row: dict, problem) -> dict[str, tuple[str, ...]]:
+    def _tags(self, row: dict, problem) -> tuple[dict[str, tuple[str, ...]],
+                                                dict[str, tuple[str, ...]]]:
         tag_problems = 0
 
         def tag_problem(where: str, message: str) -> None:
@@ -400,14 +489,12 @@ class _RowValidator:
             if key.startswith("tags."):
                 raw[key[len("tags."):]] = value
 
-        tags: dict[str, tuple[str, ...]] = {}
+        tags: dict[str, list[str]] = {c: [] for c in self.config.categories}
+        seen: set[tuple[str, str]] = set()
+        raw_tags: dict[str, tuple[str, ...]] = {}
+        removed = Counter()  # why tags went: the message of a track left with none
         for category, values in raw.items():
             where = f"tags.{category}"
-            if category not in self.config.categories:
-                if values:
-                    tag_problem(where, "unknown tag category; known: "
-                            f"{', '.join(self.config.categories)} (add it with --categories)")
-                continue
             if values is None:
                 continue
             if isinstance(values, str):
@@ -417,25 +504,67 @@ class _RowValidator:
                 continue
             if len(values) > self.config.max_tags_per_category:
                 tag_problem(where, f"has {len(values)} tags; the limit is "
-                        f"{self.config.max_tags_per_category} (max_tags_per_category)")
+                            f"{self.config.max_tags_per_category} (max_tags_per_category)")
                 continue
-            kept: list[str] = []
+            kept_raw: list[str] = []
+            outside: str | None = None
             for value in values:
                 if not isinstance(value, str):
                     tag_problem(where, f"tags must be strings, got {type(value).__name__}")
                     break
-                tag = normalise_tag(value)
-                if _CONTROL.search(tag):
-                    tag_problem(where, f"tag {tag[:40]!r} contains control characters")
-                elif len(tag) > self.config.max_tag_chars:
-                    tag_problem(where, f"tag '{tag[:40]}...' is {len(tag)} characters; the limit "
-                            f"is {self.config.max_tag_chars} (max_tag_chars)")
-                elif tag and tag not in kept:
-                    kept.append(tag)
-            tags[category] = tuple(kept)
+                resolved = self._resolved.get((category, value), False)
+                if resolved is False:
+                    resolved = self._resolve(category, value)
+                if resolved is None:
+                    continue
+                if isinstance(resolved, str):
+                    tag_problem(where, resolved)
+                    continue
+                kept_raw.append(value.strip())
+                target, display, key = resolved
+                if target is None:
+                    removed["dropped by the tag map"] += 1
+                elif target not in self.categories:
+                    if self.tag_map is not None and target in self.tag_map.declared:
+                        removed[f"in category {target}, which this run does not use"] += 1
+                    else:
+                        outside = target
+                elif (target, key) in self.rare:
+                    removed[f"on fewer than {self.config.min_tag_tracks} tracks "
+                            "(min_tag_tracks)"] += 1
+                elif (target, key) not in seen:
+                    seen.add((target, key))
+                    tags[target].append(display)
+            if outside is not None:
+                moved = "" if outside == category else f"its tags go to '{outside}', which is "
+                tag_problem(where, f"{moved}unknown tag category; known: "
+                            f"{', '.join(self.config.categories)} (add it with --categories)")
+            raw_tags[category] = tuple(kept_raw)
         if not tag_problems and not any(tags.values()):
-            problem("tags", "the track has no tags in any category")
-        return {c: tags.get(c, ()) for c in self.config.categories}
+            why = "; ".join(f"{n} {reason}" for reason, n in removed.items())
+            problem("tags", "the track has no tags in any category"
+                    + (f" ({why})" if why else ""))
+        return {c: tuple(v) for c, v in tags.items()}, raw_tags
+
+    def _resolve(self, category: str, value: str) -> str | tuple | None:
+        """Check, normalise and map one raw tag (cached per raw category and value)."""
+        tag = normalise_tag(value)
+        if _CONTROL.search(tag):
+            resolved = f"tag {tag[:40]!r} contains control characters"
+        elif len(tag) > self.config.max_tag_chars:
+            resolved = (f"tag '{tag[:40]}...' is {len(tag)} characters; the limit "
+                        f"is {self.config.max_tag_chars} (max_tag_chars)")
+        elif not tag:
+            resolved = None
+        else:
+            outcome = self.tag_map.resolve(category, tag) if self.tag_map is not None \
+                else Outcome("unmapped", category, tag)
+            resolved = (outcome.category, outcome.tag,
+                        None if outcome.tag is None else normalise_tag(outcome.tag))
+        if len(self._resolved) >= _TAG_CACHE_LIMIT:
+            self._resolved.clear()
+        self._resolved[(category, value)] = resolved
+        return resolved
 
 
 def _has_bad_bytes(value: object) -> bool:

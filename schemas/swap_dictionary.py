@@ -1,7 +1,9 @@
 """The TextSwap dictionary: descriptors by category, each with its synonyms.
 
-Built by curation from the catalog's tag vocabulary plus a user's extra file, read by
-the trainer to make hard negatives. A term belongs to exactly one category.
+Built by curation from the catalog's tag vocabulary (after its tag map) plus a user's
+extra file, read by the trainer to make hard negatives. A term belongs to exactly one
+category. `term` is the lower-cased comparison key; `display`, written only where it
+differs (`R&B` for `r&b`), is the form TextSwap writes into a caption.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class Descriptor:
     category: str
     term: str
     synonyms: tuple[str, ...] = ()
+    display: str = ""  # how the term is written; empty means as `term`
+
+    @property
+    def written(self) -> str:
+        return self.display or self.term
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,10 @@ class SwapDictionary:
     def to_json(self) -> dict:
         by_category: dict[str, list[dict]] = {}
         for d in sorted(self.descriptors, key=lambda d: (d.category, d.term)):
-            by_category.setdefault(d.category, []).append(
-                {"term": d.term, "synonyms": sorted(d.synonyms)})
+            entry = {"term": d.term, "synonyms": sorted(d.synonyms)}
+            if d.display and d.display != d.term:
+                entry["display"] = d.display
+            by_category.setdefault(d.category, []).append(entry)
         return {"schema": SWAP_SCHEMA_ID, "categories": by_category}
 
     def save(self, path: str | Path) -> None:
@@ -52,7 +61,8 @@ class SwapDictionary:
             raise SchemaError(f"{file} is not a valid swap dictionary", problems)
         return cls(tuple(
             Descriptor(category, normalise_tag(e["term"]),
-                       tuple(normalise_tag(s) for s in e.get("synonyms", ())))
+                       tuple(normalise_tag(s) for s in e.get("synonyms", ())),
+                       " ".join(e.get("display", "").split()))
             for category, entries in body["categories"].items() for e in entries
         ))
 
@@ -88,6 +98,11 @@ def validate_swap_json(body: Mapping, file: str) -> list[Problem]:
             if not isinstance(synonyms, list) or not all(isinstance(s, str) for s in synonyms):
                 problems.append(Problem(file, None, where, "'synonyms' must be a list of strings"))
                 continue
+            display = entry.get("display")
+            if display is not None and (not isinstance(display, str)
+                                        or normalise_tag(display) != normalise_tag(term)):
+                problems.append(Problem(file, None, where,
+                                        f"'display' {display!r} must spell the term {term!r}"))
             for word in [term, *synonyms]:
                 word = normalise_tag(word)
                 if word in owner and owner[word] != where:

@@ -29,8 +29,9 @@ def p_swap(epoch: int, config: SwapConfig) -> float:
 class Swapper:
     def __init__(self, dictionary: SwapDictionary, categories: Sequence[str]):
         self.categories = tuple(categories)
-        self.entries = {c: sorted((d.term, {d.term, *d.synonyms}) for d in
-                                   dictionary.descriptors if d.category == c)
+        # (term, every name of it, the form written into captions: "R&B", not "r&b")
+        self.entries = {c: sorted((d.term, {d.term, *d.synonyms}, d.written) for d in
+                                  dictionary.descriptors if d.category == c)
                         for c in self.categories}
 
     def swap(self, text: str, spans: Sequence[Mapping], category: str,
@@ -42,7 +43,7 @@ class Swapper:
         span = own[rng.randrange(len(own))]
         avoid = {normalise_tag(t) for t in tags.get(category, ())}
         avoid |= {s["term"] for s in own}  # no "rock and rock"
-        choices = [term for term, names in self.entries.get(category, ())
+        choices = [written for _, names, written in self.entries.get(category, ())
                    if not names & avoid]
         if not choices:
             return None
@@ -52,7 +53,8 @@ class Swapper:
 
 
 def _match_form(term: str, original: str, canonical: str) -> str:
-    """Keep the original's capital and plural: 'Guitars' -> 'Pianos'."""
+    """Keep the original's capital and plural: 'Guitars' -> 'Pianos'. `term` is the
+    replacement's display form, whose own capitals stay ('R&B')."""
     lower = original.lower()
     if lower != canonical and lower in (canonical + "s", canonical + "es"):
         term += "es" if lower.endswith("es") and not canonical.endswith("e") else "s"

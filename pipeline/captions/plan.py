@@ -4,6 +4,12 @@ Each view keeps a random subset of every category's tags (each tag kept with
 `keep_prob`, topped up to `min_per_category` for categories that have tags), so views
 are partial but balanced descriptions. A view depends only on (seed, track_id, view
 index) and the views before it on the same track, never on shards or workers.
+
+Views of a track are distinct: a track with fewer possible subsets than `n_views` gets
+one view per subset (a 1-tag track gets one view, not ten identical ones), and with
+`full_view` the dropout views leave out the full set, which the last view already is.
+Identical views cost LLM calls and are then removed as duplicates by curation;
+`repeat_views` asks for them anyway (views cycle through the subsets, likelier first).
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ class DropConfig(Config):
                                "dropout off.")
     min_per_category: int = setting(1, help="Tags kept at least, in each category the "
                                     "track has.")
-    full_view: bool = setting(False, help="Add one more view (id n_views) written from "
+    full_view: bool = setting(False, help="Add one more view, the last, written from "
                               "every tag.")
     seed: int = setting(0, help="Seed for view planning.")
+    repeat_views: bool = setting(False, help="Give every track n_views views even when it "
+                                 "has fewer distinct tag subsets (the same subset is then "
+                                 "captioned several times).")
 
     def check(self) -> list[str]:
         problems = []
@@ -90,28 +99,35 @@ def _all_views(tags: Mapping[str, Sequence[str]], config: DropConfig) -> list[Ta
 
 def plan_views(track_id: str, tags: Mapping[str, Sequence[str]],
                config: DropConfig) -> list[TagSet]:
-    """The tag subset of each view, view id = list index. Views are distinct while the
-    track has enough tags to make them so; a track with fewer possible subsets than
-    views cycles through them."""
+    """The tag subset of each view, view id = list index: distinct subsets, at most
+    n_views of them (plus the full view), unless `repeat_views` asks for n_views
+    whatever the track allows."""
     tags = {c: tuple(v) for c, v in tags.items()}
     if not any(tags.values()):
         raise ValueError(f"track {track_id} has no tags to write a view from")
     room = possible_views(tags, config)
+    full = dict(tags)
+    # with full_view the full set is the last view; a dropout view equal to it repeats it
+    taken = [full] if config.full_view and not config.repeat_views else []
     if config.keep_prob == 1:  # no dropout: every view sees every tag
-        views = [dict(tags) for _ in range(config.n_views)]
+        views = [full] * (config.n_views if config.repeat_views else 1 - len(taken))
     elif room <= _ENUMERATE_LIMIT:
-        views = _weighted_order(track_id, tags, config)
-        views = [views[i % room] for i in range(config.n_views)]
+        order = [v for v in _weighted_order(track_id, tags, config) if v not in taken]
+        views = [order[i % len(order)] for i in range(config.n_views)] \
+            if config.repeat_views else order[:config.n_views]
     else:
         views = []
         for index in range(config.n_views):
             for attempt in range(_ATTEMPTS):
                 view = _sample(tags, config, _rng(config.seed, track_id, index, attempt))
-                if view not in views:
+                if view not in views and view not in taken:
+                    views.append(view)
                     break
-            views.append(view)
+            else:
+                if config.repeat_views:
+                    views.append(view)
     if config.full_view:
-        views.append(dict(tags))
+        views.append(full)
     return views
 
 

@@ -35,7 +35,7 @@ from pipeline.captions.plan import DropConfig, plan_views
 from pipeline.captions.prompts import DEFAULT_TEMPLATE, LANGUAGES, Template, load_template
 from pipeline.sharding import check_rank, rank_setting, resolve_rank, world_size_setting
 from schemas.atomic import atomic_path, write_text_atomic
-from schemas.catalog import CatalogConfig, Track, categories_setting, count_rows, iter_catalog
+from schemas.catalog import CatalogConfig, Track, count_rows, iter_catalog, read_setting
 from schemas.config import Config, setting
 from schemas.problems import SchemaError
 from schemas.views import View, read_table, records_to_table, table_to_records, views_schema
@@ -45,7 +45,7 @@ from schemas.views import View, read_table, records_to_table, table_to_records, 
 class CaptionsConfig(Config):
     catalog: Path = setting(help="Catalog to caption (see `adswap validate`).")
     out: Path = setting(help="Folder for the views Parquet shards.")
-    categories: tuple[str, ...] = categories_setting()
+    read: CatalogConfig = read_setting()
     template: str = setting(DEFAULT_TEMPLATE, help="Prompt template id or YAML path.")
     languages: tuple[str, ...] = setting(("en",), help="Language codes, "
                                          f"comma-separated; known: {', '.join(LANGUAGES)}.")
@@ -77,6 +77,10 @@ class CaptionsConfig(Config):
         if self.max_words < 1:
             problems.append("max_words must be >= 1")
         return problems
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.read.categories
 
 
 @dataclass
@@ -194,6 +198,8 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                     rows.append(new_rows[p.key])
             with atomic_path(path) as tmp:
                 pq.write_table(records_to_table(rows, schema), tmp)
+        bar.total = bar.n  # tracks with few tag subsets plan fewer views than the estimate
+        bar.refresh()
     if stats.tracks == 0 and config.rank == 0:
         raise ValueError(f"catalog {config.catalog} has no valid track "
                          f"({stats.catalog_rejects} rejected rows)")
@@ -208,8 +214,7 @@ def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Tra
     are counted with their reasons, never dropped silently."""
     chunk: list[Track] = []
     valid = 0
-    for track, problems in iter_catalog(config.catalog,
-                                        CatalogConfig(categories=config.categories)):
+    for track, problems in iter_catalog(config.catalog, config.read):
         if track is None:
             stats.catalog_rejects += 1
             if len(stats.reject_examples) < 20:

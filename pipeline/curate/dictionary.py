@@ -1,5 +1,7 @@
-"""Build the TextSwap dictionary: the catalog's tag vocabulary per category, extended
-by an optional YAML file of extra descriptors and synonyms.
+"""Build the TextSwap dictionary: the catalog's tag vocabulary per category (display
+forms, after its tag map), the tag map's other canonical tags and their synonyms, and
+an optional YAML file of extra descriptors and synonyms. Descriptors no track has are
+swap candidates, and captions naming them count as hallucinations.
 
 Extras file:
     genre:
@@ -20,23 +22,41 @@ import yaml
 from schemas.catalog import normalise_tag
 from schemas.problems import Problem, SchemaError
 from schemas.swap_dictionary import SWAP_SCHEMA_ID, SwapDictionary
+from schemas.tagmap import TagMap
 
 
 def build_dictionary(tags: Iterable[tuple[str, str]], categories: Iterable[str],
-                     extras: Path | None = None) -> SwapDictionary:
-    """Catalog tags plus extras; an extra for an existing term adds its synonyms."""
+                     extras: Path | None = None, tag_map: TagMap | None = None
+                     ) -> SwapDictionary:
+    """Catalog tags (category, display form), the tag map's canonical tags in the run's
+    categories, and extras; an entry for an existing term adds its synonyms."""
     categories = tuple(categories)
-    entries: dict[tuple[str, str], set[str]] = {
-        (c, normalise_tag(t)): set() for c, t in tags}
+    entries: dict[tuple[str, str], set[str]] = {}
+    display: dict[tuple[str, str], str] = {}
+
+    def add(category: str, written: str, synonyms: Iterable[str] = ()) -> None:
+        key = (category, normalise_tag(written))
+        display.setdefault(key, " ".join(written.split()))
+        entries.setdefault(key, set()).update(normalise_tag(s) for s in synonyms)
+
+    for category, tag in tags:
+        add(category, tag)
+    if tag_map is not None:
+        for canonical in tag_map.tags:
+            if canonical.category in categories:
+                add(canonical.category, canonical.display, canonical.synonyms)
     if extras is not None:
         for category, term, synonyms in _read_extras(extras, categories):
-            entries.setdefault((category, term), set()).update(synonyms)
+            add(category, term, synonyms)
     body = {"schema": SWAP_SCHEMA_ID, "categories": {}}
     for (category, term), synonyms in sorted(entries.items()):
-        body["categories"].setdefault(category, []).append(
-            {"term": term, "synonyms": sorted(synonyms - {term})})
+        entry = {"term": term, "synonyms": sorted(synonyms - {term})}
+        if display[(category, term)] != term:
+            entry["display"] = display[(category, term)]
+        body["categories"].setdefault(category, []).append(entry)
+    sources = ", ".join(str(s) for s in (tag_map and tag_map.source, extras) if s)
     # from_json validates the result: no form may belong to two descriptors
-    return SwapDictionary.from_json(body, str(extras or "catalog vocabulary"))
+    return SwapDictionary.from_json(body, f"catalog vocabulary{' + ' + sources if sources else ''}")
 
 
 def _read_extras(path: Path, categories: tuple[str, ...]) -> list[tuple[str, str, list[str]]]:

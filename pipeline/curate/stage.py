@@ -48,7 +48,7 @@ from pipeline.curate.report import write_report
 from pipeline.curate.splits import assign_split
 from pipeline.parallel import map_jobs
 from pipeline.sql import sql_string
-from schemas.catalog import CatalogConfig, categories_setting, iter_catalog
+from schemas.catalog import CatalogConfig, iter_catalog, read_setting, tag_map_for
 from schemas.config import Config, setting
 from schemas.views import curated_schema, rejected_schema, views_schema
 
@@ -75,7 +75,7 @@ class CurateConfig(Config):
     eval_sets: tuple[Path, ...] = setting((), flag="eval-set", help="Evaluation sets to "
                                           "decontaminate against (CSV, TSV, JSONL or "
                                           "Parquet with track_id, artist or caption).")
-    categories: tuple[str, ...] = categories_setting()
+    read: CatalogConfig = read_setting()
     # with Python beside it, the stage stays under 4 GB
     memory_limit: str = setting("2.5GB", help="DuckDB memory limit.")
     threads: int = setting(0, help="DuckDB threads; 0 = all cores.")
@@ -88,6 +88,10 @@ class CurateConfig(Config):
         if self.threads < 0 or self.workers < 0:
             problems.append("threads and workers must be >= 0")
         return problems
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.read.categories
 
 
 @dataclass
@@ -139,7 +143,8 @@ def run(config: CurateConfig) -> CurateStats:
     cache.mkdir(parents=True, exist_ok=True)
 
     tracks, tags = _tracks(config, settings["splits"])
-    dictionary = build_dictionary(tags, config.categories, config.extras)
+    dictionary = build_dictionary(tags, config.categories, config.extras,
+                                  tag_map_for(config.catalog, config.read))
     dictionary_path = out / "swap_dictionary.json"
     dictionary.save(dictionary_path)
     dictionary_hash = hashlib.sha256(dictionary_path.read_bytes()).hexdigest()
@@ -243,7 +248,7 @@ def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str
     batches: list[pa.RecordBatch] = []
     columns: dict[str, list] = {name: [] for name in TRACK_FACTS.names}
     tags: set[tuple[str, str]] = set()
-    for track, _ in iter_catalog(config.catalog, CatalogConfig(categories=config.categories)):
+    for track, _ in iter_catalog(config.catalog, config.read):
         if track is None:
             continue
         pairs = track.all_tags()
@@ -253,7 +258,8 @@ def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str
                                              splits["test_fraction"], splits["seed"]))
         columns["n_tags"].append(len(pairs))
         columns["min_category_tags"].append(min(len(v) for v in track.tags.values()))
-        columns["tag_keys"].append([f"{c}:{t}" for c, t in pairs])
+        # display forms ('R&B') against the dictionary's lower-cased terms
+        columns["tag_keys"].append([f"{c}:{t.lower()}" for c, t in pairs])
         tags.update(pairs)
         if len(columns["track_id"]) == TRACK_BATCH:
             batches.append(pa.record_batch(columns, schema=TRACK_FACTS))
@@ -267,15 +273,20 @@ def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str
 
 def _load_eval_sets(con, paths) -> None:
     """Decontamination lists: track ids, artists and normalised captions of eval sets
-    (CSV, JSONL or Parquet with any of track_id, artist, caption/text columns)."""
+    (CSV, JSONL or Parquet with any of track_id, artist, artist_id, caption/text
+    columns). Song Describer numbers MTG-Jamendo's tracks and artists without their
+    prefix and zeros (1350 for track_0001350), so a numeric id also stands for its
+    MTG-Jamendo form."""
     ids, artists, texts = [], [], []
     for path in paths:
         for row in _eval_rows(Path(path)):
             name = Path(path).name
-            if row.get("track_id"):
-                ids.append((str(row["track_id"]), name))
+            if row.get("track_id") not in (None, ""):
+                ids += [(track_id, name) for track_id in _id_forms(row["track_id"], "track", 7)]
             if row.get("artist"):
                 artists.append((str(row["artist"]).strip().lower(), name))
+            if row.get("artist_id") not in (None, ""):
+                artists += [(a.lower(), name) for a in _id_forms(row["artist_id"], "artist", 6)]
             text = row.get("caption") or row.get("text")
             if text:
                 texts.append((normalise_text(str(text)), name))
@@ -286,6 +297,15 @@ def _load_eval_sets(con, paths) -> None:
                         schema=pa.schema([(column, pa.string()), ("source", pa.string())]))
         con.register(f"{table}_arrow", data)
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_arrow").fetchall()
+
+
+def _id_forms(value, prefix: str, digits: int) -> list[str]:
+    """An eval set's id as written, and for a number (Song Describer) also its
+    MTG-Jamendo form: 1350 -> track_0001350."""
+    text = str(value).strip()
+    if text.isdigit():
+        return [text, f"{prefix}_{int(text):0{digits}d}"]
+    return [text]
 
 
 def _eval_rows(path: Path):

@@ -33,12 +33,7 @@ from pipeline.shards.audio import AudioReject, ClipConfig, make_clips
 from pipeline.shards.plan import Reject, build_plan, curated_glob, unit_file
 from pipeline.shards.tar import write_tar
 from schemas.atomic import write_text_atomic
-from schemas.catalog import (
-    CatalogConfig,
-    audio_root_setting,
-    categories_setting,
-    resolve_audio,
-)
+from schemas.catalog import CatalogConfig, read_setting, resolve_audio, tag_map_for
 from schemas.config import Config, setting
 from schemas.sample import SAMPLE_SCHEMA_ID, Sample, SampleView
 from schemas.views import Span
@@ -53,8 +48,7 @@ class ShardsConfig(Config):
     catalog: Path = setting(help="The catalog the views were written from.")
     out: Path = setting(help="Folder for the tars, sizes.json and manifest.json.")
     clips: ClipConfig = setting(factory=ClipConfig, help="How clips are cut.")
-    categories: tuple[str, ...] = categories_setting()
-    audio_root: Path | None = audio_root_setting()
+    read: CatalogConfig = read_setting()
     max_samples: int = setting(1000, help="Samples per shard, at most.")
     max_bytes: int = setting(1 << 30, help="Bytes per shard, at most (estimated from "
                              "16-bit PCM size, an upper bound for FLAC).")
@@ -74,11 +68,22 @@ class ShardsConfig(Config):
             problems.append("workers must be >= 0")
         return problems
 
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.read.categories
+
     def settings(self) -> dict:
         """What decides the bytes of the shards (not where they go, nor how many workers)."""
-        return {"clips": asdict(self.clips), "categories": list(self.categories),
-                "max_samples": self.max_samples, "max_bytes": self.max_bytes,
-                "seed": self.clips.seed}
+        settings = {"clips": asdict(self.clips), "categories": list(self.categories),
+                    "max_samples": self.max_samples, "max_bytes": self.max_bytes,
+                    "seed": self.clips.seed}
+        # the samples carry the tags as read: a new tag map must rebuild them
+        tag_map = tag_map_for(self.catalog, self.read) \
+            if Path(self.catalog).exists() else None
+        if tag_map is not None or self.read.min_tag_tracks > 1:
+            settings["tags"] = {"tag_map_sha256": tag_map and tag_map.sha256,
+                                "min_tag_tracks": self.read.min_tag_tracks}
+        return settings
 
 
 @dataclass
@@ -124,7 +129,7 @@ def run(config: ShardsConfig) -> ShardsStats:
     started = time.perf_counter()
     config = resolve_rank(config)
     out, work = Path(config.out), Path(config.out) / "_work"
-    catalog_config = CatalogConfig(categories=config.categories, audio_root=config.audio_root)
+    catalog_config = config.read
     curated_glob(config.curated)  # fails early, with advice, if curation has not run
     if not Path(config.catalog).exists():
         raise ValueError(f"catalog {config.catalog} does not exist")

@@ -37,19 +37,48 @@ def test_deterministic_and_independent_of_order_or_batch():
     assert plan_views("t8", TAGS, config) != alone
 
 
-def test_track_with_one_tag():
-    views = plan_views("t", {"genre": ("rock",), "mood": (), "instrument": ()}, DropConfig())
-    assert views == [{"genre": ("rock",), "mood": (), "instrument": ()}] * 10
+def test_track_with_one_tag_gets_one_view_unless_repeats_are_asked_for():
+    tags = {"genre": ("rock",), "mood": (), "instrument": ()}
+    assert plan_views("t", tags, DropConfig()) == [tags]
+    assert plan_views("t", tags, DropConfig(repeat_views=True)) == [tags] * 10
+    assert plan_views("t", tags, DropConfig(full_view=True)) == [tags]  # the full view only
 
 
-def test_few_possible_subsets_cycle_through_all_of_them():
+def test_few_possible_subsets_give_one_view_each():
     tags = {"genre": ("rock",), "mood": (), "instrument": ("drums", "bass")}
     config = DropConfig(n_views=7)
     assert possible_views(tags, config) == 3
     views = plan_views("t", tags, config)
+    assert len(views) == 3 and len({repr(v) for v in views}) == 3
+
+
+def test_repeat_views_cycles_through_all_subsets():
+    tags = {"genre": ("rock",), "mood": (), "instrument": ("drums", "bass")}
+    views = plan_views("t", tags, DropConfig(n_views=7, repeat_views=True))
+    assert len(views) == 7
     for start in (0, 3):
         assert len({repr(v) for v in views[start:start + 3]}) == 3
     assert Counter(repr(v) for v in views).most_common(1)[0][1] == 3
+    # the distinct plan is the start of the repeating one
+    assert plan_views("t", tags, DropConfig(n_views=7)) == views[:3]
+
+
+def test_full_view_is_not_repeated_by_a_dropout_view():
+    tags = {"genre": ("rock",), "mood": ("happy",), "instrument": ("drums", "bass")}
+    full = dict(tags)
+    assert possible_views(tags, DropConfig()) == 3  # one of them is the full set
+    views = plan_views("t", tags, DropConfig(n_views=5, full_view=True))
+    assert views[-1] == full and full not in views[:-1] and len(views) == 3
+
+
+def test_sampled_tracks_stop_at_their_distinct_subsets():
+    """Past the enumeration limit views are sampled; duplicates are skipped, not kept."""
+    tags = {"genre": tuple(f"g{i}" for i in range(7)), "mood": (), "instrument": ()}
+    assert possible_views(tags, DropConfig()) == 127
+    views = plan_views("t", tags, DropConfig(n_views=300, keep_prob=0.9))
+    assert 20 < len(views) <= 127 and len({repr(v) for v in views}) == len(views)
+    repeated = plan_views("t", tags, DropConfig(n_views=300, keep_prob=0.9, repeat_views=True))
+    assert len(repeated) == 300
 
 
 def test_distinct_when_exactly_enough_subsets():
@@ -82,8 +111,10 @@ def test_bad_settings_and_tagless_track():
         plan_views("t", {"genre": ()}, DropConfig())
 
 
-def test_keep_everything_means_every_view_has_every_tag():
-    assert plan_views("t", TAGS, DropConfig(n_views=3, keep_prob=1.0)) == [dict(TAGS)] * 3
+def test_keep_everything_means_one_view_of_every_tag():
+    assert plan_views("t", TAGS, DropConfig(n_views=3, keep_prob=1.0)) == [dict(TAGS)]
+    assert plan_views("t", TAGS, DropConfig(n_views=3, keep_prob=1.0, repeat_views=True)) \
+        == [dict(TAGS)] * 3
 
 
 def test_small_tag_sets_favour_likely_subsets():

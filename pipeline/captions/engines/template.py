@@ -48,6 +48,12 @@ class TemplateEngine:
         text = frame.format(genre=parts["genre"] or "music", mood=parts["mood"] or "",
                             instrument=parts["instrument"] or "various instruments",
                             Mood=(parts["mood"] or "").capitalize())
+        # categories beyond the three the frames name (a tag map's `theme`) are listed,
+        # so a template caption names every tag of its view
+        others = [f"{c}: {_join(tags, conjunction)}" for c, tags in request.tags.items()
+                  if c not in ("genre", "mood", "instrument") and tags]
+        if others:
+            text = text[:-1] + "; " + "; ".join(others) + "."
         text = " ".join(text.split()).replace(" .", ".")
         text = text[:1].upper() + text[1:]
         if text.startswith("A ") and text[2:3] and text[2:3].lower() in "aeiou":
