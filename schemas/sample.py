@@ -7,7 +7,7 @@ captions with their ids, language and the descriptor spans TextSwap edits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from schemas.catalog import SPLITS
@@ -15,6 +15,24 @@ from schemas.problems import Problem
 from schemas.views import Span
 
 SAMPLE_SCHEMA_ID = "sample/1"
+TAGS_SEPARATOR = ", "
+
+
+def tags_text(tags: Mapping[str, Sequence[str]]) -> tuple[str, list[dict]]:
+    """The tags as text ('rock, happy, electric guitar'), category by category, and each
+    tag's span in it, as the views' spans are written. The one definition: the shards
+    stage writes the text into samples, and the trainer takes text and spans from here
+    when p_cap draws the tags, so a tag that itself holds ', ' still gets its own span."""
+    pieces, spans, start = [], [], 0
+    for category, values in tags.items():
+        for tag in values:
+            if pieces:
+                start += len(TAGS_SEPARATOR)
+            pieces.append(tag)
+            spans.append({"category": category, "term": tag, "start": start,
+                          "end": start + len(tag)})
+            start += len(tag)
+    return TAGS_SEPARATOR.join(pieces), spans
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
+from schemas.sample import tags_text
 from trainer.config import AudioConfig, DataConfig
 
 
@@ -92,18 +93,6 @@ def crop(audio: np.ndarray, frames: int, rng: random.Random | None) -> torch.Ten
     return torch.from_numpy(np.ascontiguousarray(audio))
 
 
-def tag_spans(tags: dict, tags_text: str) -> list[dict]:
-    """Descriptor spans of the tags-as-text ('rock, happy, guitar'), for TextSwap."""
-    category_of = {t: c for c, ts in tags.items() for t in ts}
-    spans, start = [], 0
-    for piece in tags_text.split(", "):
-        if piece in category_of:
-            spans.append({"category": category_of[piece], "term": piece, "start": start,
-                          "end": start + len(piece)})
-        start += len(piece) + 2
-    return spans
-
-
 class MakePairs:
     """Sample -> {audio, text, spans, tags, track_id, is_caption}."""
 
@@ -135,7 +124,7 @@ class MakePairs:
             if view is not None:
                 text, spans = view["text"], view["spans"]
             else:
-                text, spans = meta["tags_text"], tag_spans(meta["tags"], meta["tags_text"])
+                text, spans = tags_text(meta["tags"])
             yield {"audio": audio, "text": text, "spans": spans, "tags": meta["tags"],
                    "track_id": meta["track_id"], "is_caption": view is not None}
 

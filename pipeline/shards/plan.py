@@ -26,6 +26,7 @@ import soundfile as sf
 from pipeline.shards.audio import ClipConfig
 from pipeline.sql import sql_string
 from schemas.catalog import SPLITS, CatalogConfig, iter_catalog, resolve_audio
+from schemas.sample import tags_text
 
 # Tar framing per member (header and padding), and a json estimate per sample.
 _MEMBER_OVERHEAD = 1536
@@ -137,8 +138,7 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
         rows["track_id"].append(track.track_id)
         rows["audio"].append(track.audio)
         rows["tags"].append(json.dumps(tags, ensure_ascii=False))
-        rows["tags_text"].append(", ".join(t for c in catalog_config.categories
-                                           for t in tags[c]))
+        rows["tags_text"].append(tags_text(tags)[0])
     rejects += [Reject(t, "curated views name a track that is not in the catalog", "plan")
                 for t in sorted(set(summary) - seen)]
 

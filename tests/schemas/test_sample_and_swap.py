@@ -3,7 +3,7 @@ import json
 import pytest
 
 from schemas.problems import SchemaError
-from schemas.sample import Sample, SampleView, validate_sample_json
+from schemas.sample import Sample, SampleView, tags_text, validate_sample_json
 from schemas.swap_dictionary import Descriptor, SwapDictionary
 from schemas.views import Span
 
@@ -73,3 +73,17 @@ def test_swap_dictionary_wrong_version_and_bad_json(tmp_path):
     (tmp_path / "b.json").write_text("{")
     with pytest.raises(SchemaError, match="cannot be read as JSON"):
         SwapDictionary.load(tmp_path / "b.json")
+
+
+def test_tags_text_spans_every_tag_even_one_that_holds_the_separator():
+    # ';'-separated CSV catalogs allow a tag such as "rock, live"
+    tags = {"genre": ["hip hop", "rock, live"], "mood": ["dark"],
+            "instrument": ["acoustic guitar"]}
+    text, spans = tags_text(tags)
+    assert text == "hip hop, rock, live, dark, acoustic guitar"
+    assert [text[s["start"]:s["end"]] for s in spans] == ["hip hop", "rock, live", "dark",
+                                                         "acoustic guitar"]
+    assert [(s["category"], s["term"]) for s in spans] == [
+        ("genre", "hip hop"), ("genre", "rock, live"), ("mood", "dark"),
+        ("instrument", "acoustic guitar")]
+    assert tags_text({"genre": []}) == ("", [])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer.config import AudioConfig, DataConfig
-from trainer.data import MakePairs, SharedEpoch, eval_loader, tag_spans, train_loader
+from trainer.data import MakePairs, SharedEpoch, eval_loader, train_loader
 
 
 def fake_sample(n_views=4, languages=("en",), frames=48_000):
@@ -77,14 +77,6 @@ def test_crops_and_pads_to_the_model_input():
     assert valid[0]["text"] == "caption 0 en"
     short = pairs(1.0, 1, frames=16_000)[0]["audio"]
     assert short.shape == (32_000,) and torch.all(short[16_000:] == 0)
-
-
-def test_tag_spans_point_at_the_tags():
-    text = "hip hop, dark, acoustic guitar"
-    found = tag_spans({"genre": ["hip hop"], "mood": ["dark"], "instrument": ["acoustic guitar"]},
-                      text)
-    assert [text[s["start"]:s["end"]] for s in found] == ["hip hop", "dark", "acoustic guitar"]
-    assert [s["category"] for s in found] == ["genre", "mood", "instrument"]
 
 
 def test_train_loader_reads_shards_with_workers_and_replays_an_epoch(demo_shards):
