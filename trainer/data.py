@@ -26,6 +26,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
+from schemas.sample import read_sample_json
 from trainer.config import AudioConfig, DataConfig
 
 
@@ -105,7 +106,8 @@ def tag_spans(tags: dict, tags_text: str) -> list[dict]:
 
 
 class MakePairs:
-    """Sample -> {audio, text, spans, tags, track_id, is_caption}."""
+    """Sample -> {audio, text, spans, tags, track_id}; the sample's json is checked
+    against schemas/sample first."""
 
     def __init__(self, data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch,
                  train: bool):
@@ -118,7 +120,7 @@ class MakePairs:
         rank, _, worker, _ = pytorch_worker_info()
         rng = random.Random(_seed("pairs", self.seed, self.epoch.get(), rank, worker))
         for sample in source:
-            meta = json.loads(sample["json"])
+            meta = read_sample_json(sample["json"], sample_name(sample))
             if meta["sample_rate"] != self.rate:
                 raise ValueError(f"{sample.get('__url__')}: clips are {meta['sample_rate']} Hz "
                                  f"but model.audio.sample_rate is {self.rate}; make shards "
@@ -137,8 +139,12 @@ class MakePairs:
             else:
                 text, spans = meta["tags_text"], tag_spans(meta["tags"], meta["tags_text"])
             yield {"audio": audio, "text": text, "spans": spans, "tags": meta["tags"],
-                   "track_id": meta["track_id"], "is_caption": view is not None}
+                   "track_id": meta["track_id"]}
 
+
+def sample_name(sample: dict) -> str:
+    """'shards/train-000003.tar:abc-0.json', for errors."""
+    return f"{sample.get('__url__', '<shard>')}:{sample.get('__key__')}.json"
 
 
 def collate(samples: list[dict]) -> dict:

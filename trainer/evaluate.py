@@ -21,8 +21,9 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from schemas.sample import EVAL_SET_REBUILD, read_sample_json
 from trainer.config import EvalConfig
-from trainer.data import crop, decode_audio, shard_urls
+from trainer.data import crop, decode_audio, sample_name, shard_urls
 from trainer.metrics import pool_tracks, ranks
 from trainer.model import DuetMC
 
@@ -76,7 +77,7 @@ def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float
     if not urls:
         raise ValueError(f"{folder} has no test shards with samples")
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-        meta = json.loads(sample["json"])
+        meta = read_sample_json(sample["json"], sample_name(sample), EVAL_SET_REBUILD)
         if meta["sample_rate"] != sample_rate:
             raise ValueError(f"{folder}: clips are {meta['sample_rate']} Hz but the model "
                              f"takes {sample_rate} Hz; import the set at that rate")

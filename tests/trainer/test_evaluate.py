@@ -157,3 +157,18 @@ def test_eval_end_to_end_with_cache_and_card(tiny_run, demo_catalog, tmp_path):
     assert str(tiny_run) in card["evaluation"]
     missing = CliRunner().invoke(app, ["eval", str(tmp_path), "--eval-set", str(tmp_path)])
     assert missing.exit_code == 1 and "no checkpoint" in missing.output
+
+
+def test_an_eval_set_of_another_schema_version_says_to_import_it_again(tmp_path):
+    from pipeline.shards.tar import write_tar
+    from tests.trainer.test_data import fake_sample
+    from trainer.evaluate import embed_set
+
+    sample = fake_sample(schema="sample/0")
+    write_tar(tmp_path / "test-000000.tar",
+              [(sample["__key__"], {"flac": sample["flac"], "json": sample["json"]})])
+    (tmp_path / "sizes.json").write_text(json.dumps({"test-000000.tar": 1}))
+    with pytest.raises(ValueError, match=r"test-000000.tar:t-0.json: written as 'sample/0'"
+                       r".*import it again with this version: `adswap import-eval`"):
+        embed_set(None, tmp_path, 16_000, 2.0, 4, "cpu")  # fails before any embedding
+
