@@ -33,7 +33,8 @@ from pipeline.shards.stage import ShardJob, build_shard, write_index
 from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, iter_catalog
 from schemas.config import Config, setting
-from schemas.eval_captions import eval_captions_schema, read_rows
+from schemas.eval_captions import eval_captions_schema
+from schemas.tabular import iter_rows
 from schemas.views import SPAN
 
 EVAL_SET_SCHEMA_ID = "eval_set/1"
@@ -74,7 +75,8 @@ def run(config: ImportConfig) -> ImportStats:
     path = Path(config.file)
     if not path.exists():
         raise ValueError(f"eval file {path} does not exist")
-    rows = read_rows(path)
+    rows = [r.values if r.problem is None else {"__error__": r.problem.message}
+            for r in iter_rows(path)]
     catalog_audio: dict[str, str] = {}
     root = config.audio_root or path.parent
     if config.catalog is not None:

@@ -23,7 +23,8 @@ from pipeline.captions.engines import EngineConfig, Request, Sampling, make_engi
 from pipeline.captions.models import default_cache_dir
 from schemas.atomic import atomic_path
 from schemas.config import Config, setting
-from schemas.eval_captions import read_rows
+from schemas.problems import SchemaError
+from schemas.tabular import iter_rows
 
 LANGUAGE_NAMES = {"de": "German", "fr": "French", "it": "Italian", "es": "Spanish",
                   "pt": "Portuguese", "nl": "Dutch", "ja": "Japanese", "zh": "Chinese",
@@ -81,7 +82,11 @@ def request_for(text: str, language: str, request_id: str) -> Request:
 def run(config: TranslateConfig) -> TranslateStats:
     if not Path(config.file).exists():
         raise ValueError(f"caption file {config.file} does not exist")
-    rows = [r for r in read_rows(Path(config.file)) if "__error__" not in r]
+    read = list(iter_rows(config.file))
+    problems = [r.problem for r in read if r.problem is not None]
+    if problems:  # every row is written back, so none may be left out
+        raise SchemaError(f"{config.file} has rows that cannot be read", problems)
+    rows = [r.values for r in read]
     stats = TranslateStats()
     source = [(i, r) for i, r in enumerate(rows)
               if str(r.get("language") or "en") == config.source

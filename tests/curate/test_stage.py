@@ -186,6 +186,29 @@ def test_cli_curate(tmp_path, curated):
     assert bad.exit_code == 1 and "no views Parquet files" in bad.output
 
 
+def test_eval_sets_in_any_tabular_format_and_bad_rows_named_before_any_work(tmp_path,
+                                                                          curated):
+    out, _ = curated
+    base = out.parent
+    tsv = tmp_path / "eval.tsv"
+    tsv.write_bytes("\ufefftrack_id\tartist\tcaption\nt4\t\t\n".encode())  # with a BOM
+    stats = run(CurateConfig(views=base / "views", catalog=base / "catalog.jsonl",
+                             out=tmp_path / "tsv", eval_sets=(tsv,)))
+    assert stats.by_rule["decontamination"] == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"track_id": "t4"}\n{"caption": ["a", "list"]}\n[1]\n')
+    with pytest.raises(SchemaError) as err:
+        run(CurateConfig(views=base / "views", catalog=base / "catalog.jsonl",
+                         out=tmp_path / "bad", eval_sets=(bad,)))
+    assert f"{bad}: row 2: caption: must be text, got list" in str(err.value)
+    assert f"{bad}: row 3: expected a JSON object, got list" in str(err.value)
+    assert not (tmp_path / "bad").exists()  # nothing was analysed
+    (tmp_path / "ids.csv").write_text("id,name\n1,x\n")
+    with pytest.raises(SchemaError, match="names no track_id, artist or caption"):
+        run(CurateConfig(views=base / "views", catalog=base / "catalog.jsonl",
+                         out=tmp_path / "bad", eval_sets=(tmp_path / "ids.csv",)))
+
+
 def test_rerun_reuses_the_analysis_and_applies_new_thresholds(tmp_path, curated):
     out, first = curated
     cached = sorted((out / "_analysed").glob("*.parquet"))
