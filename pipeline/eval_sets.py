@@ -34,8 +34,8 @@ from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, iter_catalog
 from schemas.config import Config, setting
 from schemas.eval_captions import eval_captions_schema
+from schemas.shard_plan import shard_plan_schema
 from schemas.tabular import iter_rows
-from schemas.views import SPAN
 
 EVAL_SET_SCHEMA_ID = "eval_set/1"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -162,21 +162,17 @@ def _write_plan(tracks: dict, plan: Path, max_samples: int) -> dict[str, list[st
     ids = sorted(tracks)
     units = {f"test-{i // max_samples:06d}": ids[i:i + max_samples]
              for i in range(0, len(ids), max_samples)}
-    views_type = pa.list_(pa.struct([pa.field("view_id", pa.int32()),
-                                     pa.field("language", pa.string()),
-                                     pa.field("text", pa.string()),
-                                     pa.field("spans", pa.list_(SPAN))]))
     for unit, members in units.items():
         folder = plan / f"unit={unit}"
         folder.mkdir(parents=True, exist_ok=True)
-        table = pa.table({
-            "position": list(range(len(members))), "track_id": members,
+        n = len(members)
+        table = pa.Table.from_pydict({
+            "position": list(range(n)), "track_id": members,
             "audio": [tracks[t]["audio"] for t in members],
-            "tags": ["{}"] * len(members), "tags_text": [""] * len(members),
-            "split": ["test"] * len(members),
-            "views": pa.array([tracks[t]["captions"] for t in members], type=views_type),
-            "engine": ["human"] * len(members), "model_id": ["reference"] * len(members),
-            "template_id": [""] * len(members), "template_hash": [""] * len(members)})
+            "tags": ["{}"] * n, "tags_text": [""] * n, "split": ["test"] * n,
+            "views": [tracks[t]["captions"] for t in members],
+            "engine": ["human"] * n, "model_id": ["reference"] * n,
+            "template_id": [""] * n, "template_hash": [""] * n}, schema=shard_plan_schema())
         pq.write_table(table, folder / "part.parquet")
     return units
 

@@ -6,9 +6,9 @@ estimate of bytes (16-bit PCM, which FLAC never exceeds in practice). The plan d
 only on the inputs and settings, never on worker count or timing, so every shard is
 one unit of work with reproducible bytes.
 
-The per-shard inputs (audio path, tags, curated views) are written by DuckDB as one
-small Parquet file per shard, so a worker reads only its own tracks and memory does
-not grow with the catalog.
+The per-shard inputs (audio path, tags, curated views; schemas/shard_plan) are written
+by DuckDB as one small Parquet file per shard, so a worker reads only its own tracks
+and memory does not grow with the catalog.
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ import soundfile as sf
 from pipeline.shards.audio import ClipConfig
 from pipeline.sql import sql_string
 from schemas.catalog import SPLITS, CatalogConfig, iter_catalog, resolve_audio
+from schemas.problems import SCHEMA_KEY
+from schemas.shard_plan import SHARD_PLAN_SCHEMA_ID, shard_plan_schema
 
 # Tar framing per member (header and padding), and a json estimate per sample.
 _MEMBER_OVERHEAD = 1536
 _JSON_BASE = 1024
 _JSON_PER_VIEW = 160
+# plan columns taken from the curated views; the rest come from the catalog
+_FROM_VIEWS = {"split", "views", "engine", "model_id", "template_id", "template_hash"}
 
 
 @dataclass(frozen=True)
@@ -149,10 +153,11 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
     con.register("planned", pa.table(rows))
     shutil.rmtree(target, ignore_errors=True)
     # Views keep the curated order (view, language); the first view names the model
-    # and template for the sample's provenance.
+    # and template for the sample's provenance. The columns are schemas/shard_plan's.
+    columns = ", ".join(("v." if name in _FROM_VIEWS else "p.") + name
+                        for name in shard_plan_schema().names)
     con.execute(f"""COPY (
-        SELECT p.unit, p.position, p.track_id, p.audio, p.tags, p.tags_text, v.split, v.views,
-               v.engine, v.model_id, v.template_id, v.template_hash
+        SELECT p.unit, {columns}
         FROM planned p JOIN (
             SELECT track_id, any_value(split) AS split,
                    list(struct_pack(view_id := view_id, language := language, text := text,
@@ -163,7 +168,9 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
             FROM read_parquet({sql_string(curated_glob(curated))}) GROUP BY track_id) v
         USING (track_id)
         ORDER BY p.unit, p.position
-    ) TO {sql_string(target)} (FORMAT parquet, PARTITION_BY (unit))""").fetchall()
+    ) TO {sql_string(target)} (FORMAT parquet, PARTITION_BY (unit),
+         KV_METADATA {{{sql_string(SCHEMA_KEY.decode())}: {sql_string(SHARD_PLAN_SCHEMA_ID)}}})
+    """).fetchall()
     con.close()
     return units, rejects
 

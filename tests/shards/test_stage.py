@@ -27,7 +27,9 @@ from pipeline.card import update_card
 from pipeline.shards.audio import ClipConfig
 from pipeline.shards.stage import ShardsConfig, card_facts, run
 from schemas.catalog import Track, write_catalog
+from schemas.problems import SCHEMA_KEY, SchemaError
 from schemas.sample import validate_sample_json
+from schemas.shard_plan import SHARD_PLAN_SCHEMA_ID, read_plan_unit
 
 CLIPS = ClipConfig(sample_rate=16_000, clip_seconds=2, clips_per_track=2, position="centre")
 
@@ -252,6 +254,39 @@ def _all_splits_train(tmp_path):
     path = tmp_path / "curation.yaml"
     path.write_text("splits:\n  valid_fraction: 0\n  test_fraction: 0\n")
     return path
+
+
+def test_the_plan_is_written_in_its_declared_schema_and_checked_when_read(shards,
+                                                                          tmp_path):
+    out, _ = shards
+    units = sorted((out / "_work" / "plan-r0").glob("unit=*"))
+    assert units
+    for unit in units:
+        (part,) = unit.glob("*.parquet")
+        assert pq.read_schema(part).metadata[SCHEMA_KEY] == SHARD_PLAN_SCHEMA_ID.encode()
+        rows = read_plan_unit(unit)
+        assert [r["position"] for r in rows] == list(range(len(rows)))
+    old = tmp_path / "unit=train-000000"
+    old.mkdir()
+    pq.write_table(pq.read_table(units[0]).drop_columns(["views"]).replace_schema_metadata(),
+                   old / "part.parquet")
+    with pytest.raises(SchemaError) as err:
+        read_plan_unit(old)
+    assert "adswap shards --overwrite" in str(err.value)
+    assert "no schema id" in str(err.value) and "views: column is missing" in str(err.value)
+
+
+def test_a_plan_of_another_version_is_made_again_with_its_shards(demo_catalog, demo_curated,
+                                                                  tmp_path):
+    first = run(shard_config(demo_catalog, demo_curated, tmp_path))
+    before = {p.name: p.read_bytes() for p in tars(tmp_path)}
+    marker = tmp_path / "_work" / "plan-r0.json"
+    saved = json.loads(marker.read_text())
+    del saved["plan_schema"]  # as the version before schemas/shard_plan wrote it
+    marker.write_text(json.dumps(saved))
+    again = run(shard_config(demo_catalog, demo_curated, tmp_path))
+    assert again.built == first.built == len(before) and again.skipped == 0
+    assert {p.name: p.read_bytes() for p in tars(tmp_path)} == before
 
 
 def test_other_settings_in_the_same_folder_are_refused(shards, demo_catalog, demo_curated,
