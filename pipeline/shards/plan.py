@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import soundfile as sf
 
+from pipeline.rejects import Reject
 from pipeline.shards.audio import ClipConfig
 from pipeline.sql import sql_string
 from schemas.catalog import SPLITS, CatalogConfig, iter_catalog, resolve_audio
@@ -35,16 +36,6 @@ _JSON_BASE = 1024
 _JSON_PER_VIEW = 160
 # plan columns taken from the curated views; the rest come from the catalog
 _FROM_VIEWS = {"split", "views", "engine", "model_id", "template_id", "template_hash"}
-
-
-@dataclass(frozen=True)
-class Reject:
-    track_id: str
-    reason: str
-    stage: str  # 'catalog', 'plan' or 'audio'
-
-    def to_json(self) -> dict:
-        return {"track_id": self.track_id, "stage": self.stage, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -123,11 +114,13 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
     seen: set[str] = set()
     for track, problems in iter_catalog(catalog, catalog_config):
         if track is None:
-            rejects += [Reject("", str(p), "catalog") for p in problems]
+            rejects += [Reject("", "catalog", "invalid_catalog_row", str(p))
+                        for p in problems]
             continue
         seen.add(track.track_id)
         if track.track_id not in summary:
-            rejects.append(Reject(track.track_id, "no curated views", "plan"))
+            rejects.append(Reject(track.track_id, "plan", "no_curated_views",
+                                  "no curated views"))
             continue
         split, _, n_views, text_bytes = summary[track.track_id]
         duration = track.duration_s
@@ -143,7 +136,8 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
         rows["tags"].append(json.dumps(tags, ensure_ascii=False))
         rows["tags_text"].append(", ".join(t for c in catalog_config.categories
                                            for t in tags[c]))
-    rejects += [Reject(t, "curated views name a track that is not in the catalog", "plan")
+    rejects += [Reject(t, "plan", "not_in_catalog",
+                       "curated views name a track that is not in the catalog")
                 for t in sorted(set(summary) - seen)]
 
     units = assign_shards(planned, seed, max_samples, max_bytes)

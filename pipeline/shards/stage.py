@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.parallel import map_jobs
+from pipeline.rejects import Reject, count_rejects
 from pipeline.sharding import check_rank, rank_setting, resolve_rank, world_size_setting
 from pipeline.shards.audio import AudioReject, ClipConfig, make_clips
-from pipeline.shards.plan import Reject, build_plan, curated_glob, unit_file
+from pipeline.shards.plan import build_plan, curated_glob, unit_file
 from pipeline.shards.tar import write_tar
 from schemas.atomic import write_text_atomic
 from schemas.catalog import (
@@ -212,8 +213,11 @@ def build_shard(job: ShardJob) -> dict:
         try:
             clips = make_clips(resolve_audio(row["audio"], job.audio_root), job.clips,
                                row["track_id"])
-        except (AudioReject, ValueError) as err:
-            rejects.append(Reject(row["track_id"], str(err), "audio").to_json())
+        except AudioReject as err:
+            rejects.append(Reject(row["track_id"], "audio", err.kind, str(err)).to_json())
+            continue
+        except ValueError as err:  # resolve_audio: outside the audio root, a URI scheme
+            rejects.append(Reject(row["track_id"], "audio", "audio_path", str(err)).to_json())
             continue
         clips_per_track[len(clips)] += 1
         views = [SampleView(view_id=v["view_id"], language=v["language"], text=v["text"],
@@ -282,13 +286,8 @@ def _finish(config: ShardsConfig, units: dict, done: dict, plan_rejects: list[Re
     stats.tracks = sum(e["tracks"] for e in splits.values())
     stats.bytes = sum(e["bytes"] for e in splits.values())
     stats.audio_hours = round(sum(e["audio_hours"] for e in splits.values()), 4)
-    stats.rejects = Counter(_reason_kind(r) for r in rejects)
+    stats.rejects = count_rejects(rejects)
     return manifest
-
-
-def _reason_kind(reject: dict) -> str:
-    """Group reasons for counting: 'audio: truncated audio', 'plan: no curated views'."""
-    return f"{reject['stage']}: {reject['reason'].split(':')[0].split(' (')[0]}"
 
 
 def _write_report(out: Path, stats: ShardsStats, manifest: dict, config: ShardsConfig

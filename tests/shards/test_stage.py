@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from adswap.cli import app
 from pipeline.card import update_card
+from pipeline.rejects import KINDS
 from pipeline.shards.audio import ClipConfig
 from pipeline.shards.stage import ShardsConfig, card_facts, run
 from schemas.catalog import Track, write_catalog
@@ -205,6 +206,7 @@ def test_bad_audio_is_rejected_with_its_reason_and_never_stops_the_stage(demo_ca
         "truncated": lambda p: p.write_bytes((demo / good[1].audio).read_bytes()[:30_000]),
         "silent": lambda p: sf.write(p, np.zeros(rate * 4, np.float32), rate, format="FLAC"),
         "short": lambda p: sf.write(p, source[:rate], rate, format="FLAC"),
+        "shorter": lambda p: sf.write(p, source[:rate // 2], rate, format="FLAC"),
     }
     tracks = []
     for name, make in faults.items():
@@ -241,9 +243,17 @@ def test_bad_audio_is_rejected_with_its_reason_and_never_stops_the_stage(demo_ca
     assert reasons["silent"].startswith("silent")
     assert "shorter than one 2 s clip" in reasons["short"]
     assert any("outside the audio root" in r for r in reasons)  # refused by the catalog
+    kinds = {k: r["kind"] for k, r in rejects.items()}
+    assert {kinds[k] for k in ("missing", "garbage", "silent", "short", "shorter")} == \
+        {"missing_audio", "unreadable_audio", "silent", "too_short"}
+    assert kinds["truncated"] in ("truncated_audio", "unreadable_audio")
+    assert all(kind in KINDS for kind in kinds.values())
     assert stats.tracks == 4 and stats.samples == 8
     report = (tmp_path / "shards" / "report.md").read_text()
     assert "audio: audio file is missing: 1" in report and "audio: silent: 1" in report
+    # counted by kind, not by message: 1.00 s and 0.50 s are one line
+    assert "audio: shorter than one clip: 2" in report
+    assert "catalog: invalid catalog row: 1" in report
     keys = [s["__key__"] for p in tars(tmp_path / "shards")
             for s in wds.WebDataset(str(p), shardshuffle=False)]
     assert sorted(keys) == sorted(f"good-{c}-{i}" for c in ("wav", "ogg", "mp3", "flac")
