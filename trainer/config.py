@@ -11,6 +11,7 @@ from pathlib import Path
 from schemas.catalog import DEFAULT_CATEGORIES
 from schemas.config import Config, ConfigError, setting
 from schemas.config import load_config as load
+from schemas.languages import unknown_languages
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -81,7 +82,7 @@ class DataConfig(Config):
             p.append("samples_per_epoch and workers must be >= 0")
         if self.shuffle_buffer < 1 or self.shuffle_initial < 1:
             p.append("shuffle_buffer and shuffle_initial must be >= 1")
-        return p
+        return p + unknown_languages(self.languages)  # a typo would train on no caption
 
 
 @dataclass(frozen=True)
