@@ -144,6 +144,16 @@ def test_bad_stage_settings():
     assert "workers" in str(err.value)
 
 
+def test_the_default_settings_file_names_flags_curate_has():
+    import re
+
+    from adswap.config_cli import flag_names
+    from pipeline.curate.stage import DEFAULT_SETTINGS
+
+    named = re.findall(r"--[a-z][a-z-]*", DEFAULT_SETTINGS.read_text(encoding="utf-8"))
+    assert named and set(n[2:] for n in named) <= set(flag_names(CurateConfig).values())
+
+
 def test_splits_are_deterministic_and_keep_artists_together():
     tracks = [Track(f"t{i}", "a.flac", {"genre": ("rock",)}, artist=f"Artist {i % 37}")
               for i in range(2000)]

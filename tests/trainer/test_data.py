@@ -38,6 +38,7 @@ def pairs(p_cap, n=2000, languages=(), train=True, **sample):
 def test_p_cap_zero_gives_tags_only_and_one_gives_captions_only():
     tags_only = pairs(0.0, 200)
     assert {p["text"] for p in tags_only} == {"rock, happy"}
+    assert set(tags_only[0]) == {"audio", "text", "spans", "tags", "track_id"}
     assert tags_only[0]["spans"] == [
         {"category": "genre", "term": "rock", "start": 0, "end": 4},
         {"category": "mood", "term": "happy", "start": 6, "end": 11}]
