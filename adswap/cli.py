@@ -181,14 +181,15 @@ def _exit_on_sigterm() -> None:
 @config_command(app, ImportConfig, "import-eval")
 def import_eval(config: ImportConfig) -> None:
     """Turn an evaluation set (audio + human captions) into eval shards, with the shards
-    stage's audio handling. Bad rows and bad audio are reported, never fatal."""
+    stage's audio handling. Bad rows and bad audio are reported, never fatal; a rerun
+    after a crash builds only the shards that are missing."""
     from pipeline.eval_sets import run
 
     stats = _run(run, config)
     rejected = ", ".join(f"{k} {n}" for k, n in stats.rejects.items()) or "none"
     typer.echo(f"import-eval: {stats.tracks} tracks, {stats.captions} captions, "
-               f"{stats.samples} clips from {stats.rows} rows; rejected: {rejected} -> "
-               f"{config.out}")
+               f"{stats.samples} clips from {stats.rows} rows ({stats.built} shards built, "
+               f"{stats.skipped} already done); rejected: {rejected} -> {config.out}")
 
 
 @config_command(app, TranslateConfig, "translate-captions")

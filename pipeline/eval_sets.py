@@ -1,40 +1,47 @@
 """`adswap import-eval`: a user's evaluation set (audio + human captions, e.g. Song
 Describer or MusicCaps, downloaded by the user) into eval shards.
 
-Input: CSV, JSONL or Parquet with a caption column (`caption` or `text`) and either an
-`audio` path (resolved inside --audio-root) or a `track_id` looked up in --catalog.
-Optional: `track_id`, `language` (default en), `caption_id`. A track may have many
-captions (one row each); each becomes a query.
+Input: CSV, TSV, JSONL or Parquet (schemas/tabular) with a caption column (`caption` or
+`text`) and either an `audio` path (resolved inside --audio-root) or a `track_id` looked
+up in --catalog. Optional: `track_id`, `language` (default en), `caption_id` (default:
+the caption's place among its track's rows). A track may have many captions (one row
+each); each becomes a query.
 
 Output (--out): `test-{000000}.tar` shards in the sample format of `adswap shards`
 (split test, the captions as views), so the shards stage's audio handling (decode,
 mono, soxr resampling, clips) is the same for training and evaluation; `sizes.json`,
 `manifest.json`, `captions.parquet` (schema eval_captions/1: usable as `adswap curate
 --eval-set` to decontaminate training data), `rejects.jsonl` and `report.md`. A bad row
-or a missing or unreadable audio file is a reject with its reason, never fatal.
+or a missing or unreadable audio file is a reject with its kind and reason, never fatal.
+Each shard is written atomically and marked done in `_work/done/`; a rerun of the same
+file and settings keeps the finished shards and builds the rest (anything else starts
+the set over).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.parallel import map_jobs
+from pipeline.rejects import Reject, count_rejects
 from pipeline.shards.audio import ClipConfig
 from pipeline.shards.stage import ShardJob, build_shard, write_index
 from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, iter_catalog
 from schemas.config import Config, setting
-from schemas.eval_captions import eval_captions_schema, read_rows
-from schemas.views import SPAN
+from schemas.eval_captions import eval_captions_schema
+from schemas.shard_plan import SHARD_PLAN_SCHEMA_ID, shard_plan_schema
+from schemas.tabular import Row, iter_rows
 
 EVAL_SET_SCHEMA_ID = "eval_set/1"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -67,14 +74,15 @@ class ImportStats:
     tracks: int = 0
     captions: int = 0
     samples: int = 0
-    rejects: Counter = None
+    built: int = 0  # shards written by this run; the rest were done by an earlier one
+    skipped: int = 0
+    rejects: Counter = field(default_factory=Counter)
 
 
 def run(config: ImportConfig) -> ImportStats:
     path = Path(config.file)
     if not path.exists():
         raise ValueError(f"eval file {path} does not exist")
-    rows = read_rows(path)
     catalog_audio: dict[str, str] = {}
     root = config.audio_root or path.parent
     if config.catalog is not None:
@@ -84,44 +92,27 @@ def run(config: ImportConfig) -> ImportStats:
                 catalog_audio[track.track_id] = track.audio
         root = config.audio_root or (config.catalog if Path(config.catalog).is_dir()
                                      else Path(config.catalog).parent)
-    tracks: dict[str, dict] = {}
-    rejects: list[dict] = []
-    for number, row in enumerate(rows, 1):
-        reason, track_id, audio = _check(row, catalog_audio)
-        if reason:
-            rejects.append({"row": number, "track_id": track_id or "", "stage": "rows",
-                            "reason": reason})
-            continue
-        entry = tracks.setdefault(track_id, {"audio": audio, "captions": []})
-        if entry["audio"] != audio:
-            rejects.append({"row": number, "track_id": track_id, "stage": "rows",
-                            "reason": f"track {track_id} already has audio {entry['audio']}"})
-            continue
-        caption_id = row.get("caption_id")
-        caption_id = int(caption_id) if str(caption_id or "").strip().isdigit() else \
-            len(entry["captions"])
-        entry["captions"].append({"view_id": caption_id,
-                                  "language": str(row.get("language") or "en").strip(),
-                                  "text": " ".join(str(row.get("caption") or row.get(
-                                      "text")).split()), "spans": []})
+    stats = ImportStats()
+    tracks, rejects = _read_tracks(path, catalog_audio, stats)
     if not tracks:
         raise ValueError(f"{path}: no usable row (first problems: "
                          f"{[r['reason'] for r in rejects[:3]]})")
-    out = Path(config.out)
-    if out.exists():
-        shutil.rmtree(out / "_work", ignore_errors=True)
-        for old in out.glob("test-*.tar"):
-            old.unlink()
-    units = _write_plan(tracks, out / "_work" / "plan", config.max_samples)
+    out, work = Path(config.out), Path(config.out) / "_work"
     provenance = {"eval_file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
-    jobs = [ShardJob(unit, out / "_work" / "plan" / f"unit={unit}", out / f"{unit}.tar",
-                     out / "_work" / "done" / f"{unit}.json", config.clips,
-                     Path(root).resolve(), provenance) for unit in units]
-    done = list(map_jobs(build_shard, jobs, config.workers, "import-eval", "track",
-                         weights=[len(units[j.unit]) for j in jobs]))
+    units = _plan(config, tracks, Path(root).resolve(), provenance)
+    jobs = [ShardJob(unit, work / "plan" / f"unit={unit}", out / f"{unit}.tar",
+                     work / "done" / f"{unit}.json", config.clips, Path(root).resolve(),
+                     provenance) for unit in units]
+    for stale in out.glob(".test-*.tar.tmp-*"):  # left by a killed run
+        stale.unlink(missing_ok=True)
+    todo = [job for job in jobs if not (job.done.exists() and job.tar.exists())]
+    stats.skipped = len(jobs) - len(todo)
+    for _ in map_jobs(build_shard, todo, config.workers, "import-eval", "track",
+                      weights=[len(units[j.unit]) for j in todo]):
+        stats.built += 1
+    done = [json.loads(job.done.read_text(encoding="utf-8")) for job in jobs]
     rejects += [r for d in done for r in d["rejects"]]
-    stats = ImportStats(rows=len(rows), rejects=Counter(r["reason"].split(":")[0]
-                                                         for r in rejects))
+    stats.rejects = count_rejects(rejects)
     # every planned track is in its shard unless its audio was rejected
     kept = set(tracks) - {r["track_id"] for d in done for r in d["rejects"]}
     stats.tracks = len(kept)
@@ -131,50 +122,119 @@ def run(config: ImportConfig) -> ImportStats:
     return stats
 
 
-def _check(row: dict, catalog_audio: dict) -> tuple[str, str | None, str | None]:
-    """(reason, track_id, audio): a reason means the row is rejected."""
-    if "__error__" in row:
-        return row["__error__"], None, None
-    text = row.get("caption") if row.get("caption") is not None else row.get("text")
-    if not isinstance(text, str) or not text.strip():
-        return "no caption (column `caption` or `text`)", row.get("track_id"), None
-    track_id = str(row.get("track_id") or "").strip() or None
-    audio = str(row.get("audio") or "").strip() or None
+def _read_tracks(path: Path, catalog_audio: dict, stats: ImportStats
+                 ) -> tuple[dict[str, dict], list[dict]]:
+    """{track id: {audio, captions}} from the file's rows, and the rows rejected."""
+    tracks: dict[str, dict] = {}
+    rejects: list[dict] = []
+    for row in iter_rows(path):
+        stats.rows += 1
+        kind, reason, track_id, audio = _check(row, catalog_audio)
+        entry = tracks.get(track_id, {"audio": audio, "captions": []})
+        if not kind and entry["audio"] != audio:
+            kind, reason = "conflicting_audio", f"track {track_id} already has audio " \
+                f"{entry['audio']}"
+        caption_id = _caption_id(row.values.get("caption_id"), len(entry["captions"]))
+        if not kind and caption_id is None:
+            kind, reason = "bad_caption_id", (f"caption_id {row.values['caption_id']!r} "
+                                              "must be a whole number from 0")
+        language, problem = row.text("language")
+        if not kind and problem is not None:
+            kind, reason = "unreadable_row", f"{problem.field} {problem.message}"
+        if kind:
+            rejects.append(Reject(track_id or "", "rows", kind, reason, row=row.number)
+                           .to_json())
+            continue
+        tracks[track_id] = entry
+        entry["captions"].append({"view_id": caption_id,
+                                  "language": (language or "en").strip(),
+                                  "text": " ".join(row.text("caption", "text")[0].split()),
+                                  "spans": []})
+    return tracks, rejects
+
+
+def _caption_id(value, position: int) -> int | None:
+    """A row's caption_id: its position among the track's captions when it has none;
+    None when it is not a whole number from 0 (0 is a caption id, not a missing one)."""
+    if value is None or (isinstance(value, str) and not value.strip()) or \
+            (isinstance(value, float) and math.isnan(value)):
+        return position
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    return value if isinstance(value, int) and 0 <= value < 2 ** 31 else None
+
+
+def _check(row: Row, catalog_audio: dict) -> tuple[str, str, str | None, str | None]:
+    """(kind, reason, track_id, audio): a kind means the row is rejected."""
+    if row.problem is not None:
+        return "unreadable_row", row.problem.message, None, None
+    text, problem = row.text("caption", "text")
+    track_id, _ = row.text("track_id")
+    track_id = (track_id or "").strip() or None
+    if problem is not None:
+        return "no_caption", f"{problem.field} {problem.message}", track_id, None
+    if text is None or not text.strip():
+        return "no_caption", "no caption (column `caption` or `text`)", track_id, None
+    audio, _ = row.text("audio")
+    audio = (audio or "").strip() or None
     if audio is None and track_id is not None:
         audio = catalog_audio.get(track_id)
         if audio is None:
-            return (f"track {track_id} has no `audio` column value and is not in the "
-                    "catalog"), track_id, None
+            return "no_audio", (f"track {track_id} has no `audio` column value and is not "
+                                "in the catalog"), track_id, None
     if audio is None:
-        return "needs an `audio` path or a `track_id` with --catalog", track_id, None
+        return "no_audio", "needs an `audio` path or a `track_id` with --catalog", \
+            track_id, None
     if track_id is None:  # keys must be safe file names and WebDataset keys
         track_id = _UNSAFE.sub("_", Path(audio).stem).strip("_")[:100] or "track"
         track_id += "-" + hashlib.sha256(audio.encode()).hexdigest()[:8]
     elif _UNSAFE.search(track_id):
-        return (f"track_id {track_id!r} may only hold letters, digits, '_' and '-'",
-                track_id, None)
-    return "", track_id, audio
+        return "bad_track_id", (f"track_id {track_id!r} may only hold letters, digits, '_' "
+                                "and '-'"), track_id, None
+    return "", "", track_id, audio
+
+
+def _plan(config: ImportConfig, tracks: dict, root: Path, provenance: dict
+          ) -> dict[str, list[str]]:
+    """The shards' plan: reused when an interrupted import of the same rows and settings
+    left one (its finished shards are kept), else written afresh (old shards removed)."""
+    out, work = Path(config.out), Path(config.out) / "_work"
+    key = hashlib.sha256(json.dumps(
+        {"tracks": tracks, "root": str(root), "provenance": provenance,
+         "clips": asdict(config.clips), "max_samples": config.max_samples,
+         "plan_schema": SHARD_PLAN_SCHEMA_ID}, sort_keys=True).encode()).hexdigest()
+    marker = work / "plan.json"
+    if marker.exists():
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return saved["units"]
+    shutil.rmtree(work, ignore_errors=True)
+    for old in out.glob("test-*.tar"):
+        old.unlink()
+    units = _write_plan(tracks, work / "plan", config.max_samples)
+    write_text_atomic(marker, json.dumps({"key": key, "units": units}, sort_keys=True))
+    return units
 
 
 def _write_plan(tracks: dict, plan: Path, max_samples: int) -> dict[str, list[str]]:
     ids = sorted(tracks)
     units = {f"test-{i // max_samples:06d}": ids[i:i + max_samples]
              for i in range(0, len(ids), max_samples)}
-    views_type = pa.list_(pa.struct([pa.field("view_id", pa.int32()),
-                                     pa.field("language", pa.string()),
-                                     pa.field("text", pa.string()),
-                                     pa.field("spans", pa.list_(SPAN))]))
     for unit, members in units.items():
         folder = plan / f"unit={unit}"
         folder.mkdir(parents=True, exist_ok=True)
-        table = pa.table({
-            "position": list(range(len(members))), "track_id": members,
+        n = len(members)
+        table = pa.Table.from_pydict({
+            "position": list(range(n)), "track_id": members,
             "audio": [tracks[t]["audio"] for t in members],
-            "tags": ["{}"] * len(members), "tags_text": [""] * len(members),
-            "split": ["test"] * len(members),
-            "views": pa.array([tracks[t]["captions"] for t in members], type=views_type),
-            "engine": ["human"] * len(members), "model_id": ["reference"] * len(members),
-            "template_id": [""] * len(members), "template_hash": [""] * len(members)})
+            "tags": ["{}"] * n, "tags_text": [""] * n, "split": ["test"] * n,
+            "views": [tracks[t]["captions"] for t in members],
+            "engine": ["human"] * n, "model_id": ["reference"] * n,
+            "template_id": [""] * n, "template_hash": [""] * n}, schema=shard_plan_schema())
         pq.write_table(table, folder / "part.parquet")
     return units
 

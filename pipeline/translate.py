@@ -23,11 +23,10 @@ from pipeline.captions.engines import EngineConfig, Request, Sampling, make_engi
 from pipeline.captions.models import default_cache_dir
 from schemas.atomic import atomic_path
 from schemas.config import Config, setting
-from schemas.eval_captions import read_rows
+from schemas.languages import LANGUAGES, unknown_languages  # any of them, by name
+from schemas.problems import SchemaError
+from schemas.tabular import iter_rows
 
-LANGUAGE_NAMES = {"de": "German", "fr": "French", "it": "Italian", "es": "Spanish",
-                  "pt": "Portuguese", "nl": "Dutch", "ja": "Japanese", "zh": "Chinese",
-                  "ko": "Korean", "en": "English"}
 SYSTEM = ("You translate short descriptions of music. Keep every genre, mood and "
           "instrument. Answer with the translation only.")
 
@@ -39,7 +38,7 @@ class TranslateConfig(Config):
     out: Path = setting(help="Output file (.parquet, .jsonl, .csv or .tsv): the original "
                         "rows plus the translations.")
     languages: tuple[str, ...] = setting(("de", "fr", "it", "es"), help="Target language "
-                                         f"codes; known: {', '.join(LANGUAGE_NAMES)}.")
+                                         f"codes; known: {', '.join(LANGUAGES)}.")
     source: str = setting("en", help="Language of the captions to translate.")
     engine: EngineConfig = setting(factory=EngineConfig, help="The LLM engine (vllm or "
                                    "openai).")
@@ -50,11 +49,9 @@ class TranslateConfig(Config):
     batch: int = setting(256, help="Requests handed to the engine at once.")
 
     def check(self) -> list[str]:
-        problems = []
-        unknown = [lang for lang in self.languages if lang not in LANGUAGE_NAMES]
-        if not self.languages or unknown:
-            problems.append(f"languages must list codes from {sorted(LANGUAGE_NAMES)}; "
-                            f"got {list(self.languages)}")
+        problems = unknown_languages(self.languages)
+        if not self.languages:
+            problems.append("languages must list at least one code")
         if self.engine.engine == "template":
             problems.append("engine: the template engine writes captions from tags and "
                             "cannot translate; use vllm or openai")
@@ -74,14 +71,18 @@ def request_for(text: str, language: str, request_id: str) -> Request:
     seed = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "little")
     return Request(request_id, [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"Translate into {LANGUAGE_NAMES[language]}:\n{text}"}],
+        {"role": "user", "content": f"Translate into {LANGUAGES[language].name}:\n{text}"}],
         tags={}, language=language, seed=seed)
 
 
 def run(config: TranslateConfig) -> TranslateStats:
     if not Path(config.file).exists():
         raise ValueError(f"caption file {config.file} does not exist")
-    rows = [r for r in read_rows(Path(config.file)) if "__error__" not in r]
+    read = list(iter_rows(config.file))
+    problems = [r.problem for r in read if r.problem is not None]
+    if problems:  # every row is written back, so none may be left out
+        raise SchemaError(f"{config.file} has rows that cannot be read", problems)
+    rows = [r.values for r in read]
     stats = TranslateStats()
     source = [(i, r) for i, r in enumerate(rows)
               if str(r.get("language") or "en") == config.source

@@ -1,6 +1,7 @@
 """Find swap-dictionary descriptors in captions: what curation measures (tag recall,
-hallucinated descriptors) and the spans TextSwap edits. Shared by the pipeline and the
-trainer, so it lives here.
+hallucinated descriptors) and the spans TextSwap edits. Curation runs it; the spans it
+finds are part of the curated views and the shards' samples (the contract), and the
+trainer edits them there without matching again.
 
 Matching is case-insensitive, on word boundaries, longest match first, accepts space,
 hyphen or no separator inside multi-word terms ("hip hop", "hip-hop", "hiphop"), and

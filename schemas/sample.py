@@ -7,6 +7,7 @@ captions with their ids, language and the descriptor spans TextSwap edits.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -85,6 +86,33 @@ class Sample:
                    sample_rate=body["sample_rate"], split=body["split"], tags=body["tags"],
                    tags_text=body["tags_text"], views=views,
                    provenance=body.get("provenance", {}))
+
+
+SHARDS_REBUILD = "rebuild them with this version: `adswap shards --overwrite`"
+EVAL_SET_REBUILD = "import it again with this version: `adswap import-eval`"
+
+
+class SampleError(ValueError):
+    """A sample json this version cannot read (another schema version, a broken file)."""
+
+
+def read_sample_json(raw: bytes, where: str, rebuild: str = SHARDS_REBUILD) -> dict:
+    """A sample's json member, parsed and checked, as a dict (the loader reads millions:
+    no dataclasses). `where` names it ('train-000003.tar:abc-0.json'); `rebuild` says
+    how to remake the shard set when it was written by another version."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, TypeError) as err:  # a bad member, or bytes that are not UTF-8
+        raise SampleError(f"{where}: not a sample json ({err}); {rebuild}") from err
+    if not isinstance(body, dict):
+        raise SampleError(f"{where}: not a sample json (a {type(body).__name__}); {rebuild}")
+    if body.get("schema") != SAMPLE_SCHEMA_ID:
+        raise SampleError(f"{where}: written as {body.get('schema')!r} samples, but this "
+                          f"version of adswap reads '{SAMPLE_SCHEMA_ID}'; {rebuild}")
+    problems = validate_sample_json(body, where)
+    if problems:
+        raise SampleError("\n".join(str(p) for p in problems) + f"\n({rebuild})")
+    return body
 
 
 _REQUIRED = {

@@ -32,7 +32,8 @@ def run_ablation(config: AblationConfig) -> dict:
         for row, row_overrides in ROWS.items():
             run = out / f"{row}-s{seed}"
             report_file = run / "eval" / "report.json"
-            if not report_file.exists():
+            first = _set_entry(report_file, config.eval_sets[0])
+            if first is None:
                 resume = (run / "checkpoints" / "last.pt").exists()
                 train_config = load_config(
                     run / "config.yaml" if resume else config.train_config,
@@ -41,8 +42,7 @@ def run_ablation(config: AblationConfig) -> dict:
                 # the last checkpoint: every row gets the same training budget
                 evaluate(EvalConfig(run=run, sets=config.eval_sets, subsets=config.subsets,
                                     seed=seed, checkpoint="last"))
-            report = json.loads(report_file.read_text())
-            first = next(iter(report["sets"].values()))
+                first = _set_entry(report_file, config.eval_sets[0])
             metrics = first["languages"].get("en") or next(iter(first["languages"].values()))
             results[row].append({"seed": seed, "R@10": metrics["t2m_R@10"]["mean"],
                                  "MR": metrics["t2m_MR"]["mean"],
@@ -59,6 +59,15 @@ def run_ablation(config: AblationConfig) -> dict:
     (out / "ablation.md").write_text(render(summary))
     plot(summary, out / "ablation.png")
     return summary
+
+
+def _set_entry(report_file: Path, folder: Path) -> dict | None:
+    """The run's results on one eval set, if it has been evaluated on it (a run's report
+    keeps every set it was evaluated on)."""
+    if not report_file.exists():
+        return None
+    sets = json.loads(report_file.read_text(encoding="utf-8"))["sets"].values()
+    return next((entry for entry in sets if entry["path"] == str(folder)), None)
 
 
 def render(summary: dict) -> str:

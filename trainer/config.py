@@ -4,15 +4,50 @@ problem is listed at once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.catalog import DEFAULT_CATEGORIES
 from schemas.config import Config, ConfigError, setting
 from schemas.config import load_config as load
+from schemas.languages import unknown_languages
 
-AUDIO_KINDS = ("cnn", "htsat", "hf-frozen")
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class AudioEncoder:
+    """An audio encoder `model.audio.kind` can name. `target` ('module:Class') is
+    imported only when a model is built, so reading configs (and `adswap --help`) never
+    imports torch; the class takes the AudioConfig and returns [batch, time, width]
+    features (see trainer/encoders.py)."""
+
+    target: str
+    description: str
+    needs_path: bool = False  # model.audio.path must name its weights
+    check: Callable[[AudioConfig], list[str]] | None = None  # its own settings' problems
+
+
+def _cnn_problems(config: AudioConfig) -> list[str]:
+    pools = 2 ** len(config.channels)  # each cnn block halves frequency and time
+    if config.n_mels < pools or config.clip_seconds * config.sample_rate / config.hop < pools:
+        return [f"channels: {len(config.channels)} cnn blocks need n_mels and clip "
+                f"frames >= {pools}"]
+    return []
+
+
+# To add an audio encoder: write its class (trainer/encoders.py shows three) and add a
+# row here; the config's check, its --help and the model read this table.
+AUDIO_ENCODERS = {
+    "cnn": AudioEncoder("trainer.encoders:CnnEncoder", "log-mel CNN trained from "
+                        "scratch, the CPU default", check=_cnn_problems),
+    "htsat": AudioEncoder("trainer.encoders:HtsatEncoder", "HTS-AT, transformers' CLAP "
+                          "audio model, trained; from scratch or a CLAP checkpoint (path)"),
+    "hf-frozen": AudioEncoder("trainer.encoders:FrozenHFAudio", "a frozen Hugging Face "
+                              "audio model such as MERT (path), its layers mixed by a "
+                              "trained convolution", needs_path=True),
+}
 
 
 @dataclass(frozen=True)
@@ -47,14 +82,13 @@ class DataConfig(Config):
             p.append("samples_per_epoch and workers must be >= 0")
         if self.shuffle_buffer < 1 or self.shuffle_initial < 1:
             p.append("shuffle_buffer and shuffle_initial must be >= 1")
-        return p
+        return p + unknown_languages(self.languages)  # a typo would train on no caption
 
 
 @dataclass(frozen=True)
 class AudioConfig(Config):
-    kind: str = setting("cnn", choices=AUDIO_KINDS, flag="audio", help="Audio encoder: cnn "
-                        "(log-mel CNN from scratch), htsat (HTS-AT) or hf-frozen (a frozen "
-                        "Hugging Face model, e.g. MERT).")
+    kind: str = setting("cnn", flag="audio", help="Audio encoder: " + "; ".join(
+        f"{name} ({encoder.description})" for name, encoder in AUDIO_ENCODERS.items()) + ".")
     sample_rate: int = setting(16_000, help="Input rate in Hz; must match the shards.")
     clip_seconds: float = setting(5.0, help="Model input length; longer clips are cropped "
                                   "at random.")
@@ -84,14 +118,12 @@ class AudioConfig(Config):
             p.append("f_max must be 0 or in (f_min, sample_rate / 2]")
         if not self.channels or any(ch < 1 for ch in self.channels):
             p.append("channels must list positive widths")
-        pools = 2 ** len(self.channels)  # each cnn block halves frequency and time
-        if self.kind == "cnn" and (self.n_mels < pools or
-                                   self.clip_seconds * self.sample_rate / self.hop < pools):
-            p.append(f"channels: {len(self.channels)} cnn blocks need n_mels and clip "
-                     f"frames >= {pools}")
-        if self.kind == "hf-frozen" and not self.path:
-            p.append("path must name the frozen model for kind hf-frozen")
-        return p
+        encoder = AUDIO_ENCODERS.get(self.kind)
+        if encoder is None:
+            return p + [f"kind must be one of {', '.join(AUDIO_ENCODERS)}, got {self.kind!r}"]
+        if encoder.needs_path and not self.path:
+            p.append(f"path must name the model for kind {self.kind}")
+        return p + (encoder.check(self) if encoder.check else [])
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
-from schemas.sample import tags_text
+from schemas.sample import read_sample_json, tags_text
 from trainer.config import AudioConfig, DataConfig
 
 
@@ -94,7 +94,8 @@ def crop(audio: np.ndarray, frames: int, rng: random.Random | None) -> torch.Ten
 
 
 class MakePairs:
-    """Sample -> {audio, text, spans, tags, track_id, is_caption}."""
+    """Sample -> {audio, text, spans, tags, track_id}; the sample's json is checked
+    against schemas/sample first."""
 
     def __init__(self, data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch,
                  train: bool):
@@ -107,7 +108,7 @@ class MakePairs:
         rank, _, worker, _ = pytorch_worker_info()
         rng = random.Random(_seed("pairs", self.seed, self.epoch.get(), rank, worker))
         for sample in source:
-            meta = json.loads(sample["json"])
+            meta = read_sample_json(sample["json"], sample_name(sample))
             if meta["sample_rate"] != self.rate:
                 raise ValueError(f"{sample.get('__url__')}: clips are {meta['sample_rate']} Hz "
                                  f"but model.audio.sample_rate is {self.rate}; make shards "
@@ -126,8 +127,12 @@ class MakePairs:
             else:
                 text, spans = tags_text(meta["tags"])
             yield {"audio": audio, "text": text, "spans": spans, "tags": meta["tags"],
-                   "track_id": meta["track_id"], "is_caption": view is not None}
+                   "track_id": meta["track_id"]}
 
+
+def sample_name(sample: dict) -> str:
+    """'shards/train-000003.tar:abc-0.json', for errors."""
+    return f"{sample.get('__url__', '<shard>')}:{sample.get('__key__')}.json"
 
 
 def collate(samples: list[dict]) -> dict:

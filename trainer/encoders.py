@@ -1,15 +1,17 @@
 """Base encoders: each maps its input to a sequence [batch, time, width] (plus a padding
 mask for text), which the projection module turns into one embedding.
 
-Audio: `cnn` (log-mel CNN trained from scratch, the CPU default), `htsat` (HTS-AT through
-transformers' CLAP audio model, trained), `hf-frozen` (any frozen Hugging Face audio
-model; a trainable 1-D convolution mixes the hidden states of all its layers, as the
-paper does for MERT). Text: any frozen Hugging Face encoder, through open_clip's
-tokenizer wrapper and text tower where the architecture is one open_clip knows.
+Audio (each named in trainer/config.AUDIO_ENCODERS): `cnn` (log-mel CNN trained from
+scratch, the CPU default), `htsat` (HTS-AT through transformers' CLAP audio model,
+trained), `hf-frozen` (any frozen Hugging Face audio model; a trainable 1-D convolution
+mixes the hidden states of all its layers, as the paper does for MERT). Text: any frozen
+Hugging Face encoder, through open_clip's tokenizer wrapper and text tower where the
+architecture is one open_clip knows.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.resources
 import math
 
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import AudioConfig, TextConfig
+from trainer.config import AUDIO_ENCODERS, AudioConfig, TextConfig
 
 
 def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
@@ -74,8 +76,6 @@ class CnnEncoder(nn.Module):
     GroupNorm rather than BatchNorm: statistics per sample make a 2-process run equal a
     1-process run of the same global batch, and small CPU batches stable."""
 
-    frozen = False
-
     def __init__(self, config: AudioConfig):
         super().__init__()
         self.mel = LogMel(config)
@@ -102,8 +102,6 @@ class HtsatEncoder(nn.Module):
     """HTS-AT (transformers' ClapAudioModel), trained; from scratch with `htsat`
     overrides of ClapAudioConfig, or from a local pretrained CLAP checkpoint (`path`)."""
 
-    frozen = False
-
     def __init__(self, config: AudioConfig):
         super().__init__()
         from transformers import AutoConfig, ClapAudioConfig, ClapAudioModel, ClapModel
@@ -126,8 +124,6 @@ class HtsatEncoder(nn.Module):
 
 class FrozenHFAudio(nn.Module):
     """A frozen Hugging Face audio model; a trainable Conv1d mixes all its layers."""
-
-    frozen = True
 
     def __init__(self, config: AudioConfig):
         super().__init__()
@@ -170,8 +166,9 @@ class FrozenHFAudio(nn.Module):
 
 
 def audio_encoder(config: AudioConfig) -> nn.Module:
-    return {"cnn": CnnEncoder, "htsat": HtsatEncoder, "hf-frozen": FrozenHFAudio}[
-        config.kind](config)
+    """The encoder `config.kind` names in trainer/config.AUDIO_ENCODERS."""
+    module, _, name = AUDIO_ENCODERS[config.kind].target.partition(":")
+    return getattr(importlib.import_module(module), name)(config)
 
 
 def text_model_path(path: str) -> str:
@@ -183,8 +180,6 @@ def text_model_path(path: str) -> str:
 
 class FrozenText(nn.Module):
     """A frozen text encoder and its tokenizer; outputs token states and a padding mask."""
-
-    frozen = True
 
     def __init__(self, config: TextConfig):
         super().__init__()

@@ -8,7 +8,9 @@ Describer) gives one query per caption. Music-to-text: each track ranks the subs
 captions; its rank is that of its best caption. Results are per caption language.
 
 Embeddings are computed once per run, checkpoint and set, and cached in
-RUN/eval/<set>/embeddings.pt.
+RUN/eval/<set>/embeddings.pt. RUN/eval/report.{json,md} keep every set the run was
+evaluated on: a new set is added, a set evaluated again is replaced, and each set says
+which checkpoint and protocol its numbers come from.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from schemas.sample import EVAL_SET_REBUILD, read_sample_json
 from trainer.config import EvalConfig
-from trainer.data import crop, decode_audio, shard_urls
+from trainer.data import crop, decode_audio, sample_name, shard_urls
 from trainer.metrics import pool_tracks, ranks
 from trainer.model import DuetMC
 
@@ -76,7 +79,7 @@ def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float
     if not urls:
         raise ValueError(f"{folder} has no test shards with samples")
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-        meta = json.loads(sample["json"])
+        meta = read_sample_json(sample["json"], sample_name(sample), EVAL_SET_REBUILD)
         if meta["sample_rate"] != sample_rate:
             raise ValueError(f"{folder}: clips are {meta['sample_rate']} Hz but the model "
                              f"takes {sample_rate} Hz; import the set at that rate")
@@ -188,13 +191,27 @@ def evaluate(config: EvalConfig) -> dict:
         report["sets"][name] = {"path": str(folder), "tracks": len(data["track_ids"]),
                                 "clips": len(data["clip_track"]),
                                 "captions": len(data["caption_language"]),
-                                "languages": per_language}
+                                "checkpoint": checkpoint.name,
+                                "checkpoint_sha256": checkpoint_sha[:16],
+                                "protocol": report["protocol"], "languages": per_language}
     out = Path(config.run) / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    report["sets"] = {**_earlier_sets(out / "report.json"), **report["sets"]}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(render(report))
     plot(report, out)
     return report
+
+
+def _earlier_sets(path: Path) -> dict:
+    """The sets an earlier `adswap eval` of this run reported, kept beside this one's."""
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8"))["sets"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); move it away to start the "
+                         "run's evaluation report afresh") from err
 
 
 def render(report: dict) -> str:
@@ -207,7 +224,7 @@ def render(report: dict) -> str:
              f"clips pooled by {report['protocol']['pooling']}; mean ± std over subsets.", ""]
     for name, entry in report["sets"].items():
         lines += [f"## {name}", "", f"{entry['tracks']} tracks, {entry['clips']} clips, "
-                  f"{entry['captions']} captions.", "",
+                  f"{entry['captions']} captions.{_measured(entry, report)}", "",
                   "| language | direction | R@1 | R@5 | R@10 | MR | queries | subsets |",
                   "|---|---|---|---|---|---|---|---|"]
         for language, m in entry["languages"].items():
@@ -219,6 +236,21 @@ def render(report: dict) -> str:
         lines.append("")
     lines += ["![recall at k](recall_at_k.png) ![R@10 per set](r10_by_set.png)", ""]
     return "\n".join(lines)
+
+
+def _measured(entry: dict, report: dict) -> str:
+    """Where a set's numbers come from, when not from this report's checkpoint and
+    protocol (an earlier evaluation kept in the report)."""
+    if "checkpoint_sha256" not in entry:
+        return " Measured by an earlier `adswap eval` that did not record its checkpoint."
+    if entry["checkpoint_sha256"] == report["checkpoint_sha256"] and \
+            entry["protocol"] == report["protocol"]:
+        return ""
+    protocol = entry["protocol"]
+    return (f" Measured earlier: checkpoint `{entry['checkpoint']}` "
+            f"({entry['checkpoint_sha256']}), {protocol['subsets']} subsets of "
+            f"{protocol['subset_size']} tracks (seed {protocol['seed']}), clips pooled by "
+            f"{protocol['pooling']}.")
 
 
 def plot(report: dict, out: Path) -> None:

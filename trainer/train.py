@@ -397,8 +397,6 @@ def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
     body = {
         "model": model.trainable_state(),
         "optimizer": optimizer.state_dict(),
-        # bf16 autocast needs no loss scaler; the key is kept so a checkpoint says so
-        "scaler": None,
         "state": asdict(state),
         "config": as_dict(config),
         "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),

@@ -15,15 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from schemas.languages import LANGUAGES  # captions are written in any of them
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = "caption-v1"
 MAX_TAG_CHARS = 64
 MAX_TAGS_PER_CATEGORY = 32
-LANGUAGES = {
-    "en": "English", "de": "German", "fr": "French", "it": "Italian", "es": "Spanish",
-    "pt": "Portuguese", "nl": "Dutch", "pl": "Polish", "sv": "Swedish", "ja": "Japanese",
-    "ko": "Korean", "zh": "Chinese",
-}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -49,7 +46,7 @@ class Template:
         """Chat messages: the shared prefix first, the track's query last."""
         text = self.query.format(tags=format_tags(tags))
         if language != "en":
-            text += " " + self.language.format(language=LANGUAGES[language])
+            text += " " + self.language.format(language=LANGUAGES[language].name)
         return [*self.prefix, {"role": "user", "content": text}]
 
 

@@ -289,10 +289,14 @@ def _check_layout(out: Path, config: CaptionsConfig) -> None:
 
 
 def _remove_stale_chunks(out: Path, config: CaptionsConfig, n_chunks: int) -> None:
-    """Chunks past the end, left by a run over a larger catalog, would add old rows."""
-    for path in out.glob(f"views-r{config.rank:05d}-of{config.world_size:05d}-*.parquet"):
+    """Chunks past the end, left by a run over a larger catalog, would add old rows;
+    this rank's temporary files were left by a killed run (other ranks own theirs)."""
+    mine = f"views-r{config.rank:05d}-of{config.world_size:05d}-*.parquet"
+    for path in out.glob(mine):
         if int(path.stem.rsplit("-", 1)[1]) >= n_chunks:
             path.unlink()
+    for stale in out.glob(f".{mine}.tmp-*"):
+        stale.unlink(missing_ok=True)
 
 
 def _write_stats(out: Path, config: CaptionsConfig, identity: _Identity,

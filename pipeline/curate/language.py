@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_WORDS = {
+from schemas.languages import LANGUAGES
+
+# The languages the `language` rule checks (schemas/languages has the rest): frequent
+# function words, to tell one language's caption from another's.
+FUNCTION_WORDS = {
     "en": "a an the and with of in on is this that its by from for to".split(),
     "de": "ein eine einer einem der die das und mit von im ist zu den dem des".split(),
     "fr": "un une le la les et avec de du des est dans au aux pour sur".split(),
@@ -19,9 +23,9 @@ _WORDS = {
     "nl": "een de het en met van is in op voor".split(),
 }
 _TOKEN = re.compile(r"[^\W\d_]+", re.UNICODE)
-LATIN_LANGUAGES = {"en", "de", "fr", "es", "it", "pt", "nl", "pl", "sv"}
+LATIN_LANGUAGES = {code for code, lang in LANGUAGES.items() if lang.script == "latin"}
 _LANGUAGES_OF: dict[str, tuple[str, ...]] = {}
-for _lang, _words in _WORDS.items():
+for _lang, _words in FUNCTION_WORDS.items():
     for _word in _words:
         _LANGUAGES_OF[_word] = _LANGUAGES_OF.get(_word, ()) + (_lang,)
 
@@ -30,7 +34,7 @@ def foreign_language(text: str, expected: str) -> str | None:
     """The language a caption reads as, when that is not `expected`: it uses at least
     two function words of one other language and none of the expected one. Shared
     short words ("a", "as") make anything weaker too easy to get wrong."""
-    if expected not in _WORDS:
+    if expected not in FUNCTION_WORDS:
         return None  # no word list for it: nothing to compare against
     scores: dict[str, int] = {}
     for token in _TOKEN.findall(text.lower()):

@@ -22,9 +22,7 @@ views files' order without sorting wide rows, and the same inputs give the same 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -50,6 +48,8 @@ from pipeline.parallel import map_jobs
 from pipeline.sql import sql_string
 from schemas.catalog import CatalogConfig, iter_catalog, read_setting, tag_map_for
 from schemas.config import Config, setting
+from schemas.problems import SchemaError
+from schemas.tabular import iter_rows
 from schemas.views import curated_schema, rejected_schema, views_schema
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -138,6 +138,7 @@ def rule_files() -> list[tuple[str, Path]]:
 def run(config: CurateConfig) -> CurateStats:
     started = time.perf_counter()
     settings = load_settings(config.settings)
+    eval_lists = _read_eval_sets(config.eval_sets)
     out = Path(config.out)
     cache = out / "_analysed"
     cache.mkdir(parents=True, exist_ok=True)
@@ -193,7 +194,7 @@ def run(config: CurateConfig) -> CurateStats:
                array_to_string(list_transform(hallucinated,
                    lambda d: d.term || ' (' || d.category || ')'), ', ') AS hallucinated_text
         FROM rows WHERE rule IS NULL""")
-    _load_eval_sets(con, config.eval_sets)
+    _load_eval_sets(con, eval_lists)
     for name, path in rule_files():
         values = settings["rules"].get(name, {"enabled": True})
         if not values.get("enabled", True):
@@ -271,62 +272,58 @@ def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str
     return table, tags
 
 
-def _load_eval_sets(con, paths) -> None:
-    """Decontamination lists: track ids, artists and normalised captions of eval sets
-    (CSV, JSONL or Parquet with any of track_id, artist, artist_id, caption/text
-    columns). Song Describer numbers MTG-Jamendo's tracks and artists without their
-    prefix and zeros (1350 for track_0001350), so a numeric id also stands for its
-    MTG-Jamendo form."""
+def _read_eval_sets(paths) -> dict[str, list[tuple[str, str]]]:
+    """Decontamination lists: (track id | artist | normalised caption, file name) of eval
+    sets (CSV, TSV, JSONL or Parquet with any of track_id, artist, artist_id,
+    caption/text columns); read before any work, so a bad file stops the stage at once.
+    Song Describer numbers MTG-Jamendo's tracks and artists without their prefix and
+    zeros (1350 for track_0001350), so a numeric id also stands for its MTG-Jamendo form."""
     ids, artists, texts = [], [], []
     for path in paths:
-        for row in _eval_rows(Path(path)):
-            name = Path(path).name
-            if row.get("track_id") not in (None, ""):
-                ids += [(track_id, name) for track_id in _id_forms(row["track_id"], "track", 7)]
-            if row.get("artist"):
-                artists.append((str(row["artist"]).strip().lower(), name))
-            if row.get("artist_id") not in (None, ""):
-                artists += [(a.lower(), name) for a in _id_forms(row["artist_id"], "artist", 6)]
-            text = row.get("caption") or row.get("text")
+        name, problems, useful = Path(path).name, [], 0
+        for row in iter_rows(path):
+            found = [row.problem] if row.problem else []
+            track_id, bad_id = row.text("track_id")
+            artist, bad_artist = row.text("artist")
+            artist_id, bad_artist_id = row.text("artist_id")
+            text, bad_text = row.text("caption", "text")
+            found += [p for p in (bad_id, bad_artist, bad_artist_id, bad_text) if p]
+            if found:
+                problems += found
+                continue
+            if track_id:
+                ids += [(form, name) for form in _id_forms(track_id, "track", 7)]
+            if artist:
+                artists.append((artist.strip().lower(), name))
+            if artist_id:
+                artists += [(form.lower(), name) for form in _id_forms(artist_id, "artist", 6)]
             if text:
-                texts.append((normalise_text(str(text)), name))
-    for table, column, rows in (("eval_tracks", "track_id", ids),
-                                ("eval_artists", "artist", artists),
-                                ("eval_texts", "text", texts)):
+                texts.append((normalise_text(text), name))
+            useful += bool(track_id or artist or artist_id or text)
+        if problems:
+            raise SchemaError(f"evaluation set {path} has rows that cannot be read; fix "
+                              "them so every eval item is checked", problems)
+        if not useful:
+            raise SchemaError(f"evaluation set {path} names no track_id, artist, artist_id "
+                              "or caption (or text); nothing to decontaminate against", [])
+    return {"eval_tracks": ids, "eval_artists": artists, "eval_texts": texts}
+
+
+def _id_forms(value: str, prefix: str, digits: int) -> list[str]:
+    """An eval set's id as written, and for a number (Song Describer) also its
+    MTG-Jamendo form: 1350 -> track_0001350."""
+    text = value.strip()
+    return [text, f"{prefix}_{int(text):0{digits}d}"] if text.isdigit() else [text]
+
+
+def _load_eval_sets(con, lists: dict[str, list[tuple[str, str]]]) -> None:
+    for table, column in (("eval_tracks", "track_id"), ("eval_artists", "artist"),
+                          ("eval_texts", "text")):
+        rows = lists[table]
         data = pa.table({column: [r[0] for r in rows], "source": [r[1] for r in rows]},
                         schema=pa.schema([(column, pa.string()), ("source", pa.string())]))
         con.register(f"{table}_arrow", data)
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_arrow").fetchall()
-
-
-def _id_forms(value, prefix: str, digits: int) -> list[str]:
-    """An eval set's id as written, and for a number (Song Describer) also its
-    MTG-Jamendo form: 1350 -> track_0001350."""
-    text = str(value).strip()
-    if text.isdigit():
-        return [text, f"{prefix}_{int(text):0{digits}d}"]
-    return [text]
-
-
-def _eval_rows(path: Path):
-    if not path.exists():
-        raise ValueError(f"evaluation set {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        yield from pq.read_table(path).to_pylist()
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            yield from csv.DictReader(f)
-    elif suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}: line {number} is not JSON: {err.msg}") from err
-    else:
-        raise ValueError(f"evaluation set {path}: use .csv, .jsonl or .parquet")
 
 
 def _write_outputs(con, analysed: list[tuple[str, int, int]], out: Path,

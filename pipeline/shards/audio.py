@@ -23,7 +23,12 @@ FORMATS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "PCM_16")}
 
 
 class AudioReject(Exception):
-    """A track that cannot give a clip; the message is the reason recorded in rejects."""
+    """A track that cannot give a clip: its kind (pipeline/rejects.KINDS) and, as the
+    message, the reason recorded in rejects."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -71,21 +76,22 @@ class Clip:
 def load_mono(path: Path, sample_rate: int) -> np.ndarray:
     """Decode any format libsndfile reads, downmix to mono and resample (soxr, HQ)."""
     if not path.is_file():
-        raise AudioReject("audio file is missing")
+        raise AudioReject("missing_audio", "audio file is missing")
     try:
         with sf.SoundFile(path) as audio:
             expected, rate = audio.frames, audio.samplerate
             data = audio.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         reason = getattr(err, "error_string", None) or str(err)
-        raise AudioReject(f"unreadable audio: {reason.strip()}") from err
+        raise AudioReject("unreadable_audio", f"unreadable audio: {reason.strip()}") from err
     if expected > 0 and len(data) < expected:
-        raise AudioReject(f"truncated audio: {len(data)} of {expected} frames decoded")
+        raise AudioReject("truncated_audio",
+                          f"truncated audio: {len(data)} of {expected} frames decoded")
     if len(data) == 0:
-        raise AudioReject("audio file has no samples")
+        raise AudioReject("empty_audio", "audio file has no samples")
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
     if not np.isfinite(mono).all():
-        raise AudioReject("audio holds NaN or infinite samples")
+        raise AudioReject("non_finite_audio", "audio holds NaN or infinite samples")
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
     return mono
@@ -96,8 +102,8 @@ def clip_starts(n_frames: int, config: ClipConfig, track_id: str) -> list[int]:
     length = config.clip_frames
     fit = n_frames // length
     if fit == 0:
-        raise AudioReject(f"audio is {n_frames / config.sample_rate:.2f} s, shorter than one "
-                          f"{config.clip_seconds:g} s clip")
+        raise AudioReject("too_short", f"audio is {n_frames / config.sample_rate:.2f} s, "
+                          f"shorter than one {config.clip_seconds:g} s clip")
     if config.position == "all":
         return [i * length for i in range(fit)]
     count = min(config.clips_per_track, fit)
@@ -137,5 +143,6 @@ def make_clips(path: Path, config: ClipConfig, track_id: str) -> list[Clip]:
     if not clips:
         peak = float(np.abs(mono).max())
         level = "digital silence" if peak == 0 else f"peak {20 * math.log10(peak):.1f} dBFS"
-        raise AudioReject(f"silent: every clip is below {config.silence_db:g} dBFS ({level})")
+        raise AudioReject("silent", f"silent: every clip is below {config.silence_db:g} dBFS "
+                          f"({level})")
     return clips

@@ -6,9 +6,9 @@ estimate of bytes (16-bit PCM, which FLAC never exceeds in practice). The plan d
 only on the inputs and settings, never on worker count or timing, so every shard is
 one unit of work with reproducible bytes.
 
-The per-shard inputs (audio path, tags, curated views) are written by DuckDB as one
-small Parquet file per shard, so a worker reads only its own tracks and memory does
-not grow with the catalog.
+The per-shard inputs (audio path, tags, curated views; schemas/shard_plan) are written
+by DuckDB as one small Parquet file per shard, so a worker reads only its own tracks
+and memory does not grow with the catalog.
 """
 
 from __future__ import annotations
@@ -23,25 +23,20 @@ import duckdb
 import pyarrow as pa
 import soundfile as sf
 
+from pipeline.rejects import Reject
 from pipeline.shards.audio import ClipConfig
 from pipeline.sql import sql_string
 from schemas.catalog import SPLITS, CatalogConfig, iter_catalog, resolve_audio
+from schemas.problems import SCHEMA_KEY
 from schemas.sample import tags_text
+from schemas.shard_plan import SHARD_PLAN_SCHEMA_ID, shard_plan_schema
 
 # Tar framing per member (header and padding), and a json estimate per sample.
 _MEMBER_OVERHEAD = 1536
 _JSON_BASE = 1024
 _JSON_PER_VIEW = 160
-
-
-@dataclass(frozen=True)
-class Reject:
-    track_id: str
-    reason: str
-    stage: str  # 'catalog', 'plan' or 'audio'
-
-    def to_json(self) -> dict:
-        return {"track_id": self.track_id, "stage": self.stage, "reason": self.reason}
+# plan columns taken from the curated views; the rest come from the catalog
+_FROM_VIEWS = {"split", "views", "engine", "model_id", "template_id", "template_hash"}
 
 
 @dataclass(frozen=True)
@@ -120,11 +115,13 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
     seen: set[str] = set()
     for track, problems in iter_catalog(catalog, catalog_config):
         if track is None:
-            rejects += [Reject("", str(p), "catalog") for p in problems]
+            rejects += [Reject("", "catalog", "invalid_catalog_row", str(p))
+                        for p in problems]
             continue
         seen.add(track.track_id)
         if track.track_id not in summary:
-            rejects.append(Reject(track.track_id, "no curated views", "plan"))
+            rejects.append(Reject(track.track_id, "plan", "no_curated_views",
+                                  "no curated views"))
             continue
         split, _, n_views, text_bytes = summary[track.track_id]
         duration = track.duration_s
@@ -139,7 +136,8 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
         rows["audio"].append(track.audio)
         rows["tags"].append(json.dumps(tags, ensure_ascii=False))
         rows["tags_text"].append(tags_text(tags)[0])
-    rejects += [Reject(t, "curated views name a track that is not in the catalog", "plan")
+    rejects += [Reject(t, "plan", "not_in_catalog",
+                       "curated views name a track that is not in the catalog")
                 for t in sorted(set(summary) - seen)]
 
     units = assign_shards(planned, seed, max_samples, max_bytes)
@@ -149,10 +147,11 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
     con.register("planned", pa.table(rows))
     shutil.rmtree(target, ignore_errors=True)
     # Views keep the curated order (view, language); the first view names the model
-    # and template for the sample's provenance.
+    # and template for the sample's provenance. The columns are schemas/shard_plan's.
+    columns = ", ".join(("v." if name in _FROM_VIEWS else "p.") + name
+                        for name in shard_plan_schema().names)
     con.execute(f"""COPY (
-        SELECT p.unit, p.position, p.track_id, p.audio, p.tags, p.tags_text, v.split, v.views,
-               v.engine, v.model_id, v.template_id, v.template_hash
+        SELECT p.unit, {columns}
         FROM planned p JOIN (
             SELECT track_id, any_value(split) AS split,
                    list(struct_pack(view_id := view_id, language := language, text := text,
@@ -163,7 +162,9 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
             FROM read_parquet({sql_string(curated_glob(curated))}) GROUP BY track_id) v
         USING (track_id)
         ORDER BY p.unit, p.position
-    ) TO {sql_string(target)} (FORMAT parquet, PARTITION_BY (unit))""").fetchall()
+    ) TO {sql_string(target)} (FORMAT parquet, PARTITION_BY (unit),
+         KV_METADATA {{{sql_string(SCHEMA_KEY.decode())}: {sql_string(SHARD_PLAN_SCHEMA_ID)}}})
+    """).fetchall()
     con.close()
     return units, rejects
 

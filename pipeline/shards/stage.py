@@ -25,17 +25,17 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from pipeline.parallel import map_jobs
+from pipeline.rejects import Reject, count_rejects
 from pipeline.sharding import check_rank, rank_setting, resolve_rank, world_size_setting
 from pipeline.shards.audio import AudioReject, ClipConfig, make_clips
-from pipeline.shards.plan import Reject, build_plan, curated_glob, unit_file
+from pipeline.shards.plan import build_plan, curated_glob, unit_file
 from pipeline.shards.tar import write_tar
 from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, read_setting, resolve_audio, tag_map_for
 from schemas.config import Config, setting
 from schemas.sample import SAMPLE_SCHEMA_ID, Sample, SampleView
+from schemas.shard_plan import SHARD_PLAN_SCHEMA_ID, read_plan_unit
 from schemas.views import Span
 
 MANIFEST_SCHEMA_ID = "shards/1"
@@ -178,17 +178,22 @@ def run(config: ShardsConfig) -> ShardsStats:
 
 def _plan(config: ShardsConfig, catalog_config: CatalogConfig, settings_hash: str,
           plan: Path) -> tuple[dict[str, list[str]], list[Reject]]:
-    """Reuse the plan of an interrupted run with the same inputs; refuse to mix runs."""
+    """Reuse the plan of an interrupted run with the same inputs; refuse to mix runs.
+    A plan written by another version of adswap (another plan schema) is made again,
+    with its shards: the inputs are the same, so nothing of the user's is lost."""
     work = plan.parent
     marker = plan.with_suffix(".json")
+    start_over = config.overwrite
     if marker.exists():
         saved = json.loads(marker.read_text(encoding="utf-8"))
-        if saved["settings_hash"] == settings_hash:
-            return saved["units"], [Reject(**r) for r in saved["rejects"]]
-        if not config.overwrite:
+        if saved["settings_hash"] != settings_hash and not config.overwrite:
             raise ValueError(f"{config.out} holds shards made from other inputs or settings; "
                              "use another --out folder or pass --overwrite")
-    if config.overwrite and Path(config.out).exists():
+        if saved["settings_hash"] == settings_hash and \
+                saved.get("plan_schema") == SHARD_PLAN_SCHEMA_ID:
+            return saved["units"], [Reject(**r) for r in saved["rejects"]]
+        start_over = True
+    if start_over and Path(config.out).exists():
         for old in Path(config.out).glob("*.tar"):
             old.unlink()
         shutil.rmtree(work, ignore_errors=True)
@@ -196,7 +201,7 @@ def _plan(config: ShardsConfig, catalog_config: CatalogConfig, settings_hash: st
     units, rejects = build_plan(config.catalog, config.curated, config.clips, catalog_config,
                                 config.clips.seed, config.max_samples, config.max_bytes, plan)
     write_text_atomic(marker, json.dumps({
-        "settings_hash": settings_hash, "units": units,
+        "settings_hash": settings_hash, "plan_schema": SHARD_PLAN_SCHEMA_ID, "units": units,
         "rejects": [asdict(r) for r in rejects]}, sort_keys=True))
     return units, rejects
 
@@ -207,14 +212,17 @@ def _is_done(job: ShardJob) -> bool:
 
 def build_shard(job: ShardJob) -> dict:
     """Write one shard and its done marker; a bad track is a reject, never a half sample."""
-    rows = pq.read_table(job.plan).sort_by("position").to_pylist()
+    rows = read_plan_unit(job.plan)
     samples, rejects, seconds, clips_per_track = [], [], 0.0, Counter()
     for row in rows:
         try:
             clips = make_clips(resolve_audio(row["audio"], job.audio_root), job.clips,
                                row["track_id"])
-        except (AudioReject, ValueError) as err:
-            rejects.append(Reject(row["track_id"], str(err), "audio").to_json())
+        except AudioReject as err:
+            rejects.append(Reject(row["track_id"], "audio", err.kind, str(err)).to_json())
+            continue
+        except ValueError as err:  # resolve_audio: outside the audio root, a URI scheme
+            rejects.append(Reject(row["track_id"], "audio", "audio_path", str(err)).to_json())
             continue
         clips_per_track[len(clips)] += 1
         views = [SampleView(view_id=v["view_id"], language=v["language"], text=v["text"],
@@ -283,13 +291,8 @@ def _finish(config: ShardsConfig, units: dict, done: dict, plan_rejects: list[Re
     stats.tracks = sum(e["tracks"] for e in splits.values())
     stats.bytes = sum(e["bytes"] for e in splits.values())
     stats.audio_hours = round(sum(e["audio_hours"] for e in splits.values()), 4)
-    stats.rejects = Counter(_reason_kind(r) for r in rejects)
+    stats.rejects = count_rejects(rejects)
     return manifest
-
-
-def _reason_kind(reject: dict) -> str:
-    """Group reasons for counting: 'audio: truncated audio', 'plan: no curated views'."""
-    return f"{reject['stage']}: {reject['reason'].split(':')[0].split(' (')[0]}"
 
 
 def _write_report(out: Path, stats: ShardsStats, manifest: dict, config: ShardsConfig

@@ -87,9 +87,15 @@ def test_rejected_catalog_rows_are_counted_not_dropped_silently(tmp_path, catalo
 def test_rerun_generates_nothing(tmp_path, catalog):
     run(config(tmp_path))
     before = rows(tmp_path / "views")
+    # as a killed run leaves its temporary file; another rank's is that rank's to clean
+    killed = tmp_path / "views" / ".views-r00000-of00001-00002.parquet.tmp-999999"
+    others = tmp_path / "views" / ".views-r00001-of00002-00000.parquet.tmp-999999"
+    killed.write_bytes(b"half a chunk")
+    others.write_bytes(b"half a chunk")
     stats = run(config(tmp_path))
     assert stats.views_generated == 0 and stats.chunks_skipped == 4
     assert rows(tmp_path / "views") == before
+    assert not killed.exists() and others.exists()
 
 
 def test_changed_settings_regenerate_exactly_the_affected_views(tmp_path, catalog):

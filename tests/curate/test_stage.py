@@ -144,6 +144,16 @@ def test_bad_stage_settings():
     assert "workers" in str(err.value)
 
 
+def test_the_default_settings_file_names_flags_curate_has():
+    import re
+
+    from adswap.config_cli import flag_names
+    from pipeline.curate.stage import DEFAULT_SETTINGS
+
+    named = re.findall(r"--[a-z][a-z-]*", DEFAULT_SETTINGS.read_text(encoding="utf-8"))
+    assert named and set(n[2:] for n in named) <= set(flag_names(CurateConfig).values())
+
+
 def test_splits_are_deterministic_and_keep_artists_together():
     tracks = [Track(f"t{i}", "a.flac", {"genre": ("rock",)}, artist=f"Artist {i % 37}")
               for i in range(2000)]
@@ -184,6 +194,29 @@ def test_cli_curate(tmp_path, curated):
     bad = CliRunner().invoke(app, ["curate", "--views", str(tmp_path / "none"), "--catalog",
                                    str(out.parent / "catalog.jsonl"), "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "no views Parquet files" in bad.output
+
+
+def test_eval_sets_in_any_tabular_format_and_bad_rows_named_before_any_work(tmp_path,
+                                                                          curated):
+    out, _ = curated
+    base = out.parent
+    tsv = tmp_path / "eval.tsv"
+    tsv.write_bytes("\ufefftrack_id\tartist\tcaption\nt4\t\t\n".encode())  # with a BOM
+    stats = run(CurateConfig(views=base / "views", catalog=base / "catalog.jsonl",
+                             out=tmp_path / "tsv", eval_sets=(tsv,)))
+    assert stats.by_rule["decontamination"] == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"track_id": "t4"}\n{"caption": ["a", "list"]}\n[1]\n')
+    with pytest.raises(SchemaError) as err:
+        run(CurateConfig(views=base / "views", catalog=base / "catalog.jsonl",
+                         out=tmp_path / "bad", eval_sets=(bad,)))
+    assert f"{bad}: row 2: caption: must be text, got list" in str(err.value)
+    assert f"{bad}: row 3: expected a JSON object, got list" in str(err.value)
+    assert not (tmp_path / "bad").exists()  # nothing was analysed
+    (tmp_path / "ids.csv").write_text("id,name\n1,x\n")
+    with pytest.raises(SchemaError, match="names no track_id, artist, artist_id or caption"):
+        run(CurateConfig(views=base / "views", catalog=base / "catalog.jsonl",
+                         out=tmp_path / "bad", eval_sets=(tmp_path / "ids.csv",)))
 
 
 def test_rerun_reuses_the_analysis_and_applies_new_thresholds(tmp_path, curated):

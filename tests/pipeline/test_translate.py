@@ -52,7 +52,7 @@ def test_translations_are_added_per_language_and_failures_counted(server, tmp_pa
 def test_bad_languages_and_the_template_engine_are_refused(tmp_path):
     result = CliRunner().invoke(app, ["translate-captions", "--file", str(tmp_path / "x.csv"),
                                       "--out", str(tmp_path / "y.csv"), "--languages", "xx"])
-    assert result.exit_code == 1 and "languages must list codes" in result.output
+    assert result.exit_code == 1 and "languages: 'xx' unknown" in result.output
     result = CliRunner().invoke(app, ["translate-captions", "--file", str(tmp_path / "x.csv"),
                                       "--out", str(tmp_path / "y.csv"), "--engine", "template"])
     assert result.exit_code == 1 and "cannot translate" in result.output

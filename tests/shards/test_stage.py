@@ -24,10 +24,13 @@ from typer.testing import CliRunner
 
 from adswap.cli import app
 from pipeline.card import update_card
+from pipeline.rejects import KINDS
 from pipeline.shards.audio import ClipConfig
 from pipeline.shards.stage import ShardsConfig, card_facts, run
 from schemas.catalog import Track, write_catalog
+from schemas.problems import SCHEMA_KEY, SchemaError
 from schemas.sample import validate_sample_json
+from schemas.shard_plan import SHARD_PLAN_SCHEMA_ID, read_plan_unit
 
 CLIPS = ClipConfig(sample_rate=16_000, clip_seconds=2, clips_per_track=2, position="centre")
 
@@ -203,6 +206,7 @@ def test_bad_audio_is_rejected_with_its_reason_and_never_stops_the_stage(demo_ca
         "truncated": lambda p: p.write_bytes((demo / good[1].audio).read_bytes()[:30_000]),
         "silent": lambda p: sf.write(p, np.zeros(rate * 4, np.float32), rate, format="FLAC"),
         "short": lambda p: sf.write(p, source[:rate], rate, format="FLAC"),
+        "shorter": lambda p: sf.write(p, source[:rate // 2], rate, format="FLAC"),
     }
     tracks = []
     for name, make in faults.items():
@@ -239,9 +243,17 @@ def test_bad_audio_is_rejected_with_its_reason_and_never_stops_the_stage(demo_ca
     assert reasons["silent"].startswith("silent")
     assert "shorter than one 2 s clip" in reasons["short"]
     assert any("outside the audio root" in r for r in reasons)  # refused by the catalog
+    kinds = {k: r["kind"] for k, r in rejects.items()}
+    assert {kinds[k] for k in ("missing", "garbage", "silent", "short", "shorter")} == \
+        {"missing_audio", "unreadable_audio", "silent", "too_short"}
+    assert kinds["truncated"] in ("truncated_audio", "unreadable_audio")
+    assert all(kind in KINDS for kind in kinds.values())
     assert stats.tracks == 4 and stats.samples == 8
     report = (tmp_path / "shards" / "report.md").read_text()
     assert "audio: audio file is missing: 1" in report and "audio: silent: 1" in report
+    # counted by kind, not by message: 1.00 s and 0.50 s are one line
+    assert "audio: shorter than one clip: 2" in report
+    assert "catalog: invalid catalog row: 1" in report
     keys = [s["__key__"] for p in tars(tmp_path / "shards")
             for s in wds.WebDataset(str(p), shardshuffle=False)]
     assert sorted(keys) == sorted(f"good-{c}-{i}" for c in ("wav", "ogg", "mp3", "flac")
@@ -252,6 +264,39 @@ def _all_splits_train(tmp_path):
     path = tmp_path / "curation.yaml"
     path.write_text("splits:\n  valid_fraction: 0\n  test_fraction: 0\n")
     return path
+
+
+def test_the_plan_is_written_in_its_declared_schema_and_checked_when_read(shards,
+                                                                          tmp_path):
+    out, _ = shards
+    units = sorted((out / "_work" / "plan-r0").glob("unit=*"))
+    assert units
+    for unit in units:
+        (part,) = unit.glob("*.parquet")
+        assert pq.read_schema(part).metadata[SCHEMA_KEY] == SHARD_PLAN_SCHEMA_ID.encode()
+        rows = read_plan_unit(unit)
+        assert [r["position"] for r in rows] == list(range(len(rows)))
+    old = tmp_path / "unit=train-000000"
+    old.mkdir()
+    pq.write_table(pq.read_table(units[0]).drop_columns(["views"]).replace_schema_metadata(),
+                   old / "part.parquet")
+    with pytest.raises(SchemaError) as err:
+        read_plan_unit(old)
+    assert "adswap shards --overwrite" in str(err.value)
+    assert "no schema id" in str(err.value) and "views: column is missing" in str(err.value)
+
+
+def test_a_plan_of_another_version_is_made_again_with_its_shards(demo_catalog, demo_curated,
+                                                                  tmp_path):
+    first = run(shard_config(demo_catalog, demo_curated, tmp_path))
+    before = {p.name: p.read_bytes() for p in tars(tmp_path)}
+    marker = tmp_path / "_work" / "plan-r0.json"
+    saved = json.loads(marker.read_text())
+    del saved["plan_schema"]  # as the version before schemas/shard_plan wrote it
+    marker.write_text(json.dumps(saved))
+    again = run(shard_config(demo_catalog, demo_curated, tmp_path))
+    assert again.built == first.built == len(before) and again.skipped == 0
+    assert {p.name: p.read_bytes() for p in tars(tmp_path)} == before
 
 
 def test_other_settings_in_the_same_folder_are_refused(shards, demo_catalog, demo_curated,

@@ -7,23 +7,26 @@ import numpy as np
 import pytest
 import torch
 
+from schemas.sample import Sample, SampleView
+from schemas.views import Span
 from trainer.config import AudioConfig, DataConfig
 from trainer.data import MakePairs, SharedEpoch, eval_loader, train_loader
 
 
-def fake_sample(n_views=4, languages=("en",), frames=48_000):
+def fake_sample(n_views=4, languages=("en",), frames=48_000, track_id="t", **changes):
+    """A sample as `adswap shards` writes it; `changes` overwrite fields of its json."""
     import io
 
     import soundfile as sf
 
-    views = [{"view_id": i, "language": lang, "text": f"caption {i} {lang}",
-              "spans": [{"category": "genre", "term": "rock", "start": 0, "end": 4}]}
+    views = [SampleView(i, lang, f"caption {i} {lang}", [Span("genre", "rock", 0, 4)])
              for i in range(n_views) for lang in languages]
     buffer = io.BytesIO()
     sf.write(buffer, np.linspace(-0.5, 0.5, frames, dtype=np.float32), 16_000, format="FLAC")
-    meta = {"track_id": "t", "sample_rate": 16_000, "tags": {"genre": ["rock"],
-            "mood": ["happy"]}, "tags_text": "rock, happy", "views": views}
-    return {"__key__": "t-0", "flac": buffer.getvalue(), "json": json.dumps(meta).encode()}
+    meta = Sample(track_id, 0, 0.0, frames / 16_000, 16_000, "train",
+                  {"genre": ["rock"], "mood": ["happy"]}, "rock, happy", views).to_json()
+    return {"__key__": f"{track_id}-0", "flac": buffer.getvalue(),
+            "json": json.dumps({**meta, **changes}).encode()}
 
 
 def pairs(p_cap, n=2000, languages=(), train=True, **sample):
@@ -35,13 +38,13 @@ def pairs(p_cap, n=2000, languages=(), train=True, **sample):
 def test_p_cap_zero_gives_tags_only_and_one_gives_captions_only():
     tags_only = pairs(0.0, 200)
     assert {p["text"] for p in tags_only} == {"rock, happy"}
-    assert not any(p["is_caption"] for p in tags_only)
+    assert set(tags_only[0]) == {"audio", "text", "spans", "tags", "track_id"}
     assert tags_only[0]["spans"] == [
         {"category": "genre", "term": "rock", "start": 0, "end": 4},
         {"category": "mood", "term": "happy", "start": 6, "end": 11}]
     captions = pairs(1.0, 200)
-    assert all(p["is_caption"] and p["text"].startswith("caption") for p in captions)
-    half = sum(p["is_caption"] for p in pairs(0.5, 2000))
+    assert all(p["text"].startswith("caption") for p in captions)
+    half = sum(p["text"].startswith("caption") for p in pairs(0.5, 2000))
     assert 900 < half < 1100
 
 
@@ -111,3 +114,30 @@ def test_wrong_sample_rate_is_reported():
     stage = MakePairs(DataConfig(), AudioConfig(sample_rate=48_000), 0, SharedEpoch(), True)
     with pytest.raises(ValueError, match="make shards at the model's rate"):
         list(stage(iter([fake_sample()])))
+
+
+def old_shards(folder, schema="sample/0"):
+    """A shard set written by another schema version of the sample json."""
+    from pipeline.shards.tar import write_tar
+
+    folder.mkdir()
+    samples = []
+    for i in range(4):
+        sample = fake_sample(track_id=f"t{i}", schema=schema)
+        samples.append((sample["__key__"], {"flac": sample["flac"], "json": sample["json"]}))
+    write_tar(folder / "train-000000.tar", samples)
+    (folder / "sizes.json").write_text(json.dumps({"train-000000.tar": 4}))
+    return folder
+
+
+def test_a_sample_of_another_schema_version_says_to_rebuild_the_shards(tmp_path):
+    stage = MakePairs(DataConfig(), AudioConfig(clip_seconds=2), 0, SharedEpoch(), True)
+    with pytest.raises(ValueError, match="'sample/0'.*adswap shards --overwrite"):
+        list(stage(iter([fake_sample(schema="sample/0")])))
+    with pytest.raises(ValueError, match="views: has type str"):
+        list(stage(iter([fake_sample(views="rock")])))
+    # through the loader's worker processes, naming the shard and the sample
+    data = DataConfig(shards=old_shards(tmp_path / "old"), batch_size=2, workers=1)
+    with pytest.raises(ValueError, match=r"train-000000.tar:t\d-0.json: written as "
+                       "'sample/0'.*adswap shards --overwrite"):
+        next(iter(train_loader(data, AudioConfig(clip_seconds=2), 0, SharedEpoch())))

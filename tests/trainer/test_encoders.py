@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.config import AudioConfig, ModelConfig
+from schemas.config import ConfigError
+from trainer.config import AUDIO_ENCODERS, AudioConfig, AudioEncoder, ModelConfig
 from trainer.encoders import LogMel, mel_filterbank
 from trainer.model import DuetMC
 
@@ -98,3 +99,45 @@ def test_long_sequences_are_pooled_to_the_projection_positions():
     mask[1, 40:] = True
     assert head(torch.randn(2, 95, 8), mask).shape == (2, 16)
     assert np.isfinite(out.detach().numpy()).all()
+
+
+class TinyEncoder(torch.nn.Module):
+    """An audio encoder that lives outside trainer/encoders.py: 10 ms frames, projected."""
+
+    def __init__(self, config: AudioConfig):
+        super().__init__()
+        self.hop = config.sample_rate // 100
+        self.proj = torch.nn.Linear(self.hop, 12)
+        self.out_dim = 12
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, None]:
+        frames = audio[:, :audio.shape[1] // self.hop * self.hop]
+        return self.proj(frames.reshape(len(audio), -1, self.hop)), None
+
+
+def test_an_audio_encoder_is_one_row_of_the_table(monkeypatch):
+    monkeypatch.setitem(AUDIO_ENCODERS, "tiny", AudioEncoder(
+        "tests.trainer.test_encoders:TinyEncoder", "10 ms frames", needs_path=True))
+    with pytest.raises(ConfigError, match="path must name the model for kind tiny"):
+        AudioConfig(kind="tiny")
+    model = DuetMC(small("tiny", path="weights/none-needed"))
+    assert isinstance(model.audio, TinyEncoder)
+    embedding = model.encode_audio(torch.randn(2, 16_000) * 0.1)
+    assert embedding.shape == (2, 32)
+    with pytest.raises(ConfigError, match="kind must be one of cnn, htsat, hf-frozen, tiny"):
+        AudioConfig(kind="resnet")
+
+
+def test_reading_configs_and_help_never_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom adswap.cli import app\n"
+            "for args in (['--help'], ['train', '--help'], ['eval', '--help']):\n"
+            "    assert CliRunner().invoke(app, args).exit_code == 0\n"
+            "from trainer.config import load_config\nload_config(None, ['data.p_cap=0.5'])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'transformers', 'open_clip')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

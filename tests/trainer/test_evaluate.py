@@ -157,3 +157,57 @@ def test_eval_end_to_end_with_cache_and_card(tiny_run, demo_catalog, tmp_path):
     assert str(tiny_run) in card["evaluation"]
     missing = CliRunner().invoke(app, ["eval", str(tmp_path), "--eval-set", str(tmp_path)])
     assert missing.exit_code == 1 and "no checkpoint" in missing.output
+
+
+def test_an_eval_set_of_another_schema_version_says_to_import_it_again(tmp_path):
+    from pipeline.shards.tar import write_tar
+    from tests.trainer.test_data import fake_sample
+    from trainer.evaluate import embed_set
+
+    sample = fake_sample(schema="sample/0")
+    write_tar(tmp_path / "test-000000.tar",
+              [(sample["__key__"], {"flac": sample["flac"], "json": sample["json"]})])
+    (tmp_path / "sizes.json").write_text(json.dumps({"test-000000.tar": 1}))
+    with pytest.raises(ValueError, match=r"test-000000.tar:t-0.json: written as 'sample/0'"
+                       r".*import it again with this version: `adswap import-eval`"):
+        embed_set(None, tmp_path, 16_000, 2.0, 4, "cpu")  # fails before any embedding
+
+
+def test_each_set_evaluated_stays_in_the_report(tiny_run, demo_catalog, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    demo, _ = demo_catalog
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    refs = pq.read_table(demo / "reference_captions.parquet").to_pylist()
+    ids = sorted({r["track_id"] for r in refs})
+    for name, part in (("set-a", ids[:3]), ("set-b", ids[3:6])):
+        pq.write_table(pa.Table.from_pylist([r for r in refs if r["track_id"] in part]),
+                       tmp_path / f"{name}.parquet")
+        result = CliRunner().invoke(app, [
+            "import-eval", "--file", str(tmp_path / f"{name}.parquet"), "--catalog",
+            str(demo / "catalog.parquet"), "--out", str(tmp_path / name), "--clip-seconds",
+            "1.5", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+
+    def evaluate(name, subsets):
+        result = CliRunner().invoke(app, ["eval", str(run), "--eval-set", str(tmp_path / name),
+                                          "--subset-size", "2", "--subsets", str(subsets),
+                                          "--checkpoint", "last"])
+        assert result.exit_code == 0, result.output
+        return json.loads((run / "eval" / "report.json").read_text()), \
+            (run / "eval" / "report.md").read_text()
+
+    first, _ = evaluate("set-a", 3)
+    report, markdown = evaluate("set-b", 2)
+    assert list(report["sets"]) == ["set-a", "set-b"]
+    assert report["sets"]["set-a"]["languages"] == first["sets"]["set-a"]["languages"]
+    assert "## set-a" in markdown and "## set-b" in markdown
+    a, b = markdown.split("## set-b")
+    assert "Measured earlier: checkpoint `last.pt`" in a and "3 subsets of 2" in a
+    assert "Measured earlier" not in b
+    report, markdown = evaluate("set-a", 2)  # set-a again, as set-b was measured
+    assert list(report["sets"]) == ["set-a", "set-b"] and "Measured earlier" not in markdown
+    assert report["sets"]["set-a"]["protocol"]["subsets"] == 2

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from pipeline.captions.engines import Request, Result, Sampling
 
+# The languages this engine writes (codes from schemas/languages), each with its
+# sentence frames and the word that joins the last two items of a list.
 _FRAMES = {
     "en": ("A {mood} {genre} track with {instrument}.",
            "{Mood} {genre} music featuring {instrument}.",
@@ -18,6 +20,7 @@ _FRAMES = {
     "it": ("Un brano {genre} {mood} con {instrument}.",),
 }
 _AND = {"en": "and", "de": "und", "fr": "et", "es": "y", "it": "e"}
+SUPPORTED_LANGUAGES = tuple(_FRAMES)
 
 
 def _join(words: Sequence[str], conjunction: str) -> str:
