@@ -16,9 +16,6 @@ file-level problem (unreadable file, missing column, bad tag map) raises `Schema
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import re
@@ -35,6 +32,7 @@ from schemas.atomic import atomic_path
 from schemas.config import Config, setting
 from schemas.problems import Problem, SchemaError, with_schema_id
 from schemas.public_catalogs import PUBLIC_FORMATS, recognise
+from schemas.tabular import header, iter_rows
 from schemas.tagmap import Outcome, TagMap, bundled_map_path, load_tag_map, normalise_tag
 
 CATALOG_SCHEMA_ID = "catalog/1"
@@ -295,10 +293,8 @@ def _rows(path: Path, config: CatalogConfig, fmt: str, mapped: bool
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         yield from _parquet_rows(path, config, mapped)
-    elif suffix == ".csv":
-        yield from _csv_rows(path, config, mapped)
-    elif suffix in (".jsonl", ".ndjson"):
-        yield from _jsonl_rows(path)
+    elif suffix in (".csv", ".jsonl", ".ndjson"):
+        yield from _tabular_rows(path, config, mapped)
     else:
         raise SchemaError(
             f"catalog {path}: unknown format '{suffix}'; use .parquet, .csv, .jsonl, "
@@ -337,38 +333,18 @@ def _parquet_rows(path: Path, config: CatalogConfig, mapped: bool
             yield row_number, row
 
 
-def _decode(path: Path) -> str:
-    # surrogateescape keeps undecodable bytes as lone surrogates, so the row validator
-    # can name the exact row and field instead of failing the whole file.
-    return path.read_bytes().decode("utf-8", errors="surrogateescape")
-
-
-def _csv_rows(path: Path, config: CatalogConfig, mapped: bool) -> Iterator[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(_decode(path), newline=""))
-    _require_columns(path, list(reader.fieldnames or []), config, mapped)
-    try:
-        for row_number, row in enumerate(reader, start=1):
-            if None in row:  # DictReader files surplus cells under the key None
-                row = {"__error__": f"has {len(row[None])} more cells than the header"}
-            yield row_number, row
-    except csv.Error as err:
-        raise SchemaError(f"catalog {path} is not valid CSV at line {reader.line_num}: {err}",
-                          []) from err
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    row_number = 0
-    for line in _decode(path).splitlines():
-        if not line.strip():
-            continue
-        row_number += 1
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            row = {"__error__": f"not valid JSON: {err.msg} at column {err.colno}"}
-        if not isinstance(row, dict):
-            row = {"__error__": f"expected a JSON object, got {type(row).__name__}"}
-        yield row_number, row
+def _tabular_rows(path: Path, config: CatalogConfig, mapped: bool
+                  ) -> Iterator[tuple[int, dict]]:
+    """CSV and JSON Lines rows, streamed by the one tabular reader (so memory stays flat
+    in the catalog's size); a row it cannot read is rejected with its field."""
+    columns = header(path)
+    if columns is not None:
+        _require_columns(path, columns, config, mapped)
+    for row in iter_rows(path):
+        if row.problem is not None:
+            yield row.number, {"__error__": row.problem.message, "__field__": row.problem.field}
+        else:
+            yield row.number, row.values
 
 
 def _dataset_rows(path: Path) -> Iterator[tuple[int, dict]]:
@@ -410,7 +386,7 @@ class _RowValidator:
             problems.append(Problem(self.file, row_number, field_name, message))
 
         if "__error__" in row:
-            problem(None, row["__error__"])
+            problem(row.get("__field__"), row["__error__"])
             return None, problems
         for key, value in row.items():
             if _has_bad_bytes(value):

@@ -68,6 +68,22 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
         yield row
 
 
+def header(path: str | Path) -> list[str] | None:
+    """The column names of a CSV, TSV or Parquet file (None for JSON Lines, whose rows
+    may each name other keys), for files whose columns must be checked before rows."""
+    path = Path(path)
+    kind = FORMATS.get(path.suffix.lower())
+    if kind == "parquet":
+        try:
+            return pq.ParquetFile(path).schema_arrow.names
+        except (pa.ArrowException, OSError) as err:
+            raise SchemaError(f"{path} is not a readable Parquet file: {err}", []) from err
+    if kind in ("csv", "tsv"):
+        with _open_text(path) as handle:
+            return next(csv.reader(handle, delimiter="\t" if kind == "tsv" else ","), [])
+    return None
+
+
 def _unreadable(path: Path, number: int, message: str, name: str | None = None) -> Row:
     return Row(str(path), number, problem=Problem(str(path), number, name, message))
 
@@ -106,7 +122,7 @@ def _jsonl(path: Path) -> Iterator[Row]:
             try:
                 values = json.loads(line)
             except json.JSONDecodeError as err:
-                yield _unreadable(path, number, f"invalid JSON ({err.msg} at column "
+                yield _unreadable(path, number, f"not valid JSON ({err.msg} at column "
                                   f"{err.colno})")
                 continue
             if not isinstance(values, dict):

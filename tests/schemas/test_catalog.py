@@ -7,7 +7,14 @@ import pytest
 from typer.testing import CliRunner
 
 from adswap.cli import app
-from schemas.catalog import CatalogConfig, Track, read_catalog, resolve_audio, write_catalog
+from schemas.catalog import (
+    CatalogConfig,
+    Track,
+    iter_catalog,
+    read_catalog,
+    resolve_audio,
+    write_catalog,
+)
 from schemas.problems import SchemaError
 
 ROWS = [
@@ -226,3 +233,23 @@ def test_cli_validate_lists_problems_without_traceback(tmp_path):
     assert "Traceback" not in result.output
     good = write_jsonl(tmp_path / "g.jsonl", ROWS)
     assert CliRunner().invoke(app, ["validate", str(good)]).exit_code == 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_csv_and_jsonl_catalogs_are_streamed(tmp_path, suffix):
+    """Reading holds a row at a time, not the file: the peak stays far below its size."""
+    import tracemalloc
+
+    rows = [{**ROWS[0], "track_id": f"t{i}", "license": "x" * 4000} for i in range(3000)]
+    path = tmp_path / f"big{suffix}"
+    if suffix == ".csv":
+        write_csv(path, as_csv(rows))
+    else:
+        write_jsonl(path, rows)
+    size = path.stat().st_size
+    tracemalloc.start()
+    count = sum(track is not None for track, _ in iter_catalog(path))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 3000
+    assert peak < size / 4, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB file"

@@ -34,7 +34,7 @@ def test_bad_rows_name_file_row_and_field_and_the_rest_are_read(tmp_path):
     rows = list(iter_rows(jsonl))
     assert [r.values.get("caption") for r in rows] == ["ok", None, None, None, "fine"]
     assert [str(r.problem) for r in rows if r.problem] == [
-        f"{jsonl}: row 2: invalid JSON (Expecting property name enclosed in double quotes "
+        f"{jsonl}: row 2: not valid JSON (Expecting property name enclosed in double quotes "
         "at column 2)",
         f"{jsonl}: row 3: expected a JSON object, got list",
         f"{jsonl}: row 4: caption: is not valid UTF-8"]
