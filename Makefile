@@ -71,7 +71,7 @@ help: ## List the targets
 $(STAMPS)/venv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[train,demo,report,dev]"
+	$(BIN)/pip install --quiet -e ".[train,demo,report,serve,webtest,dev]"
 	$(BIN)/pip install --quiet --no-deps $(NO_DEPS)
 	@mkdir -p $(STAMPS) && touch $@
 

@@ -1,0 +1,135 @@
+"""The approximate index (`adswap embed --index`): FAISS IVF-Flat on inner product.
+
+k-means splits the tracks into `nlist` lists; a query scores exactly the tracks of the
+`nprobe` lists nearest to it. The build picks the smallest nprobe whose recall@10
+against exact search reaches `target_recall` on a seeded sample of the catalog's own
+tracks used as "more like this" queries (each query's own track left out of both
+lists), and records every nprobe it tried with its recall and latency in ann/index.json.
+The index is tied to the embeddings it was built from by their content hash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from retrieval.library import Library, top_k
+from schemas.atomic import atomic_path, write_text_atomic
+
+INDEX_FILE = "index.faiss"
+INFO_FILE = "index.json"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    nlist: int = field(default=0, metadata={
+        "help": "k-means lists; 0 = about 4 x sqrt(tracks), at most tracks / 39."})
+    target_recall: float = field(default=0.95, metadata={
+        "help": "recall@k against exact search the chosen nprobe must reach."})
+    k: int = field(default=10, metadata={"help": "k of the recall measured."})
+    queries: int = field(default=1000, metadata={"help": "Sample queries for the recall."})
+    seed: int = field(default=0, metadata={"help": "Seed of k-means and the query sample."})
+    threads: int = field(default=0, metadata={"help": "FAISS threads; 0 = all cores."})
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.nlist < 0:
+            problems.append("nlist must be >= 0")
+        if not 0 < self.target_recall <= 1:
+            problems.append("target_recall must be in (0, 1]")
+        if self.k < 1 or self.queries < 1 or self.threads < 0:
+            problems.append("k and queries must be >= 1, threads >= 0")
+        if problems:
+            raise ValueError("invalid index settings: " + "; ".join(problems))
+
+
+def auto_nlist(n: int) -> int:
+    # FAISS wants 39 training points per centroid; 4 sqrt(n) is its usual starting point
+    return max(1, min(round(4 * math.sqrt(n)), n // 39))
+
+
+def build_index(library: Library, config: IndexConfig = IndexConfig()) -> dict:
+    import faiss
+
+    if config.threads:
+        faiss.omp_set_num_threads(config.threads)
+    started = time.perf_counter()
+    vectors = library.vectors
+    n, dim = vectors.shape
+    nlist = min(config.nlist or auto_nlist(n), n)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = config.seed
+    index.train(vectors)
+    index.add(vectors)
+    built = time.perf_counter() - started
+
+    rng = np.random.default_rng(config.seed)
+    sample = np.sort(rng.choice(n, min(config.queries, n), replace=False))
+    _, exact = top_k(vectors[sample], vectors, config.k + 1)
+    tried, chosen = [], None
+    nprobe = 1
+    while True:
+        index.nprobe = nprobe
+        timer = time.perf_counter()
+        _, approx = index.search(vectors[sample], config.k + 1)
+        seconds = time.perf_counter() - timer
+        recall = recall_at_k(exact, approx, sample, config.k)
+        tried.append({"nprobe": nprobe, f"recall@{config.k}": round(recall, 4),
+                      "ms_per_query": round(1000 * seconds / len(sample), 3)})
+        if recall >= config.target_recall or nprobe >= nlist:
+            chosen = tried[-1]
+            break
+        nprobe = min(2 * nprobe, nlist)
+
+    info = {"library": "faiss-cpu", "version": faiss.__version__, "kind": "IVFFlat",
+            "metric": "inner product", "tracks": n, "nlist": nlist, "nprobe": chosen["nprobe"],
+            "k": config.k, "recall": chosen[f"recall@{config.k}"], "recall_queries": len(sample),
+            "target_recall": config.target_recall, "tuning": tried,
+            "build_seconds": round(built, 2), "settings": asdict(config),
+            "content_sha256": library.manifest["content_sha256"]}
+    folder = library.folder / "ann"
+    with atomic_path(folder / INDEX_FILE) as tmp:
+        faiss.write_index(index, str(tmp))
+    write_text_atomic(folder / INFO_FILE, json.dumps(info, indent=1))
+    return info
+
+
+def recall_at_k(exact: np.ndarray, approx: np.ndarray, own: np.ndarray, k: int) -> float:
+    """Mean share of each query's exact top-k (its own row left out) found in the
+    approximate top-k (likewise)."""
+    found = []
+    for truth, guess, me in zip(exact, approx, own, strict=True):
+        truth = [r for r in truth if r != me][:k]
+        guess = {r for r in guess if r != me and r >= 0}
+        if truth:
+            found.append(len(guess.intersection(truth[:k])) / len(truth))
+    return float(np.mean(found)) if found else 1.0
+
+
+class Approximate:
+    """A built index, checked to belong to the library's embeddings."""
+
+    def __init__(self, library: Library):
+        import faiss
+
+        folder = library.folder / "ann"
+        info_file = folder / INFO_FILE
+        if not info_file.exists() or not (folder / INDEX_FILE).exists():
+            raise ValueError(f"{library.folder} has no approximate index; build it with "
+                             "`adswap embed ... --index` (or search without --approximate)")
+        self.info = json.loads(info_file.read_text(encoding="utf-8"))
+        if self.info.get("content_sha256") != library.manifest["content_sha256"]:
+            raise ValueError(f"{folder} was built from other embeddings than "
+                             f"{library.folder}'s; rebuild it with `adswap embed ... --index`")
+        self.index = faiss.read_index(os.fspath(folder / INDEX_FILE))
+        self.index.nprobe = self.info["nprobe"]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        keep = rows[0] >= 0  # fewer than k tracks in the probed lists
+        return scores[:, keep], rows[:, keep]
