@@ -489,5 +489,148 @@ def card(
     typer.echo(f"card: {path}")
 
 
+# --- using a trained model: embed, search, serve, export (issue 16) ---------------------
+
+
+@app.command()
+def embed(
+    run: Path = typer.Argument(..., help="A run folder from `adswap train`."),
+    out: Path = typer.Option(..., help="Folder for the embeddings (Parquet + manifest): "
+                             "the INDEX that `search` and `serve` read."),
+    shards: Path = typer.Option(None, help="Shards folder (`adswap shards` or `import-eval`) "
+                                "whose clips to embed."),
+    catalog: Path = typer.Option(None, help="Catalog: with --shards, only each track's audio "
+                                 "path (so the page can play it); alone, its audio files are "
+                                 "decoded and embedded."),
+    audio_root: Path = typer.Option(None, help="Folder the catalog's audio paths resolve in "
+                                    "(default: its folder)."),
+    split: str = typer.Option("", help="Comma-separated splits to embed (train, valid, "
+                              "test); default every split."),
+    checkpoint: str = typer.Option("best", help="best or last."),
+    dtype: str = typer.Option("float16", help="Stored precision: float16 or float32."),
+    batch_size: int = typer.Option(32, help="Windows per model call."),
+    part_tracks: int = typer.Option(1000, help="Tracks per part when reading a catalog (the "
+                                    "unit of resume)."),
+    max_clips: int = typer.Option(8, help="Windows per catalog track, spread over it; 0 = "
+                                  "all."),
+    categories: str = typer.Option("genre,mood,instrument", help="The catalog's tag "
+                                   "categories."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    overwrite: bool = typer.Option(False, help="Replace embeddings in OUT made with other "
+                                   "settings or another model."),
+    index: bool = typer.Option(False, "--index", help="Also build the approximate index "
+                               "(FAISS IVF) and report its recall@10 against exact search."),
+    index_target_recall: float = typer.Option(0.95, help="recall@10 the index's nprobe is "
+                                              "tuned to reach."),
+) -> None:
+    """Embed every track (its clips and the pooled track embedding, l2-normalised) into a
+    Parquet folder with a manifest. Resumable: a rerun continues a killed one."""
+    from retrieval.ann import IndexConfig, build_index
+    from retrieval.library import Library
+    from trainer.embed import EmbedConfig
+    from trainer.embed import embed as run_embed
+    _exit_on_sigterm()
+    try:
+        stats = run_embed(EmbedConfig(
+            run=run, out=out, shards=shards, catalog=catalog, audio_root=audio_root,
+            splits=_names(split), checkpoint=checkpoint, dtype=dtype, batch_size=batch_size,
+            part_tracks=part_tracks, max_clips=max_clips, categories=_names(categories),
+            device=device, overwrite=overwrite))
+        info = build_index(Library.open(out), IndexConfig(target_recall=index_target_recall)) \
+            if index else None
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    typer.echo(f"embed: {stats.tracks} tracks, {stats.clips} clips, {stats.rejected} rejected "
+               f"({out}/rejects), {stats.parts} parts ({stats.parts_done_before} already done); "
+               f"{stats.seconds:.1f} s -> {out}")
+    if info is not None:
+        typer.echo(f"index: FAISS IVF-Flat, {info['nlist']} lists, nprobe {info['nprobe']}: "
+                   f"recall@{info['k']} {info['recall']:.3f} against exact search on "
+                   f"{info['recall_queries']} queries; built in {info['build_seconds']} s")
+
+
+@app.command()
+def search(
+    index: Path = typer.Argument(..., help="An embeddings folder from `adswap embed`."),
+    query: str = typer.Argument("", help="Text describing the music."),
+    audio: Path = typer.Option(None, help="An audio file: tracks that sound like it."),
+    like: str = typer.Option("", help="A track id of the index: tracks like it."),
+    k: int = typer.Option(10, "-k", "--k", help="How many results."),
+    approximate: bool = typer.Option(False, help="Use the approximate index (`embed "
+                                     "--index`) instead of exact search."),
+    model: Path = typer.Option(None, help="Run or export folder for the queries (default: "
+                               "the index's run)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Rank the index's tracks for a text query, an audio example or a track."""
+    import json
+
+    from retrieval.search import SearchConfig
+    from retrieval.search import search as run_search
+    try:
+        result = run_search(SearchConfig(index=index, query=query, audio=audio, like=like,
+                                         k=k, approximate=approximate, model=model))
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    for hit in result["results"]:
+        typer.echo(f"{hit['rank']:>3}  {hit['score']:+.3f}  {hit['track_id']:<24} "
+                   f"{hit['tags_text'] or ''}  {hit['audio_path'] or '(no audio)'}")
+    if not result["results"]:
+        typer.echo("no results")
+
+
+@app.command()
+def serve(
+    index: Path = typer.Argument(..., help="An embeddings folder from `adswap embed`."),
+    compare: Path = typer.Option(None, help="A second run's embeddings of the same catalog: "
+                                 "adds the blind A/B listening test."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port."),
+    allow_network: bool = typer.Option(False, help="Allow a non-loopback --host: anyone who "
+                                       "reaches it can search, play the audio and vote."),
+    votes: Path = typer.Option(None, help="SQLite file for the votes (default "
+                               "INDEX/votes.sqlite)."),
+    queries: Path = typer.Option(None, help="Listening-test queries, one a line (default: "
+                                 "tags of random tracks)."),
+    k: int = typer.Option(10, "-k", "--k", help="Results on the search page."),
+    approximate: bool = typer.Option(False, help="Search with the approximate index."),
+) -> None:
+    """A local web page to search the index and hear the results; with --compare, a
+    blind listening test between two runs, with win rates and confidence intervals."""
+    from retrieval.serve.app import ServeConfig
+    from retrieval.serve.app import serve as run_server
+    try:
+        run_server(ServeConfig(index=index, compare=compare, host=host, port=port,
+                               allow_network=allow_network, votes=votes, queries=queries,
+                               k=k, approximate=approximate), announce=typer.echo)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="A run folder from `adswap train`."),
+    out: Path = typer.Option(..., help="Folder for the exported model."),
+    checkpoint: str = typer.Option("best", help="best or last."),
+    card: Path = typer.Option(None, help="Data card (data_cards/<dataset>/README.md) for the "
+                              "model card to link."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier export in OUT."),
+) -> None:
+    """Write a self-contained model folder: trainable weights (safetensors), a config
+    naming the frozen encoders, a model card; load it with `adswap.load_model(DIR)`."""
+    from trainer.export import ExportConfig
+    from trainer.export import export as run_export
+    try:
+        folder = run_export(ExportConfig(run=run, out=out, checkpoint=checkpoint, card=card,
+                                         overwrite=overwrite))
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    typer.echo(f"export: {folder} (model.safetensors, config.json, README.md); load it with "
+               f"`from adswap import load_model; load_model('{folder}')`")
+
+
 if __name__ == "__main__":
     app()

@@ -124,8 +124,10 @@ class SearchConfig:
     def __post_init__(self) -> None:
         problems = []
         given = sum([bool(self.query.strip()), self.audio is not None, bool(self.like)])
-        if given != 1:
-            problems.append("give exactly one of a text query, --audio FILE or --like TRACK")
+        if given == 0:
+            problems.append("the query is empty: give text, --audio FILE or --like TRACK")
+        elif given > 1:
+            problems.append("give only one of a text query, --audio FILE or --like TRACK")
         if not 1 <= self.k <= 1000:
             problems.append(f"k is {self.k}; ask for 1 to 1000 results")
         if self.max_query_chars < 1:
