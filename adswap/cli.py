@@ -570,7 +570,7 @@ def search(
     try:
         result = run_search(SearchConfig(index=index, query=query, audio=audio, like=like,
                                          k=k, approximate=approximate, model=model))
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, LookupError) as err:
         _fail(str(err))
     if as_json:
         typer.echo(json.dumps(result, indent=1))
