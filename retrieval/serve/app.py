@@ -118,6 +118,7 @@ class State:
     def __init__(self, config: ServeConfig, searchers: dict[str, Searcher]):
         self.config, self.searchers = config, searchers
         self.labels = {side: run_label(s.library.manifest) for side, s in searchers.items()}
+        self.title = " vs ".join(self.labels.values())
         self.model_lock = threading.Lock()  # one query on the CPU at a time
         self.votes = None
         self.queries: list[str] = []
@@ -162,7 +163,7 @@ def create_app(config: ServeConfig, searchers: dict[str, Searcher] | None = None
 
     def page(request: Request, name: str, status: int = 200, **context) -> Response:
         base = {"compare": state.votes is not None, "labels": state.labels,
-                "index_name": Path(config.index).name, "k": config.k}
+                "index_name": state.title, "k": config.k}
         return TEMPLATES.TemplateResponse(request, name, {**base, **context},
                                           status_code=status)
 
@@ -342,7 +343,7 @@ def _add_error_handlers(app: FastAPI, state: State) -> None:
         return TEMPLATES.TemplateResponse(
             request, "error.html", {"error": message, "status": status,
                                     "compare": state.votes is not None, "labels": state.labels,
-                                    "index_name": Path(state.config.index).name},
+                                    "index_name": state.title},
             status_code=status)
 
     for kind in (PageError, VoteError, QueryError, AudioError, LookupError, PermissionError):
