@@ -57,13 +57,19 @@ EVAL_ARGS ?= --checkpoint last
 EVAL_LANGUAGES ?= de,fr,it,es
 ABLATION_SEEDS ?= 0,1,2
 ABLATION_ARGS ?=
+# The search index: RUN's embeddings of the SHARDS test split (the demo's last checkpoint,
+# as EVAL_ARGS) with the catalog's audio linked, plus the approximate index; --overwrite
+# rebuilds it when the run changed. `make serve` opens the page on INDEX.
+INDEX ?= $(RUN)/index
+INDEX_ARGS ?= --split test --checkpoint last --overwrite
+SERVE_ARGS ?=
 # A run folder with a checkpoint is continued, not refused: a rerun resumes.
 RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data captions curate card shards train eval-data eval-data-multilingual eval ablation demo test test-fast bench lint clean distclean
+.PHONY: help setup demo-data captions curate card shards train eval-data eval-data-multilingual eval ablation index serve demo test test-fast bench lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -138,13 +144,23 @@ ablation: $(STAMPS)/venv ## Train and evaluate the paper's four rows over ABLATI
 	$(BIN)/adswap ablation --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
 	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) $(ABLATION_ARGS)
 
-demo: demo-data captions curate card shards eval-data train eval ## Every stage on the demo data, then a summary
+index: $(STAMPS)/venv ## Embed the SHARDS test split with RUN into INDEX, with an approximate index
+	$(BIN)/adswap embed $(RUN) --shards $(SHARDS) --catalog $(CATALOG) --out $(INDEX) \
+	  --index $(INDEX_ARGS)
+
+serve: $(STAMPS)/venv ## Open the search page on INDEX at http://127.0.0.1:8000/ (SERVE_ARGS: --compare ...)
+	$(BIN)/adswap serve $(INDEX) $(SERVE_ARGS)
+
+demo: demo-data captions curate card shards eval-data train eval index ## Every stage on the demo data, then a summary
 	@echo ""
 	@echo "demo finished."
 	@echo "  retrieval report: $(RUN)/eval/report.md"
 	@echo "  data card:        $(CARDS_DIR)/$(DATASET)/README.md"
 	@echo "  training run:     $(RUN) (metrics.jsonl, loss.png, validation.png)"
+	@echo "  search index:     $(INDEX) (the test split)"
 	@sed -n '/^| language/,/^$$/p' $(RUN)/eval/report.md
+	@echo "Open the search page: make serve INDEX=$(INDEX)   (or $(BIN)/adswap serve $(INDEX)),"
+	@echo "then browse http://127.0.0.1:8000/"
 
 test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in .venv-llm)
 	$(BIN)/python -m pytest -q -m "not llm"
