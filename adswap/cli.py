@@ -525,8 +525,7 @@ def embed(
 ) -> None:
     """Embed every track (its clips and the pooled track embedding, l2-normalised) into a
     Parquet folder with a manifest. Resumable: a rerun continues a killed one."""
-    from retrieval.ann import IndexConfig, build_index
-    from retrieval.library import Library
+    from retrieval.ann import IndexConfig, build_for
     from trainer.embed import EmbedConfig
     from trainer.embed import embed as run_embed
     _exit_on_sigterm()
@@ -536,7 +535,7 @@ def embed(
             splits=_names(split), checkpoint=checkpoint, dtype=dtype, batch_size=batch_size,
             part_tracks=part_tracks, max_clips=max_clips, categories=_names(categories),
             device=device, overwrite=overwrite))
-        info = build_index(Library.open(out), IndexConfig(target_recall=index_target_recall)) \
+        info = build_for(out, IndexConfig(target_recall=index_target_recall), device) \
             if index else None
     except (ValueError, OSError) as err:
         _fail(str(err))
@@ -544,9 +543,11 @@ def embed(
                f"({out}/rejects), {stats.parts} parts ({stats.parts_done_before} already done); "
                f"{stats.seconds:.1f} s -> {out}")
     if info is not None:
+        measured = ", ".join(f"{info['recall_by_query'][q]:.3f} on {n} {q} queries"
+                             for q, n in info["recall_queries"].items())
         typer.echo(f"index: FAISS IVF-Flat, {info['nlist']} lists, nprobe {info['nprobe']}: "
-                   f"recall@{info['k']} {info['recall']:.3f} against exact search on "
-                   f"{info['recall_queries']} queries; built in {info['build_seconds']} s")
+                   f"recall@{info['k']} against exact search {measured}; built in "
+                   f"{info['build_seconds']} s -> {out}/ann")
 
 
 @app.command()

@@ -70,8 +70,7 @@ def trained_runs(demo_shards, tmp_path_factory):
 def demo_indexes(trained_runs, demo_shards, demo_catalog, tmp_path_factory):
     """Each run's embeddings of the demo shards, with the catalog's audio linked; the
     first also has its approximate index."""
-    from retrieval.ann import IndexConfig, build_index
-    from retrieval.library import Library
+    from retrieval.ann import build_for
     from trainer.embed import EmbedConfig, embed
 
     demo, _ = demo_catalog
@@ -81,5 +80,5 @@ def demo_indexes(trained_runs, demo_shards, demo_catalog, tmp_path_factory):
         embed(EmbedConfig(run=trained, out=out, shards=demo_shards,
                           catalog=demo / "catalog.parquet", device="cpu"))
         indexes.append(out)
-    build_index(Library.open(indexes[0]), IndexConfig())
+    build_for(indexes[0])
     return indexes

@@ -69,11 +69,15 @@ def test_the_approximate_index_reaches_its_recall_and_belongs_to_its_embeddings(
     library.vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(
         np.float32)
     library.folder = tmp_path
-    info = build_index(library, IndexConfig(target_recall=0.95, queries=300, seed=1))
+    texts = centres[rng.integers(0, 60, 300)] + 0.5 * rng.standard_normal((300, 32))
+    texts = (texts / np.linalg.norm(texts, axis=1, keepdims=True)).astype(np.float32)
+    info = build_index(library, IndexConfig(target_recall=0.95, queries=300, seed=1), texts)
     assert info["nlist"] == 77 and info["recall"] >= 0.95  # about sqrt(6000)
+    assert info["recall"] == min(info["recall_by_query"].values())
+    assert info["recall_queries"] == {"tracks": 300, "texts": 300}
     assert info["nprobe"] < info["nlist"]  # it did not need to scan everything
     assert [t["nprobe"] for t in info["tuning"]][-1] == info["nprobe"]
-    assert all(t["recall@10"] < 0.95 for t in info["tuning"][:-1])
+    assert all(t["recall"] < 0.95 for t in info["tuning"][:-1])
     stored = json.loads((tmp_path / "ann" / "index.json").read_text())
     assert stored["recall"] == info["recall"]
 
@@ -93,6 +97,8 @@ def test_the_approximate_index_reaches_its_recall_and_belongs_to_its_embeddings(
 def test_text_audio_and_more_like_this_queries_rank_the_index(demo_indexes, trained_runs,
                                                               demo_catalog):
     demo, catalog = demo_catalog
+    built = json.loads((demo_indexes[0] / "ann" / "index.json").read_text())
+    assert built["recall_queries"]["tracks"] == 40 and built["recall_queries"]["texts"] > 10
     searcher = Searcher.open(demo_indexes[0])
     library = searcher.library
     encoder = Encoder.from_run(trained_runs[0])
