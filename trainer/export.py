@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,12 +93,11 @@ def export(config: ExportConfig) -> Path:
     from trainer.config import load_config
 
     out = Path(config.out)
-    if out.exists() and any(out.iterdir()):
-        if not (out / "config.json").exists() or not config.overwrite:
-            raise ValueError(f"{out} is not empty; choose a new --out"
-                             + (" or pass --overwrite" if (out / "config.json").exists()
-                                else ""))
-        shutil.rmtree(out)
+    earlier = (out / "config.json").exists()
+    if out.exists() and any(out.iterdir()) and not (earlier and config.overwrite):
+        raise ValueError(f"{out} is not empty; choose a new --out"
+                         + (" or pass --overwrite to replace the export in it" if earlier
+                            else ""))
     encoder = Encoder.from_run(config.run, config.checkpoint, "cpu")
     model = encoder.model
     train_config = load_config(Path(config.run) / "config.yaml")
