@@ -180,7 +180,7 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(VENV_LLM)/bin/python bench/captions_engines.py
 
 lint: $(STAMPS)/venv ## Check style with ruff
-	$(BIN)/ruff check adswap schemas pipeline trainer tests bench
+	$(BIN)/ruff check adswap schemas pipeline trainer retrieval tests bench
 
 clean: ## Remove generated data, runs and caches (keeps the venvs)
 	rm -rf data runs bench/results .pytest_cache .ruff_cache
