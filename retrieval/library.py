@@ -25,13 +25,15 @@ def top_k(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = CHUNK
     """Exact inner-product top-k of each query row against the item rows (cosine, for
     normalised rows): (scores [q, k'], rows [q, k']) best first, k' = min(k, items),
     equal scores in row order."""
-    queries = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-    items = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    items = np.ascontiguousarray(items, dtype=np.float32)
     k = min(k, len(items))
     best_scores = torch.empty(len(queries), 0)
     best_rows = torch.empty(len(queries), 0, dtype=torch.long)
     for start in range(0, len(items), chunk):
-        scores = queries @ items[start:start + chunk].T
+        # numpy's BLAS, not torch's: for one query (a matrix-vector product) it measured
+        # 3.5x faster here (2.2 against 7.7 ms at 100k tracks, bench/search.py)
+        scores = torch.from_numpy(queries @ items[start:start + chunk].T)
         top = scores.topk(min(k, scores.shape[1]), dim=1)
         best_scores = torch.cat([best_scores, top.values], dim=1)
         best_rows = torch.cat([best_rows, top.indices + start], dim=1)
