@@ -541,7 +541,7 @@ def embed(
         _fail(str(err))
     typer.echo(f"embed: {stats.tracks} tracks, {stats.clips} clips, {stats.rejected} rejected "
                f"({out}/rejects), {stats.parts} parts ({stats.parts_done_before} already done); "
-               f"{stats.seconds:.1f} s -> {out}")
+               f"{stats.seconds:.1f} s ({stats.load_seconds:.1f} s loading the model) -> {out}")
     if info is not None:
         measured = ", ".join(f"{info['recall_by_query'][q]:.3f} on {n} {q} queries"
                              for q, n in info["recall_queries"].items())
