@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import threading
 import time
@@ -79,8 +80,6 @@ def fake_run(folder: Path) -> Path:
 
 
 def embedding_throughput(work: Path, tracks: int) -> dict:
-    import shutil
-
     from pipeline.demo_data import DemoConfig
     from pipeline.demo_data import run as render
     from trainer.embed import EmbedConfig, embed
@@ -174,6 +173,7 @@ def approximate(work: Path, n: int, queries: int) -> dict:
               "tuning": info["tuning"]}
     result["speedup_p50_over_exact"] = round(result["baseline_exact"]["p50_ms"] /
                                              result["p50_ms"], 1)
+    shutil.rmtree(library.folder)  # a gigabyte at 1M tracks
     return result
 
 
@@ -243,6 +243,7 @@ def page_round_trip(work: Path, n: int, requests: int) -> dict:
               "baseline_in_process_query": percentiles(direct)}
     result["ratio_p50_to_in_process"] = round(result["p50_ms"] /
                                               result["baseline_in_process_query"]["p50_ms"], 3)
+    shutil.rmtree(index)
     return result
 
 
