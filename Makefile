@@ -61,13 +61,19 @@ EVAL_ARGS ?= --checkpoint last
 EVAL_LANGUAGES ?= de,fr,it,es
 ABLATION_SEEDS ?= 0,1,2
 ABLATION_ARGS ?=
+# The search index: RUN's embeddings of the SHARDS test split (the demo's last checkpoint,
+# as EVAL_ARGS) with the catalog's audio linked, plus the approximate index; --overwrite
+# rebuilds it when the run changed. `make serve` opens the page on INDEX.
+INDEX ?= $(RUN)/index
+INDEX_ARGS ?= --splits test --checkpoint last --overwrite
+SERVE_ARGS ?=
 # A run folder with a checkpoint is continued, not refused: a rerun resumes.
 RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation demo test test-fast bench lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation index serve demo test test-fast bench lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -75,7 +81,7 @@ help: ## List the targets
 $(STAMPS)/venv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[train,demo,report,dev]"
+	$(BIN)/pip install --quiet -e ".[train,demo,report,serve,webtest,dev]"
 	$(BIN)/pip install --quiet --no-deps $(NO_DEPS)
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -147,13 +153,23 @@ ablation: $(STAMPS)/venv ## Train and evaluate the paper's four rows over ABLATI
 	$(BIN)/adswap ablation --train-config $(TRAIN_CONFIG) --train-set data.shards=$(SHARDS) \
 	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) $(ABLATION_ARGS)
 
-demo: demo-data captions curate card shards eval-data train eval ## Every stage on the demo data, then a summary
+index: $(STAMPS)/venv ## Embed the SHARDS test split with RUN into INDEX, with an approximate index
+	$(BIN)/adswap embed $(RUN) --shards $(SHARDS) --catalog $(CATALOG) --out $(INDEX) \
+	  --index $(INDEX_ARGS)
+
+serve: $(STAMPS)/venv ## Open the search page on INDEX at http://127.0.0.1:8000/ (SERVE_ARGS: --compare ...)
+	$(BIN)/adswap serve $(INDEX) $(SERVE_ARGS)
+
+demo: demo-data captions curate card shards eval-data train eval index ## Every stage on the demo data, then a summary
 	@echo ""
 	@echo "demo finished."
 	@echo "  retrieval report: $(RUN)/eval/report.md"
 	@echo "  data card:        $(CARDS_DIR)/$(DATASET)/README.md"
 	@echo "  training run:     $(RUN) (metrics.jsonl, loss.png, validation.png)"
+	@echo "  search index:     $(INDEX) (the test split)"
 	@sed -n '/^| language/,/^$$/p' $(RUN)/eval/report.md
+	@echo "Open the search page: make serve INDEX=$(INDEX)   (or $(BIN)/adswap serve $(INDEX)),"
+	@echo "then browse http://127.0.0.1:8000/"
 
 test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in .venv-llm)
 	$(BIN)/python -m pytest -q -m "not llm"
@@ -171,10 +187,11 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/shards.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/eval.py
+	$(BIN)/python bench/search.py
 	$(VENV_LLM)/bin/python bench/captions_engines.py
 
 lint: $(STAMPS)/venv ## Check style with ruff
-	$(BIN)/ruff check adswap schemas pipeline trainer tests bench
+	$(BIN)/ruff check adswap schemas pipeline trainer retrieval tests bench
 
 clean: ## Remove generated data, runs and caches (keeps the venvs)
 	rm -rf data runs bench/results .pytest_cache .ruff_cache

@@ -24,8 +24,9 @@ from pipeline.eval_sets import ImportConfig
 from pipeline.shards.stage import ShardsConfig
 from pipeline.translate import TranslateConfig
 from pipeline.vocabulary import TagsConfig
+from retrieval.config import EmbedIndexConfig, SearchConfig, ServeConfig
 from schemas.catalog import ValidateConfig
-from trainer.config import AblationConfig, EvalConfig, TrainConfig
+from trainer.config import AblationConfig, EvalConfig, ExportConfig, TrainConfig
 
 app = typer.Typer(
     name="adswap",
@@ -252,8 +253,72 @@ def _run(fn, *args, **kwargs):
     start) end the command with their message, not a traceback."""
     try:
         return fn(*args, **kwargs)
-    except (ValueError, OSError, RuntimeError, KeyError) as err:
+    except (ValueError, OSError, RuntimeError, LookupError) as err:
         fail(str(err))
+
+
+@config_command(app, EmbedIndexConfig)
+def embed(config: EmbedIndexConfig) -> None:
+    """Embed every track (its clips and the pooled track embedding, l2-normalised) into a
+    Parquet folder with a manifest: the INDEX that `search` and `serve` read. Resumable:
+    a rerun continues a killed one."""
+    from retrieval.ann import build_for
+    from trainer.embed import embed as run_embed
+
+    _exit_on_sigterm()
+    stats = _run(run_embed, config.embed)
+    out = config.embed.out
+    typer.echo(f"embed: {stats.tracks} tracks, {stats.clips} clips, {stats.rejected} rejected "
+               f"({out}/rejects), {stats.parts} parts ({stats.parts_done_before} already done); "
+               f"{stats.seconds:.1f} s ({stats.load_seconds:.1f} s loading the model) -> {out}")
+    if config.index:
+        info = _run(build_for, out, config.ann, config.embed.device)
+        measured = ", ".join(f"{info['recall_by_query'][q]:.3f} on {n} {q} queries"
+                             for q, n in info["recall_queries"].items())
+        typer.echo(f"index: FAISS IVF-Flat, {info['nlist']} lists, nprobe {info['nprobe']}: "
+                   f"recall@{info['k']} against exact search {measured}; built in "
+                   f"{info['build_seconds']} s -> {out}/ann")
+
+
+@config_command(app, SearchConfig)
+def search(config: SearchConfig,
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a "
+                                        "table.")) -> None:
+    """Rank the index's tracks for a text query, an audio example (--audio) or one of its
+    tracks (--like)."""
+    import json
+
+    from retrieval.search import search as run_search
+
+    result = _run(run_search, config)
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    for hit in result["results"]:
+        typer.echo(f"{hit['rank']:>3}  {hit['score']:+.3f}  {hit['track_id']:<24} "
+                   f"{hit['tags_text'] or ''}  {hit['audio_path'] or '(no audio)'}")
+    if not result["results"]:
+        typer.echo("no results")
+
+
+@config_command(app, ServeConfig)
+def serve(config: ServeConfig) -> None:
+    """A local web page to search the index and hear the results; with --compare, a
+    blind listening test between two runs, with win rates and confidence intervals."""
+    from retrieval.serve.app import serve as run_server
+
+    _run(run_server, config, announce=typer.echo)
+
+
+@config_command(app, ExportConfig)
+def export(config: ExportConfig) -> None:
+    """Write a self-contained model folder: trainable weights (safetensors), a config
+    naming the frozen encoders, a model card; load it with `adswap.load_model(DIR)`."""
+    from trainer.export import export as run_export
+
+    folder = _run(run_export, config)
+    typer.echo(f"export: {folder} (model.safetensors, config.json, README.md); load it with "
+               f"`from adswap import load_model; load_model('{folder}')`")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ def _show(value) -> str:
         return ",".join(map(str, value)) or "none"
     if value is None:
         return "none"
+    if value == "":
+        return '""'
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
@@ -103,8 +105,9 @@ def config_command(app: typer.Typer, cls, name: str | None = None):
                                     " Repeatable.", show_default=False, metavar="VALUE")
                 annotation = list[str] | None
             else:
-                info = typer.Option(None, f"--{flags[leaf.path]}", help=_help(leaf),
-                                    show_default=False, metavar=_metavar(leaf.kind))
+                names = (f"--{flags[leaf.path]}",) + ((f"-{leaf.short}",) if leaf.short else ())
+                info = typer.Option(None, *names, help=_help(leaf), show_default=False,
+                                    metavar=_metavar(leaf.kind))
                 annotation = str | None
             params.append(inspect.Parameter(ident, inspect.Parameter.KEYWORD_ONLY,
                                             default=info, annotation=annotation))

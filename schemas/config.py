@@ -34,13 +34,14 @@ class ConfigError(ValueError):
 
 def setting(default: Any = MISSING, *, help: str, factory: Any = MISSING,
             choices: tuple = (), argument: bool = False, flag: str = "",
-            repeatable: bool = False) -> Any:
+            short: str = "", repeatable: bool = False) -> Any:
     """A config field. `argument`: a positional CLI argument; `flag`: the CLI flag's name
-    when the field's own name would be vague (`swap.enabled` -> `--textswap`);
+    when the field's own name would be vague (`swap.enabled` -> `--textswap`); `short`: a
+    one-letter alias (`-k`);
     `repeatable`: a list given by repeating its flag, for items that may hold commas
     (lists of paths always are)."""
     metadata = {"help": help, "choices": tuple(choices), "argument": argument, "flag": flag,
-                "repeatable": repeatable}
+                "short": short, "repeatable": repeatable}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -76,6 +77,7 @@ class Leaf:
     choices: tuple
     argument: bool
     flag: str
+    short: str
     repeatable: bool
 
 
@@ -99,7 +101,7 @@ def _collect(cls, defaults, where: str, found: list[Leaf]) -> None:
             continue
         found.append(Leaf(f"{where}{f.name}", kind, default, f.metadata.get("help", ""),
                           f.metadata.get("choices", ()), f.metadata.get("argument", False),
-                          f.metadata.get("flag", ""),
+                          f.metadata.get("flag", ""), f.metadata.get("short", ""),
                           f.metadata.get("repeatable", False) or _is_path_list(kind)))
 
 

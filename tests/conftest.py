@@ -54,3 +54,40 @@ def demo_shards(demo_curated, demo_catalog, tmp_path_factory):
                                          clips_per_track=2),
                         max_samples=8, workers=2))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_runs(demo_shards, tmp_path_factory):
+    """Two tiny runs on the demo shards (seeds 0 and 1, two epochs each): models to
+    embed, search with, compare by ear and export."""
+    from trainer.config import load_config
+    from trainer.train import train
+
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path_factory.mktemp(f"run{seed}")
+        train(load_config(None, [
+            f"data.shards={demo_shards}", f"run.out={out}", f"run.seed={seed}",
+            "data.batch_size=8", "data.workers=1", "model.audio.clip_seconds=1.5",
+            "model.audio.channels=[4,8]", "model.dim=32", "model.layers=1", "optim.epochs=2",
+            "optim.warmup_epochs=1"]))
+        runs.append(out)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def demo_indexes(trained_runs, demo_shards, demo_catalog, tmp_path_factory):
+    """Each run's embeddings of the demo shards, with the catalog's audio linked; the
+    first also has its approximate index."""
+    from retrieval.ann import build_for
+    from trainer.embed import EmbedConfig, embed
+
+    demo, _ = demo_catalog
+    indexes = []
+    for trained in trained_runs:
+        out = tmp_path_factory.mktemp("index") / "index"
+        embed(EmbedConfig(run=trained, out=out, shards=demo_shards,
+                          catalog=demo / "catalog.parquet", device="cpu"))
+        indexes.append(out)
+    build_for(indexes[0])
+    return indexes

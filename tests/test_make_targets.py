@@ -36,6 +36,10 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
     assert "## Shards" in readme and "## Evaluation" in readme
     report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
     assert report["sets"]["demo-test"]["tracks"] > 0
+    index = json.loads((tmp_path / "run" / "index" / "manifest.json").read_text())
+    assert index["complete"] and index["tracks"] > 0 and index["settings"]["splits"] == ["test"]
+    assert (tmp_path / "run" / "index" / "ann" / "index.faiss").exists()
+    assert f"make serve INDEX={tmp_path / 'run' / 'index'}" in result.stdout
     # a rerun finds everything done: captions reused, shards kept, the run resumed
     again = subprocess.run(["make", "-C", str(ROOT), "demo",
                             *[f"{k}={v}" for k, v in settings.items()]],

@@ -51,7 +51,7 @@ def checkpoint_path(run: Path, which: str) -> Path:
     return path
 
 
-def _digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -153,7 +153,7 @@ def evaluate(config: EvalConfig) -> dict:
                           torch.cuda.is_available() else "cpu")
     checkpoint = checkpoint_path(config.run, config.checkpoint)
     model, train_config = load_model(config.run, checkpoint, device.type)
-    checkpoint_sha = _digest(checkpoint)
+    checkpoint_sha = file_sha256(checkpoint)
     audio = train_config.model.audio
     report = {"run": str(config.run), "checkpoint": checkpoint.name,
               "checkpoint_sha256": checkpoint_sha[:16],
@@ -169,8 +169,8 @@ def evaluate(config: EvalConfig) -> dict:
         name = json.loads(manifest.read_text()).get("name", folder.name) \
             if manifest.exists() else folder.name
         cache = Path(config.run) / "eval" / name / "embeddings.pt"
-        key = {"checkpoint": checkpoint_sha, "set": _digest(folder / "sizes.json") + (
-            _digest(manifest) if manifest.exists() else ""), "clip_seconds": audio.clip_seconds}
+        key = {"checkpoint": checkpoint_sha, "set": file_sha256(folder / "sizes.json") + (
+            file_sha256(manifest) if manifest.exists() else ""), "clip_seconds": audio.clip_seconds}
         cached = torch.load(cache, weights_only=True) if cache.exists() else None
         if cached is not None and cached.get("key") == key:
             data = cached["data"]

@@ -116,7 +116,7 @@ def test_import_reports_bad_rows_and_audio_but_keeps_going(demo_catalog, tmp_pat
     reasons = " | ".join(r["reason"] for r in rejects)
     for fragment in ("no caption", "audio file is missing", "unreadable audio",
                      "shorter than one", "may only hold", "needs an `audio` path",
-                     "invalid JSON"):
+                     "not valid JSON"):
         assert fragment in reasons
     manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
     assert manifest["languages"] == {"de": 1, "en": 2}

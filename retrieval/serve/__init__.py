@@ -1,0 +1,1 @@
+"""The web app over an embedded catalog: search page and listening test."""
