@@ -37,6 +37,7 @@ from schemas.embeddings import (
     embedding_column,
     tracks_schema,
 )
+from schemas.sample import read_sample_json
 from trainer.config import EmbedConfig
 from trainer.evaluate import file_sha256
 from trainer.inference import AudioError, Encoder, pool, read_audio, to_mono
@@ -189,7 +190,7 @@ def _catalog_audio(config: EmbedConfig) -> dict[str, str]:
 def _shard_units(config: EmbedConfig, encoder: Encoder):
     import webdataset as wds
 
-    from trainer.data import decode_audio
+    from trainer.data import decode_audio, sample_name
 
     audio_paths = _catalog_audio(config) if config.catalog else {}
 
@@ -198,7 +199,7 @@ def _shard_units(config: EmbedConfig, encoder: Encoder):
             batcher = _Batcher(encoder)
             tracks: list[_Track] = []
             for sample in wds.WebDataset([url], shardshuffle=False, empty_check=False):
-                meta = json.loads(sample["json"])
+                meta = read_sample_json(sample["json"], sample_name(sample))
                 if meta["sample_rate"] != encoder.sample_rate:
                     raise ValueError(f"{url}: clips are {meta['sample_rate']} Hz but the model "
                                      f"takes {encoder.sample_rate} Hz; make shards at its rate")
