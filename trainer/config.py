@@ -98,6 +98,14 @@ class RunConfig:
     validate: bool = True
 
 
+@dataclass(frozen=True)
+class DistConfig:
+    timeout_s: float = field(default=600.0, metadata={"help": (
+        "seconds a process waits in a collective for the others before the run stops "
+        "with a message naming the processes that never arrived; raise it when one "
+        "process legitimately works alone for longer (e.g. a slow shared file system)")})
+
+
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -105,6 +113,7 @@ class TrainConfig:
     swap: SwapConfig = field(default_factory=SwapConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -203,6 +212,7 @@ def validate(c: TrainConfig) -> list[str]:
     need(c.run.log_every >= 1, "run.log_every must be >= 1")
     need(c.run.checkpoint_every >= 0 and c.run.max_steps >= 0,
          "run.checkpoint_every and max_steps must be >= 0")
+    need(c.dist.timeout_s > 0, "dist.timeout_s must be > 0")
     return p
 
 

@@ -12,9 +12,10 @@ import torch
 from schemas.descriptors import DescriptorMatcher
 from schemas.swap_dictionary import Descriptor, SwapDictionary
 from trainer.config import load_config
+from trainer.distributed import setup
 from trainer.model import DuetMC
 from trainer.swap import Swapper
-from trainer.train import setup_distributed, train_step
+from trainer.train import train_step
 
 GLOBAL_BATCH, STEPS = 8, 4
 DICTIONARY = SwapDictionary(tuple(
@@ -31,7 +32,8 @@ def main(out: Path, accumulate: int) -> None:
         "model.audio.clip_seconds=0.5", "model.audio.channels=[4, 8]", "model.dim=32",
         "model.layers=1", "model.dropout=0.0", "model.learn_temperature=true",
         "model.max_positions=64", f"data.accumulate={accumulate}", "run.device=cpu"])
-    info, device = setup_distributed("cpu")
+    info = setup("cpu")
+    device = info.device
     config.data.batch_size = GLOBAL_BATCH // info.world // accumulate
     torch.manual_seed(0)
     model = DuetMC(config.model)
@@ -63,10 +65,7 @@ def main(out: Path, accumulate: int) -> None:
         hard.append(n_hard)
     if info.rank == 0:
         out.write_text(json.dumps({"losses": losses, "hard_negatives": hard}))
-    if info.world > 1:
-        # both ranks leave together: gloo aborts a rank whose peer tears down first
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    info.close()
 
 
 if __name__ == "__main__":
