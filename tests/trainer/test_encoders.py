@@ -98,3 +98,15 @@ def test_long_sequences_are_pooled_to_the_projection_positions():
     mask[1, 40:] = True
     assert head(torch.randn(2, 95, 8), mask).shape == (2, 16)
     assert np.isfinite(out.detach().numpy()).all()
+
+
+def test_log_mel_stays_float32_under_bf16_autocast():
+    # the GPU path trains under bf16 autocast; the spectrogram's matmul must not follow it
+    torch.manual_seed(0)
+    mel = LogMel(AudioConfig())
+    audio = torch.randn(2, 16_000) * 0.1
+    reference = mel(audio)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = mel(audio)
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, reference)
