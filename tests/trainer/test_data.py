@@ -6,9 +6,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import IterableDataset
 
 from trainer.config import AudioConfig, DataConfig
-from trainer.data import MakePairs, SharedEpoch, eval_loader, tag_spans, train_loader
+from trainer.data import MakePairs, SharedEpoch, _loader, eval_loader, tag_spans, train_loader
 
 
 def fake_sample(n_views=4, languages=("en",), frames=48_000):
@@ -119,3 +120,13 @@ def test_wrong_sample_rate_is_reported():
     stage = MakePairs(DataConfig(), AudioConfig(sample_rate=48_000), 0, SharedEpoch(), True)
     with pytest.raises(ValueError, match="make shards at the model's rate"):
         list(stage(iter([fake_sample()])))
+
+
+class WorkerThreads(IterableDataset):
+    def __iter__(self):
+        yield torch.get_num_threads()
+
+
+def test_each_loader_worker_runs_one_thread():
+    # what trainer.distributed.loader_workers counts on when it fits workers to cores
+    assert sorted(_loader(WorkerThreads(), workers=2)) == [1, 1]
