@@ -183,6 +183,8 @@ def eval_loader(shards: Path, split: str, data: DataConfig, audio: AudioConfig,
     a distributed pass (each row's `shard` lets the shares be put back in order)."""
     urls, _ = shard_urls(shards, split)
     rank, world = part
+    if not urls[rank::world]:  # more processes than shards: this one reads none
+        return DataLoader([], batch_size=None)
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(urls[rank::world]),
         wds.tarfile_to_samples(),

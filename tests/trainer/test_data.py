@@ -116,6 +116,23 @@ def test_eval_loader_reads_each_valid_sample_once(demo_shards):
     assert len(keys) == expected > 0
 
 
+def test_eval_loader_parts_share_out_the_shards(demo_shards):
+    """Distributed validation: part (rank, world) reads every world-th shard; the parts
+    cover the split once, and a process beyond the number of shards reads nothing."""
+    whole = [(t, s) for batch in eval_loader(demo_shards, "valid", DataConfig(),
+                                             AudioConfig(clip_seconds=2), 3)
+             for t, s in zip(batch["track_id"], batch["shard"], strict=True)]
+    shards = sorted({s for _, s in whole})
+    world = len(shards) + 1
+    parts = [[(t, s) for batch in eval_loader(demo_shards, "valid", DataConfig(),
+                                              AudioConfig(clip_seconds=2), 3, (rank, world))
+              for t, s in zip(batch["track_id"], batch["shard"], strict=True)]
+             for rank in range(world)]
+    assert len(shards) >= 2 and parts[-1] == []
+    assert sorted(row for part in parts for row in part) == sorted(whole)
+    assert [r for r in whole if r[1] == shards[1]] == parts[1]
+
+
 def test_wrong_sample_rate_is_reported():
     stage = MakePairs(DataConfig(), AudioConfig(sample_rate=48_000), 0, SharedEpoch(), True)
     with pytest.raises(ValueError, match="make shards at the model's rate"):
