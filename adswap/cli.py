@@ -270,7 +270,8 @@ def shards(
 @app.command()
 def train(
     config_file: Path = typer.Option(None, "--config", help="YAML config (sections data, "
-                                     "model, swap, optim, run); defaults are the CPU demo."),
+                                     "model, swap, optim, run, dist); defaults are the CPU "
+                                     "demo."),
     overrides: list[str] = typer.Option(None, "--set", help="Override one setting, e.g. "
                                         "--set optim.lr=5e-4 --set data.p_cap=0.5; "
                                         "repeatable."),
