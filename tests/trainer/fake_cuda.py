@@ -56,6 +56,9 @@ class FakeCuda(TorchFunctionMode):
         self._patch(cuda, "set_device", self._set_device)
         self._patch(cuda, "current_device", lambda: self.current or 0)
         self._patch(cuda, "is_bf16_supported", lambda *a, **k: True)
+        # gradient caching saves and restores the GPU's random state with the CPU's
+        self._patch(cuda, "get_rng_state", lambda device=None: torch.zeros(16, dtype=torch.uint8))
+        self._patch(cuda, "set_rng_state", lambda state, device=None: None)
         self._patch(cuda, "get_rng_state_all", lambda: [])
         self._patch(cuda, "set_rng_state_all", lambda states: None)
         # the DataLoader's pinning thread: mark what it would pin

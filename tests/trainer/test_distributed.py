@@ -73,16 +73,22 @@ def test_adswap_train_under_torchrun(demo_shards, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("accumulate", [1, 2])
 def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_shards,
-                                                                         tmp_path):
+                                                                         tmp_path, accumulate):
     """What a CUDA run would hand NCCL, checked on the CPU (tests/trainer/fake_cuda.py):
-    on the code before this test, the loss totals reached NCCL as a CPU tensor."""
+    on the code before this test, the loss totals reached NCCL as a CPU tensor. With
+    TextSwap on, and with gradient caching."""
     out, record = tmp_path / "run", tmp_path / "record"
     record.mkdir()
-    result = torchrun(HERE / "fake_cuda_run.py", record,
-                      *small_run(demo_shards, out, "run.checkpoint_every=2"))
+    result = torchrun(HERE / "fake_cuda_run.py", record, *small_run(
+        demo_shards, out, "run.checkpoint_every=2", "swap.warmup_epochs=0",
+        "swap.ramp_epochs=1", "swap.p_max=0.5", f"data.accumulate={accumulate}"))
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
     assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["type"] == "step"]
+    assert sum(r["hard_negatives"] for r in steps) > 0
     for rank, body in enumerate(ranks):
         events = body["events"]
         setup_events = [e for e in events if e["event"] != "collective"][:2]
@@ -103,12 +109,12 @@ def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_sha
         # embed) came pinned by the loader and was copied without blocking
         audio = [e for e in events if e["event"] == "copy_to_gpu" and
                  e["shape"][1:] == [16_000] and not e["caller"].endswith(" in embed")]
-        assert len(audio) == 6 and all(e["pinned"] and e["non_blocking"] for e in audio)
+        assert len(audio) == len(steps) * accumulate
+        assert all(e["pinned"] and e["non_blocking"] for e in audio)
     # distributed validation puts the shards back in order: one process on the last
     # checkpoint's weights gets the numbers the two processes logged
     from trainer.train import load_model, validate
 
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if r["type"] == "epoch"][-1]
     model, config = load_model(out, out / "checkpoints" / "last.pt")
     alone = validate(model, config, Dist(), nullcontext)
