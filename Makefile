@@ -67,13 +67,15 @@ ABLATION_ARGS ?=
 INDEX ?= $(RUN)/index
 INDEX_ARGS ?= --splits test --checkpoint last --overwrite
 SERVE_ARGS ?=
+# gpu-check settings, e.g. GPU_CHECK_ARGS="--steps 40 --batch 64" (--help lists them)
+GPU_CHECK_ARGS ?=
 # A run folder with a checkpoint is continued, not refused: a rerun resumes.
 RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation index serve demo test test-fast bench lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation index serve demo test test-fast bench gpu-check lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -189,6 +191,9 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/eval.py
 	$(BIN)/python bench/search.py
 	$(VENV_LLM)/bin/python bench/captions_engines.py
+
+gpu-check: $(STAMPS)/venv ## On a CUDA machine: bf16 training, 2 GPUs against 1, resume after a kill (one table)
+	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: $(STAMPS)/venv ## Check style with ruff
 	$(BIN)/ruff check adswap schemas pipeline trainer retrieval tests bench

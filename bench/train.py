@@ -63,8 +63,9 @@ def setup(shards: Path, batch: int, workers: int = 0):
 def overhead(shards: Path) -> dict:
     from contextlib import nullcontext
 
+    from trainer.distributed import Dist
     from trainer.swap import hard_negatives
-    from trainer.train import Dist, train_step
+    from trainer.train import train_step
 
     config, model, trainable, optimizer, swapper, loader = setup(shards, 64)
     batches = [b for _, b in zip(range(BATCHES), loader, strict=False)]
@@ -115,7 +116,8 @@ import resource, sys, torch
 sys.path.insert(0, {bench!r})
 from train import setup
 from contextlib import nullcontext
-from trainer.train import Dist, train_step
+from trainer.distributed import Dist
+from trainer.train import train_step
 from pathlib import Path
 config, model, trainable, optimizer, swapper, loader = setup(Path({shards!r}), {batch})
 batches = iter(loader)

@@ -183,6 +183,18 @@ class SwapConfig(Config):
 
 
 @dataclass(frozen=True)
+class DistConfig(Config):
+    timeout_s: float = setting(600.0, help="Seconds a process waits in a collective for the "
+                               "others before the run stops with a message naming the "
+                               "processes that never arrived; raise it when one process "
+                               "legitimately works alone for longer (a slow shared file "
+                               "system).")
+
+    def check(self) -> list[str]:
+        return [] if self.timeout_s > 0 else ["timeout_s must be > 0"]
+
+
+@dataclass(frozen=True)
 class OptimConfig(Config):
     lr: float = setting(1e-3, help="Peak learning rate (AdamW).")
     weight_decay: float = setting(0.05, help="AdamW weight decay (not on biases, norms or "
@@ -237,6 +249,7 @@ class TrainConfig(Config):
     swap: SwapConfig = setting(factory=SwapConfig, help="TextSwap.")
     optim: OptimConfig = setting(factory=OptimConfig, help="Optimisation.")
     run: RunConfig = setting(factory=RunConfig, help="The run.")
+    dist: DistConfig = setting(factory=DistConfig, help="Multi-process training.")
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ class MakePairs:
             else:
                 text, spans = tags_text(meta["tags"])
             yield {"audio": audio, "text": text, "spans": spans, "tags": meta["tags"],
-                   "track_id": meta["track_id"]}
+                   "track_id": meta["track_id"], "is_caption": view is not None,
+                   "shard": sample.get("__url__")}
 
 
 def sample_name(sample: dict) -> str:
@@ -153,8 +154,10 @@ def shard_urls(shards: Path, split: str) -> tuple[list[str], int]:
     return [str(Path(shards) / n) for n in names], sum(sizes[n] for n in names)
 
 
-def train_loader(data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch
-                 ) -> DataLoader:
+def train_loader(data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch,
+                 pin_memory: bool = False) -> DataLoader:
+    """pin_memory: batches come in page-locked memory, so copies to the GPU can overlap
+    the step (`.to(device, non_blocking=True)`)."""
     urls, _ = shard_urls(data.shards, "train")
     if not urls:
         raise ValueError(f"no train shards in {data.shards}")
@@ -165,14 +168,19 @@ def train_loader(data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedE
         MakePairs(data, audio, seed, epoch, train=True),
         wds.batched(data.batch_size, collation_fn=collate, partial=False),
     )
-    return _loader(pipeline, data.workers)
+    return _loader(pipeline, data.workers, pin_memory)
 
 
 def eval_loader(shards: Path, split: str, data: DataConfig, audio: AudioConfig,
-                batch_size: int) -> DataLoader:
+                batch_size: int, part: tuple[int, int] = (0, 1)) -> DataLoader:
+    """part=(rank, world): every world-th shard from the rank-th, one process's share of
+    a distributed pass (each row's `shard` lets the shares be put back in order)."""
     urls, _ = shard_urls(shards, split)
+    rank, world = part
+    if not urls[rank::world]:  # more processes than shards: this one reads none
+        return DataLoader([], batch_size=None)
     pipeline = wds.DataPipeline(
-        wds.SimpleShardList(urls),
+        wds.SimpleShardList(urls[rank::world]),
         wds.tarfile_to_samples(),
         MakePairs(data, audio, 0, SharedEpoch(), train=False),
         wds.batched(batch_size, collation_fn=collate, partial=True),
@@ -180,8 +188,9 @@ def eval_loader(shards: Path, split: str, data: DataConfig, audio: AudioConfig,
     return _loader(pipeline, 0)
 
 
-def _loader(pipeline, workers: int) -> DataLoader:
+def _loader(pipeline, workers: int, pin_memory: bool = False) -> DataLoader:
     if workers == 0:
-        return DataLoader(pipeline, batch_size=None, num_workers=0)
+        return DataLoader(pipeline, batch_size=None, num_workers=0, pin_memory=pin_memory)
     return DataLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=True,
-                      multiprocessing_context="forkserver", prefetch_factor=4)
+                      multiprocessing_context="forkserver", prefetch_factor=4,
+                      pin_memory=pin_memory)

@@ -63,11 +63,14 @@ class LogMel(nn.Module):
                              persistent=False)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(audio.float(), self.n_fft, self.hop, window=self.window,
-                          return_complex=True, center=True)
-        power = spec.real ** 2 + spec.imag ** 2
-        mel = torch.einsum("bft,fm->bmt", power, self.filters)
-        return 10.0 * torch.log10(mel.clamp(min=1e-10))
+        # float32 under bf16 autocast too: autocast would run the mel projection (a
+        # matmul) and so the dB values in bf16, off by up to 0.1 dB (0.5 dB near the floor)
+        with torch.autocast(audio.device.type, enabled=False):
+            spec = torch.stft(audio.float(), self.n_fft, self.hop, window=self.window,
+                              return_complex=True, center=True)
+            power = spec.real ** 2 + spec.imag ** 2
+            mel = torch.einsum("bft,fm->bmt", power, self.filters)
+            return 10.0 * torch.log10(mel.clamp(min=1e-10))
 
 
 class CnnEncoder(nn.Module):

@@ -7,6 +7,7 @@ validation.png, checkpoints/last.pt and best.pt.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
@@ -27,6 +27,7 @@ from schemas.config import as_dict
 from schemas.swap_dictionary import SwapDictionary
 from trainer.config import TrainConfig, load_config
 from trainer.data import SharedEpoch, eval_loader, shard_urls, train_loader
+from trainer.distributed import Dist, loader_workers, setup
 from trainer.loss import contrastive_loss, gather
 from trainer.metrics import pool_tracks, ranks, recall_summary
 from trainer.model import DuetMC
@@ -43,35 +44,12 @@ class State:
     stopped: str = ""  # why training ended early, if it did
 
 
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-
 def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
     """Linear warm-up to `peak`, then cosine decay to `floor` at `total` steps."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
-
-
-def setup_distributed(device: str) -> tuple[Dist, torch.device]:
-    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is one process."""
-    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        info = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                    int(os.environ.get("LOCAL_RANK", 0)))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if want_cuda else "gloo")
-    else:
-        info = Dist()
-    if want_cuda:
-        torch.cuda.set_device(info.local_rank)
-        return info, torch.device("cuda", info.local_rank)
-    return info, torch.device("cpu")
 
 
 def steps_per_epoch(config: TrainConfig, world: int) -> int:
@@ -86,11 +64,13 @@ def steps_per_epoch(config: TrainConfig, world: int) -> int:
 
 
 def train(config: TrainConfig, resume: bool = False) -> State:
-    info, device = setup_distributed(config.run.device)
-    main = info.rank == 0
+    info = setup(config.run.device, config.dist)
+    device, main = info.device, info.main
     out = Path(config.run.out)
     checkpoints = out / "checkpoints"
-    if main and not resume and (checkpoints / "last.pt").exists():
+    # every rank checks (run.out must be storage every node sees), so none is left
+    # waiting in a collective for a rank that stopped
+    if not resume and (checkpoints / "last.pt").exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or set "
                          "run.out to a new folder")
     steps = steps_per_epoch(config, info.world)
@@ -112,7 +92,9 @@ def train(config: TrainConfig, resume: bool = False) -> State:
                                   lr=config.optim.lr)
     ddp = model
     if info.world > 1:
-        # frozen encoders have requires_grad=False: DDP neither syncs nor stores them
+        # frozen encoders have requires_grad=False: DDP neither syncs nor stores them.
+        # find_unused_parameters stays off: every trainable parameter takes part in
+        # every forward (one forward for audio, captions and hard negatives)
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.local_rank] if device.type == "cuda" else None)
     state = State()
@@ -123,7 +105,13 @@ def train(config: TrainConfig, resume: bool = False) -> State:
     swapper = Swapper(SwapDictionary.load(Path(config.data.shards) / "swap_dictionary.json"),
                       config.swap.categories)
     epoch_value = SharedEpoch(state.epoch)
-    loader = train_loader(config.data, config.model.audio, config.run.seed, epoch_value)
+    workers = loader_workers(config.data.workers)
+    if main and workers < config.data.workers:
+        print(f"train: data.workers {config.data.workers} -> {workers} per process, so the "
+              f"loader workers of this node's processes fit in its cores", file=sys.stderr)
+    loader = train_loader(dataclasses.replace(config.data, workers=workers),
+                          config.model.audio, config.run.seed, epoch_value,
+                          pin_memory=device.type == "cuda")
     bf16 = config.optim.precision == "bf16" or (config.optim.precision == "auto" and
                                                  device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 \
@@ -174,9 +162,12 @@ def train(config: TrainConfig, resume: bool = False) -> State:
             limit = config.run.max_steps and state.step >= config.run.max_steps
             if limit:
                 state.stopped = f"run.max_steps={config.run.max_steps} reached"
-            if main and (limit or (config.run.checkpoint_every and
-                                   state.step % config.run.checkpoint_every == 0)):
-                save_checkpoint(checkpoints / "last.pt", model, optimizer, state, config)
+            if limit or (config.run.checkpoint_every and
+                         state.step % config.run.checkpoint_every == 0):
+                if main:
+                    save_checkpoint(checkpoints / "last.pt", model, optimizer, state, config)
+                # no rank runs ahead of a checkpoint that is not on disk yet
+                info.barrier("checkpoint saved")
             if limit:
                 break
         bar.close()
@@ -184,21 +175,19 @@ def train(config: TrainConfig, resume: bool = False) -> State:
             break
         state.epoch += 1
         state.step_in_epoch = 0
+        metrics = validate(model, config, info, autocast) if config.run.validate else None
         if main:
-            _end_epoch(config, model, device, autocast, state, log, writer, out, checkpoints,
+            _end_epoch(config, model, metrics, state, log, writer, out, checkpoints,
                        optimizer)
-        if info.world > 1:  # every rank follows rank 0's early-stopping decision
-            flag = torch.tensor([1 if state.stopped else 0])
-            dist.broadcast(flag, 0)
-            if flag.item() and not state.stopped:
-                state.stopped = "early stopping"
+        # every rank follows rank 0's early-stopping decision; the broadcast also holds
+        # them until rank 0 has written the epoch's checkpoint
+        if info.broadcast_flag("early stopping", bool(state.stopped)) and not state.stopped:
+            state.stopped = "early stopping"
     if log is not None:
         log.close()
     if writer is not None:
         writer.close()
-    if info.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    info.close()
     return state
 
 
@@ -210,7 +199,8 @@ def train_step(ddp, model: DuetMC, optimizer, parts: list[dict], swapper: Swappe
     micro, accumulate = config.data.batch_size, len(parts)
     per_rank = micro * accumulate
     offsets = [info.rank * per_rank + j * micro for j in range(accumulate)]
-    inputs = [(b["audio"].to(device), model.tokenize(b["text"]).to(device)) for b in parts]
+    inputs = [(b["audio"].to(device, non_blocking=True), model.tokenize(b["text"]).to(device))
+              for b in parts]
     negatives = [hard_negatives(swapper, b["text"], b["spans"], b["tags"], p, config.run.seed,
                                 step, offset, info.world * per_rank)
                  for b, offset in zip(parts, offsets, strict=True)]
@@ -229,12 +219,8 @@ def train_step(ddp, model: DuetMC, optimizer, parts: list[dict], swapper: Swappe
     if config.optim.grad_clip:
         torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
     optimizer.step()
-    loss_value, n_hard = loss.item(), sum(len(h) for h in negatives)
-    if info.world > 1:
-        totals = torch.tensor([loss_value, n_hard], dtype=torch.float64)
-        dist.all_reduce(totals)
-        loss_value, n_hard = totals[0].item() / info.world, int(totals[1].item())
-    return loss_value, n_hard
+    loss_total, n_hard = info.sum("loss totals", loss, sum(len(h) for h in negatives))
+    return loss_total / info.world, int(n_hard)
 
 
 def _accumulated_backward(ddp, inputs, negatives, negative_ids, offsets, info, device,
@@ -290,11 +276,10 @@ def _set_rng_state(state: tuple, device) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
-def _end_epoch(config, model, device, autocast, state, log, writer, out, checkpoints,
+def _end_epoch(config, model, metrics: dict | None, state, log, writer, out, checkpoints,
                optimizer) -> None:
     row = {"type": "epoch", "epoch": state.epoch - 1, "step": state.step}
-    if config.run.validate:
-        metrics = validate(model, config, device, autocast)
+    if metrics is not None:
         row.update(metrics)
         if metrics.get("valid_loss") is not None:
             if metrics["valid_loss"] < state.best_valid_loss:
@@ -311,29 +296,51 @@ def _end_epoch(config, model, device, autocast, state, log, writer, out, checkpo
 
 
 @torch.no_grad()
-def embed(model: DuetMC, loader, device, autocast) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """Audio and text embeddings of every sample a loader yields, in order."""
+def embed(model: DuetMC, loader, device, autocast
+          ) -> tuple[torch.Tensor, torch.Tensor, list, list]:
+    """Audio and text embeddings (on the CPU) of every sample a loader yields, in order,
+    with their track ids and shards."""
     was_training = model.training
     model.eval()
-    audio, text, ids = [], [], []
+    audio, text, ids, shards = [], [], [], []
     for batch in loader:
         with autocast():
             audio.append(model.encode_audio(batch["audio"].to(device)).float().cpu())
             text.append(model.encode_text(model.tokenize(batch["text"]).to(device))
                         .float().cpu())
         ids += batch["track_id"]
+        shards += batch["shard"]
     model.train(was_training)
     if not audio:
-        return torch.zeros(0), torch.zeros(0), []
-    return torch.cat(audio), torch.cat(text), ids
+        empty = torch.zeros(0, model.config.dim)
+        return empty, empty, [], []
+    return torch.cat(audio), torch.cat(text), ids, shards
 
 
-def validate(model: DuetMC, config: TrainConfig, device, autocast) -> dict:
+def validate(model: DuetMC, config: TrainConfig, info: Dist, autocast) -> dict | None:
     """Validation loss (InfoNCE over clips, in batches of data.batch_size) and
-    text-to-audio retrieval per track, each track's first caption against every track."""
+    text-to-audio retrieval per track, each track's first caption against every track.
+
+    Every process embeds its share of the valid shards; rank 0 puts the rows back in
+    shard order (so any number of processes gives the numbers of one) and scores them.
+    Other ranks get None."""
+    urls, _ = shard_urls(config.data.shards, "valid")
     loader = eval_loader(config.data.shards, "valid", config.data, config.model.audio,
-                         config.data.batch_size)
-    audio, text, track_ids = embed(model, loader, device, autocast)
+                         config.data.batch_size, part=(info.rank, info.world))
+    audio, text, track_ids, shards = embed(model, loader, info.device, autocast)
+    position = {url: i for i, url in enumerate(urls)}
+    shard = torch.tensor([float(position[s]) for s in shards]).reshape(-1, 1)
+    # one gather for both embeddings and each row's shard (exact as a float)
+    rows = info.gather_rows("validation embeddings", torch.cat([audio, text, shard], 1))
+    track_ids = [t for part in info.gather_objects("validation track ids", track_ids)
+                 for t in part]
+    if not info.main:
+        return None
+    rows = rows.cpu()
+    order = torch.sort(rows[:, -1], stable=True).indices
+    dim = audio.shape[1]
+    audio, text = rows[order, :dim], rows[order, dim:2 * dim]
+    track_ids = [track_ids[i] for i in order.tolist()]
     if len(audio) < 2:
         return {"valid_loss": None}
     scale = model.logit_scale.clamp(max=math.log(100)).exp().cpu()

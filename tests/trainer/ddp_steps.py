@@ -12,9 +12,10 @@ import torch
 from schemas.descriptors import DescriptorMatcher
 from schemas.swap_dictionary import Descriptor, SwapDictionary
 from trainer.config import load_config
+from trainer.distributed import setup
 from trainer.model import DuetMC
 from trainer.swap import Swapper
-from trainer.train import setup_distributed, train_step
+from trainer.train import train_step
 
 GLOBAL_BATCH, STEPS = 8, 4
 DICTIONARY = SwapDictionary(tuple(
@@ -27,7 +28,8 @@ CAPTIONS = ["a happy rock song with guitar", "sad jazz on piano", "calm pop with
 
 
 def main(out: Path, accumulate: int) -> None:
-    info, device = setup_distributed("cpu")
+    info = setup("cpu")
+    device = info.device
     config = load_config(None, [
         "model.audio.clip_seconds=0.5", "model.audio.channels=[4, 8]", "model.dim=32",
         "model.layers=1", "model.dropout=0.0", "model.learn_temperature=true",
@@ -63,10 +65,7 @@ def main(out: Path, accumulate: int) -> None:
         hard.append(n_hard)
     if info.rank == 0:
         out.write_text(json.dumps({"losses": losses, "hard_negatives": hard}))
-    if info.world > 1:
-        # both ranks leave together: gloo aborts a rank whose peer tears down first
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    info.close()
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import IterableDataset
 
 from schemas.sample import Sample, SampleView
 from schemas.views import Span
 from trainer.config import AudioConfig, DataConfig
-from trainer.data import MakePairs, SharedEpoch, eval_loader, train_loader
+from trainer.data import MakePairs, SharedEpoch, _loader, eval_loader, train_loader
 
 
 def fake_sample(n_views=4, languages=("en",), frames=48_000, track_id="t", **changes):
@@ -38,13 +39,15 @@ def pairs(p_cap, n=2000, languages=(), train=True, **sample):
 def test_p_cap_zero_gives_tags_only_and_one_gives_captions_only():
     tags_only = pairs(0.0, 200)
     assert {p["text"] for p in tags_only} == {"rock, happy"}
-    assert set(tags_only[0]) == {"audio", "text", "spans", "tags", "track_id"}
+    assert set(tags_only[0]) == {"audio", "text", "spans", "tags", "track_id", "is_caption",
+                                 "shard"}
+    assert not any(p["is_caption"] for p in tags_only)
     assert tags_only[0]["spans"] == [
         {"category": "genre", "term": "rock", "start": 0, "end": 4},
         {"category": "mood", "term": "happy", "start": 6, "end": 11}]
     captions = pairs(1.0, 200)
-    assert all(p["text"].startswith("caption") for p in captions)
-    half = sum(p["text"].startswith("caption") for p in pairs(0.5, 2000))
+    assert all(p["is_caption"] and p["text"].startswith("caption") for p in captions)
+    half = sum(p["is_caption"] for p in pairs(0.5, 2000))
     assert 900 < half < 1100
 
 
@@ -110,6 +113,23 @@ def test_eval_loader_reads_each_valid_sample_once(demo_shards):
     assert len(keys) == expected > 0
 
 
+def test_eval_loader_parts_share_out_the_shards(demo_shards):
+    """Distributed validation: part (rank, world) reads every world-th shard; the parts
+    cover the split once, and a process beyond the number of shards reads nothing."""
+    whole = [(t, s) for batch in eval_loader(demo_shards, "valid", DataConfig(),
+                                             AudioConfig(clip_seconds=2), 3)
+             for t, s in zip(batch["track_id"], batch["shard"], strict=True)]
+    shards = sorted({s for _, s in whole})
+    world = len(shards) + 1
+    parts = [[(t, s) for batch in eval_loader(demo_shards, "valid", DataConfig(),
+                                              AudioConfig(clip_seconds=2), 3, (rank, world))
+              for t, s in zip(batch["track_id"], batch["shard"], strict=True)]
+             for rank in range(world)]
+    assert len(shards) >= 2 and parts[-1] == []
+    assert sorted(row for part in parts for row in part) == sorted(whole)
+    assert [r for r in whole if r[1] == shards[1]] == parts[1]
+
+
 def test_wrong_sample_rate_is_reported():
     stage = MakePairs(DataConfig(), AudioConfig(sample_rate=48_000), 0, SharedEpoch(), True)
     with pytest.raises(ValueError, match="make shards at the model's rate"):
@@ -141,3 +161,11 @@ def test_a_sample_of_another_schema_version_says_to_rebuild_the_shards(tmp_path)
     with pytest.raises(ValueError, match=r"train-000000.tar:t\d-0.json: written as "
                        "'sample/0'.*adswap shards --overwrite"):
         next(iter(train_loader(data, AudioConfig(clip_seconds=2), 0, SharedEpoch())))
+class WorkerThreads(IterableDataset):
+    def __iter__(self):
+        yield torch.get_num_threads()
+
+
+def test_each_loader_worker_runs_one_thread():
+    # what trainer.distributed.loader_workers counts on when it fits workers to cores
+    assert sorted(_loader(WorkerThreads(), workers=2)) == [1, 1]

@@ -1,15 +1,26 @@
 """Two processes (torchrun, gloo) give the loss trajectory of one process with the same
-global batch; so does gradient accumulation; and a real 2-process run completes."""
+global batch; so does gradient accumulation; a real 2-process run completes; the same
+run, believing it drives CUDA GPUs through NCCL, hands every collective tensors on its
+own GPU; setup picks NCCL and the GPU before the group; a stalled rank is named."""
 
 import json
 import socket
 import subprocess
 import sys
+import time
+from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
 
-SCRIPT = Path(__file__).with_name("ddp_steps.py")
+from trainer.config import DistConfig
+from trainer.distributed import BACKEND_GRACE_S, Dist, loader_workers, setup
+
+HERE = Path(__file__).parent
+SCRIPT = HERE / "ddp_steps.py"
 
 
 def free_port() -> int:
@@ -41,18 +52,133 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path):
         assert other["losses"] == pytest.approx(reference["losses"], rel=1e-5)
 
 
+def small_run(shards, out, *extra) -> list[str]:
+    return [f"data.shards={shards}", f"run.out={out}", "data.batch_size=4", "data.workers=1",
+            "model.audio.clip_seconds=1", "model.audio.channels=[4,8]", "model.dim=32",
+            "optim.epochs=2", "optim.warmup_epochs=1", "run.log_every=1",
+            "data.samples_per_epoch=24", *extra]
+
+
 @pytest.mark.slow
 def test_adswap_train_under_torchrun(demo_shards, tmp_path):
     out = tmp_path / "run"
-    result = torchrun("-m", "adswap.cli", "train", "--set", f"data.shards={demo_shards}",
-                      "--set", f"run.out={out}", "--set", "data.batch_size=4",
-                      "--set", "data.workers=1", "--set", "model.audio.clip_seconds=1",
-                      "--set", "model.audio.channels=[4,8]", "--set", "model.dim=32",
-                      "--set", "optim.epochs=2", "--set", "optim.warmup_epochs=1",
-                      "--set", "run.log_every=1", "--set", "data.samples_per_epoch=24")
+    result = torchrun("-m", "adswap.cli", "train",
+                      *[a for s in small_run(demo_shards, out) for a in ("--set", s)])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r["type"] == "step"]
     assert [r["step"] for r in steps] == list(range(1, 7))  # 24 samples / (4 x 2 ranks) x 2
     assert [r["epoch"] for r in rows if r["type"] == "epoch"] == [0, 1]
     assert (out / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_shards,
+                                                                         tmp_path, accumulate):
+    """What a CUDA run would hand NCCL, checked on the CPU (tests/trainer/fake_cuda.py):
+    on the code before this test, the loss totals reached NCCL as a CPU tensor. With
+    TextSwap on, and with gradient caching."""
+    out, record = tmp_path / "run", tmp_path / "record"
+    record.mkdir()
+    result = torchrun(HERE / "fake_cuda_run.py", record, *small_run(
+        demo_shards, out, "run.checkpoint_every=2", "swap.warmup_epochs=0",
+        "swap.ramp_epochs=1", "swap.p_max=0.5", f"data.accumulate={accumulate}"))
+    ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["type"] == "step"]
+    assert sum(r["hard_negatives"] for r in steps) > 0
+    for rank, body in enumerate(ranks):
+        events = body["events"]
+        setup_events = [e for e in events if e["event"] != "collective"][:2]
+        assert setup_events == [
+            {"event": "set_device", "device": rank},
+            {"event": "init_process_group", "backend": "nccl", "device_id": f"cuda:{rank}",
+             "current_device": rank}]
+        calls = [e for e in events if e["event"] == "collective"]
+        # every kind of collective the run makes was seen, from where we expect it
+        callers = {(e["name"], e["caller"].split(":")[0]) for e in calls}
+        assert {("all_reduce", "trainer/distributed.py"), ("broadcast", "trainer/distributed.py"),
+                ("all_gather", "trainer/distributed.py"), ("all_gather", "open_clip/loss.py"),
+                ("all_gather_object", "trainer/distributed.py")} <= callers, callers
+        assert all(d == f"cuda:{rank}" for e in calls for d in e["devices"]
+                   if d != "None"), calls
+        assert sum(d == f"cuda:{rank}" for e in calls for d in e["devices"]) > 20
+        # the training batches' audio (1 s clips of 16 kHz; validation's are copied in
+        # embed) came pinned by the loader and was copied without blocking
+        audio = [e for e in events if e["event"] == "copy_to_gpu" and
+                 e["shape"][1:] == [16_000] and not e["caller"].endswith(" in embed")]
+        assert len(audio) == len(steps) * accumulate
+        assert all(e["pinned"] and e["non_blocking"] for e in audio)
+    # distributed validation puts the shards back in order: one process on the last
+    # checkpoint's weights gets the numbers the two processes logged
+    from trainer.train import load_model, validate
+
+    logged = [r for r in rows if r["type"] == "epoch"][-1]
+    model, config = load_model(out, out / "checkpoints" / "last.pt")
+    alone = validate(model, config, Dist(), nullcontext)
+    assert alone["valid_tracks"] == logged["valid_tracks"] > 2
+    for key in ("valid_loss", "valid_R@1", "valid_R@10", "valid_MR"):
+        assert alone[key] == pytest.approx(logged[key], rel=1e-5), key
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
+def test_setup_on_cuda_sets_the_gpu_then_makes_an_nccl_group(monkeypatch):
+    record = Recorder()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", record("set_device"))
+    monkeypatch.setattr(dist, "rendezvous", lambda *a, **k: iter([(dist.HashStore(), 1, 2)]))
+    monkeypatch.setattr(dist, "init_process_group", record("init_process_group"))
+    info = setup("auto", DistConfig(timeout_s=5))
+    info.watch.close()
+    assert [name for name, *_ in record.calls] == ["set_device", "init_process_group"]
+    assert record.calls[0][1] == (1,)
+    _, args, kwargs = record.calls[1]
+    assert args == ("nccl",) and kwargs["device_id"] == torch.device("cuda", 1)
+    assert kwargs["rank"] == 1 and kwargs["world_size"] == 2
+    assert kwargs["timeout"] == timedelta(seconds=5 + BACKEND_GRACE_S)
+    assert (info.rank, info.world, info.device) == (1, 2, torch.device("cuda", 1))
+
+
+def test_setup_refuses_more_processes_than_gpus_and_cuda_without_a_gpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="one process per GPU"):
+        setup("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        setup("cuda")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert setup("auto") == Dist()  # one process on the CPU: no group
+
+
+def test_a_stalled_rank_is_named_after_the_timeout():
+    started = time.monotonic()
+    result = torchrun(HERE / "stall.py")
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert "the stalled collective completed" not in result.stderr
+    assert "rank 0 waited 2 s in collective #2 'loss totals'" in result.stderr
+    assert "not arrived: rank 1 (last entered #1 'first'" in result.stderr
+    assert elapsed < 45  # the stall lasts 60 s; the backend would wait 62 s
+
+
+def test_loader_workers_fit_the_node():
+    assert loader_workers(8, cores=16, processes=8) == 2
+    assert loader_workers(8, cores=128, processes=8) == 8
+    assert loader_workers(2, cores=2, processes=1) == 2
+    assert loader_workers(1, cores=2, processes=4) == 0  # the process loads its own data
+    assert loader_workers(0, cores=64, processes=1) == 0

@@ -141,3 +141,13 @@ def test_reading_configs_and_help_never_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+def test_log_mel_stays_float32_under_bf16_autocast():
+    # the GPU path trains under bf16 autocast; the spectrogram's matmul must not follow it
+    torch.manual_seed(0)
+    mel = LogMel(AudioConfig())
+    audio = torch.randn(2, 16_000) * 0.1
+    reference = mel(audio)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = mel(audio)
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, reference)

@@ -2,6 +2,7 @@
 short run that learns."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -94,3 +95,44 @@ def test_bad_config_fails_before_any_work(tmp_path):
     assert not (tmp_path / "metrics.jsonl").exists()
     missing = CliRunner().invoke(app, ["train", "--set", f"data.shards={tmp_path}"])
     assert missing.exit_code == 1 and "run `adswap shards` first" in missing.output
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_the_loss_is_float32_outside_bf16_autocast(monkeypatch, accumulate):
+    """The GPU path's bf16 autocast covers the encoders; the logits and InfoNCE are computed
+    outside it on float32 embeddings, with and without gradient caching."""
+    import trainer.train as training
+    from schemas.descriptors import DescriptorMatcher
+    from schemas.swap_dictionary import Descriptor, SwapDictionary
+    from trainer.distributed import Dist
+    from trainer.model import DuetMC
+    from trainer.swap import Swapper
+
+    torch.manual_seed(0)
+    seen, real = [], training.contrastive_loss
+
+    def spy(*args, **kwargs):
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        seen.append((torch.is_autocast_enabled("cpu"), {t.dtype for t in tensors}))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "contrastive_loss", spy)
+    config = load_config(None, [
+        "model.audio.clip_seconds=0.5", "model.audio.channels=[4, 8]", "model.dim=32",
+        "model.layers=1", "model.max_positions=64", "data.batch_size=2",
+        f"data.accumulate={accumulate}"])
+    model = DuetMC(config.model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable)
+    dictionary = SwapDictionary((Descriptor("genre", "rock"), Descriptor("genre", "jazz")))
+    texts = ["a rock song", "jazz on piano", "rock with drums", "slow jazz"]
+    spans = [[m._asdict() for m in DescriptorMatcher(dictionary).find(t)] for t in texts]
+    parts = [{"audio": torch.randn(2, 8_000) * 0.1, "text": texts[i:i + 2],
+              "spans": spans[i:i + 2], "tags": [{"genre": []}] * 2}
+             for i in range(0, 2 * accumulate, 2)]
+    loss, n_hard = training.train_step(
+        model, model, optimizer, parts, Swapper(dictionary, ("genre",)), 1.0, 0, config,
+        Dist(), torch.device("cpu"), lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+        trainable)
+    assert math.isfinite(loss) and n_hard > 0
+    assert seen and all(not enabled and dtypes == {torch.float32} for enabled, dtypes in seen)
