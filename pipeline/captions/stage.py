@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.captions.engines import Engine, EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.memory import peak_resident_mb
 from pipeline.captions.models import default_cache_dir, model_identity
 from pipeline.captions.parse import MAX_WORDS, parse_caption
 from pipeline.captions.plan import DropConfig, plan_views
@@ -90,6 +91,7 @@ class CaptionStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     catalog_rejects: int = 0
+    peak_rss_mb: int = 0                # this process's highest RSS so far
     flags: Counter = field(default_factory=Counter)
     failure_examples: list[str] = field(default_factory=list)
     reject_examples: list[str] = field(default_factory=list)
@@ -179,9 +181,10 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                 new_rows.update(_generate(engine, batch, template, config, stats))
                 bar.update(len(batch))
                 elapsed = max(time.perf_counter() - started, 1e-9)
+                stats.peak_rss_mb = round(peak_resident_mb())
                 bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
                                 tok_s=f"{stats.completion_tokens / elapsed:.1f}",
-                                failed=stats.failures)
+                                failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
             rows = []
             for p in planned:
                 if p.key in existing:
@@ -195,6 +198,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
         raise ValueError(f"catalog {config.catalog} has no valid track "
                          f"({stats.catalog_rejects} rejected rows)")
     _remove_stale_chunks(out, config, stats.chunks)
+    stats.peak_rss_mb = round(peak_resident_mb())
     stats.seconds = round(time.perf_counter() - started, 3)
     _write_stats(out, config, identity, stats)
     return stats
@@ -305,7 +309,8 @@ _GROUPS = {
     "drop": (DropConfig, {"n_views", "keep_prob", "min_per_category", "full_view", "seed"}),
     "sampling": (Sampling, {"temperature", "top_p", "max_tokens"}),
     "engine": (EngineConfig, {"engine", "model", "revision", "tensor_parallel_size", "dtype",
-                              "max_model_len", "url", "concurrency", "timeout_s", "retries"}),
+                              "max_model_len", "url", "concurrency", "timeout_s", "retries",
+                              "trim_memory"}),
 }
 _TOP = {"catalog", "out", "categories", "template", "languages", "chunk_tracks",
         "batch_requests", "rank",
