@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 ENGINES = ("vllm", "openai", "template")
@@ -74,6 +74,10 @@ class EngineConfig:
     concurrency: int = 8
     timeout_s: float = 60.0
     retries: int = 3
+    trim_memory: bool = field(default=True, metadata={"help": (
+        "After each batch, hand the pages the C allocator holds free back to the system "
+        "(glibc malloc_trim; vllm engine). Without it the in-process vLLM engine on CPU "
+        "gains about 0.5 MB of RSS per view, memory it has already freed.")})
 
     def __post_init__(self) -> None:
         problems = []
