@@ -141,23 +141,27 @@ def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: 
     at = {int(m[0]): float(m[1]) for m in marks}
     batch_end = {int(m[0]): [float(x) for x in m[2:]] for m in marks[1:]}
     compare = min(2 * chunk_tracks * VIEWS_PER_TRACK, max(at))
-    cpu_at_compare = [s for v, s in cpu if v >= compare and s is not None]
+    # while batches run: not the model load (0 views done) nor the exit after the last
+    generating = [(v, r) for v, r in samples if 0 < v < max(at)]
+    # CPU seconds from the model loaded to `compare` views (None if a sample is missing)
+    loaded = [s for v, s in cpu if v == 0 and s is not None]
+    done = [s for v, s in cpu if v >= compare and s is not None]
     return {
         "views": result["views"], "wall_s": round(time.monotonic() - started, 1),
         "model_load_s": round(ready - started, 1),
         "views_per_s": round(compare / (at[compare] - ready), 3) if compare in at else None,
         "throughput_views": compare,
-        "cpu_s_per_view": round(cpu_at_compare[0] / compare, 4) if cpu_at_compare else None,
+        "cpu_s_per_view": round((done[0] - loaded[-1]) / compare, 4)
+        if done and loaded else None,
         "stage_peak_rss_mb": result["peak_rss_mb"],
         "sampled_peak_rss_mb": round(max(r for _, r in samples)),
-        **{f"slope_after_{w}": _slope([(v, r) for v, r in samples if v >= w])
+        **{f"slope_after_{w}": _slope([(v, r) for v, r in generating if v >= w])
            for w in WARM_UP_VIEWS},
-        **{f"batch_peak_slope_after_{w}": _slope(_batch_peaks(samples, w))
+        **{f"batch_peak_slope_after_{w}": _slope(_batch_peaks(generating, w))
            for w in WARM_UP_VIEWS},
         "batch_end_slope_after_2000": _slope([(v, e[2]) for v, e in batch_end.items()
                                               if v >= 2000]),
-        "rss_mb_at": {v: round(max(r for w, r in samples if w == v))
-                      for v in sorted({w for w, _ in samples})},
+        "samples_views_rss_mb": [(v, round(r, 1)) for v, r in samples],
         "batch_end_glibc_in_use_free_and_rss_mb": batch_end,
     }
 
@@ -242,7 +246,7 @@ def main() -> None:
             # the template engine writes 10,000 views in about a second
             period = 0.01 if mode == "template" else args.sample_s
             results[mode] = measure(mode, catalog, tmp / mode, period, args.chunk_tracks)
-            brief = {k: v for k, v in results[mode].items() if not k.endswith("_at")}
+            brief = {k: v for k, v in results[mode].items() if not isinstance(v, (list, dict))}
             print(f"{mode}: {json.dumps(brief)}", file=sys.stderr)
         identical = {mode: same_rows(tmp / "vllm-no-trim", tmp / mode, 2)
                      for mode in ("vllm", "vllm-tcmalloc") if mode in results}
