@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.captions.engines import Engine, EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.memory import peak_resident_mb
 from pipeline.captions.models import default_cache_dir, model_identity
 from pipeline.captions.parse import MAX_WORDS, parse_caption
 from pipeline.captions.plan import DropConfig, plan_views
@@ -96,6 +97,7 @@ class CaptionStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     catalog_rejects: int = 0
+    peak_rss_mb: int = 0                # this process's highest RSS so far
     flags: Counter = field(default_factory=Counter)
     failure_examples: list[str] = field(default_factory=list)
     reject_examples: list[str] = field(default_factory=list)
@@ -186,9 +188,10 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                 new_rows.update(_generate(engine, batch, template, config, stats))
                 bar.update(len(batch))
                 elapsed = max(time.perf_counter() - started, 1e-9)
+                stats.peak_rss_mb = round(peak_resident_mb())
                 bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
                                 tok_s=f"{stats.completion_tokens / elapsed:.1f}",
-                                failed=stats.failures)
+                                failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
             rows = []
             for p in planned:
                 if p.key in existing:
@@ -204,6 +207,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
         raise ValueError(f"catalog {config.catalog} has no valid track "
                          f"({stats.catalog_rejects} rejected rows)")
     _remove_stale_chunks(out, config, stats.chunks)
+    stats.peak_rss_mb = round(peak_resident_mb())
     stats.seconds = round(time.perf_counter() - started, 3)
     _write_stats(out, config, identity, stats)
     return stats

@@ -78,6 +78,11 @@ class EngineConfig(Config):
     concurrency: int = setting(8, help="Requests in flight (openai).")
     timeout_s: float = setting(60.0, flag="timeout", help="Seconds per request (openai).")
     retries: int = setting(3, help="Retries per request on timeouts, 429 and 5xx (openai).")
+    trim_memory: bool = setting(True, help="After each batch, hand the pages the C "
+                                "allocator holds free back to the system (glibc "
+                                "malloc_trim; vllm). Without it the in-process vLLM engine "
+                                "on CPU gains about 0.45 MB of RSS per view, memory it has "
+                                "already freed.")
 
     def check(self) -> list[str]:
         problems = []
