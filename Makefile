@@ -11,6 +11,8 @@ STAMPS := .stamps
 # Demo settings (override on the command line: make demo-data DEMO_TRACKS=100).
 DEMO_DIR ?= data/demo
 DEMO_TRACKS ?= 400
+# held-out test tracks beside them (never captioned): the eval set's 500-track subsets
+DEMO_TEST_TRACKS ?= 500
 SEED ?= 0
 
 # The LLM environment: the official vLLM wheel needs a CUDA GPU; without one we use
@@ -93,7 +95,8 @@ $(STAMPS)/venv-llm: pyproject.toml
 setup: $(STAMPS)/venv $(STAMPS)/venv-llm ## Create .venv and .venv-llm (re-run only when pyproject.toml changes)
 
 demo-data: $(STAMPS)/venv ## Render the demo catalog and audio into DEMO_DIR
-	$(BIN)/adswap demo-data --out $(DEMO_DIR) --tracks $(DEMO_TRACKS) --seed $(SEED)
+	$(BIN)/adswap demo-data --out $(DEMO_DIR) --tracks $(DEMO_TRACKS) \
+	  --test-tracks $(DEMO_TEST_TRACKS) --seed $(SEED)
 
 captions: $(STAMPS)/venv-llm ## Write LLM caption views of CATALOG into VIEWS (Augment + View Dropout)
 	$(VENV_LLM)/bin/adswap captions --catalog $(CATALOG) --out $(VIEWS) --engine $(ENGINE) $(CAPTIONS_ARGS)

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
     settings = {
-        "DEMO_DIR": tmp_path / "demo", "DEMO_TRACKS": 24, "ENGINE": "template",
+        "DEMO_DIR": tmp_path / "demo", "DEMO_TRACKS": 24, "DEMO_TEST_TRACKS": 8,
+        "ENGINE": "template",
         "CAPTIONS_ARGS": "--n-views 3 --full-view", "RUN": tmp_path / "run",
         "CARDS_DIR": tmp_path / "cards", "DATASET": "tiny",
         "SHARDS_ARGS": "--max-samples 8 --clip-seconds 5 --workers 2",
