@@ -57,6 +57,9 @@ class CaptionsConfig(Config):
     batch_requests: int = setting(256, help="Requests handed to the engine at once.")
     rank: int | None = rank_setting()
     world_size: int | None = world_size_setting()
+    include_test: bool = setting(False, help="Also caption tracks of the catalog's test "
+                                 "split. Off: test tracks need reference captions only, and "
+                                 "LLM captions of them must not reach training.")
     max_words: int = setting(MAX_WORDS, help="Captions longer than this are flagged "
                              "too_long.")
     cache_dir: Path = setting(factory=default_cache_dir, help="Where the bundled model "
@@ -92,6 +95,7 @@ class CaptionStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     catalog_rejects: int = 0
+    test_skipped: int = 0
     flags: Counter = field(default_factory=Counter)
     failure_examples: list[str] = field(default_factory=list)
     reject_examples: list[str] = field(default_factory=list)
@@ -156,6 +160,8 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
         for index, chunk in enumerate(_my_chunks(config, stats)):
             stats.tracks += len(chunk)
             stats.chunks += 1
+            if total is not None and stats.test_skipped:  # rows counted that are not ours
+                bar.total = total - per_track * (stats.test_skipped // config.world_size)
             planned = [
                 _Planned(track, view_id, language, tags,
                          identity.key(track.track_id, view_id, language, tags))
@@ -195,8 +201,9 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
             with atomic_path(path) as tmp:
                 pq.write_table(records_to_table(rows, schema), tmp)
     if stats.tracks == 0 and config.rank == 0:
-        raise ValueError(f"catalog {config.catalog} has no valid track "
-                         f"({stats.catalog_rejects} rejected rows)")
+        raise ValueError(f"catalog {config.catalog} has no valid track to caption "
+                         f"({stats.catalog_rejects} rejected rows, {stats.test_skipped} "
+                         "test-split tracks skipped: --include-test captions them)")
     _remove_stale_chunks(out, config, stats.chunks)
     stats.seconds = round(time.perf_counter() - started, 3)
     _write_stats(out, config, identity, stats)
@@ -205,7 +212,8 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
 
 def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Track]]:
     """This rank's valid tracks (every world_size-th), streamed in chunks; rejected rows
-    are counted with their reasons, never dropped silently."""
+    are counted with their reasons, never dropped silently, and test-split tracks are
+    counted and skipped unless `include_test`."""
     chunk: list[Track] = []
     valid = 0
     for track, problems in iter_catalog(config.catalog,
@@ -214,6 +222,9 @@ def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Tra
             stats.catalog_rejects += 1
             if len(stats.reject_examples) < 20:
                 stats.reject_examples += [str(p) for p in problems]
+            continue
+        if track.split == "test" and not config.include_test:
+            stats.test_skipped += 1
             continue
         if valid % config.world_size == config.rank:
             chunk.append(track)
