@@ -58,6 +58,7 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
     table = (tmp_path / "ablation" / "ablation.md").read_text()
     for label in ("tags only", "+ tag-to-caption", "+ View Dropout", "+ TextSwap"):
         assert f"| {label} |" in table
+    assert "vs + tag-to-caption |" in table and "- + TextSwap vs + View Dropout: " in table
     summary = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
     runs = {row: entry["runs"][0] for row, entry in summary["rows"].items()}
     configs = {row: (tmp_path / "ablation" / f"{row}-s0" / "config.yaml").read_text()
