@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.captions.engines import Engine, EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.faithful import BannedWords, FaithfulConfig, build_banned_words
 from pipeline.captions.models import default_cache_dir, model_identity
 from pipeline.captions.parse import MAX_WORDS, parse_caption
 from pipeline.captions.plan import DropConfig, plan_views
@@ -52,6 +53,8 @@ class CaptionsConfig(Config):
     drop: DropConfig = setting(factory=DropConfig, help="View Dropout planning.")
     sampling: Sampling = setting(factory=Sampling, help="LLM sampling.")
     engine: EngineConfig = setting(factory=EngineConfig, help="The caption engine.")
+    faithful: FaithfulConfig = setting(factory=FaithfulConfig, help="Faithful decoding "
+                                       "(banned words).")
     chunk_tracks: int = setting(128, help="Tracks per output file (a unit of resume).")
     # Enough to fill a GPU batch, few enough that the progress bar moves.
     batch_requests: int = setting(256, help="Requests handed to the engine at once.")
@@ -117,7 +120,8 @@ class _Planned:
 class _Identity:
     """What a view's content key depends on besides the track: engine, model, prompt."""
 
-    def __init__(self, config: CaptionsConfig, template: Template):
+    def __init__(self, config: CaptionsConfig, template: Template,
+                 banned: BannedWords | None):
         if config.engine.engine == "template":
             self.engine, self.model_id, self.revision = "template", "rules", "1"
         else:
@@ -125,7 +129,7 @@ class _Identity:
             self.model_id, self.revision = model_identity(config.engine.model,
                                                           config.engine.revision)
         self.template = template
-        self.sampling = config.sampling.to_json()
+        self.sampling = _sampling_json(config, banned)
         self.seed = config.drop.seed
 
     def key(self, track_id: str, view_id: int, language: str, tags: dict) -> str:
@@ -138,6 +142,15 @@ class _Identity:
         return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _sampling_json(config: CaptionsConfig, banned: BannedWords | None) -> str:
+    """The sampling settings as rows record them; faithful decoding changes what is
+    sampled, so its dictionary fingerprint is part of them (and of the content key)."""
+    if banned is None:
+        return config.sampling.to_json()
+    return json.dumps({**json.loads(config.sampling.to_json()),
+                       "banned_words": banned.fingerprint}, sort_keys=True)
+
+
 def chunk_path(out: Path, rank: int, world_size: int, chunk: int) -> Path:
     return out / f"views-r{rank:05d}-of{world_size:05d}-{chunk:06d}.parquet"
 
@@ -147,7 +160,9 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     config = resolve_rank(config)
     out = Path(config.out)
     template = load_template(config.template)
-    identity = _Identity(config, template)
+    banned = build_banned_words(config.catalog, config.categories, config.faithful) \
+        if config.faithful.enabled and config.engine.engine != "template" else None
+    identity = _Identity(config, template, banned)
     _check_layout(out, config)
     schema = views_schema(config.categories)
     stats = CaptionStats()
@@ -185,7 +200,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
             new_rows: dict[str, View] = {}
             for start in range(0, len(todo), config.batch_requests):
                 batch = todo[start:start + config.batch_requests]
-                new_rows.update(_generate(engine, batch, template, config, stats))
+                new_rows.update(_generate(engine, batch, template, config, stats, banned))
                 bar.update(len(batch))
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
@@ -237,12 +252,15 @@ def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Tra
 
 
 def _generate(engine: Engine, todo: list[_Planned], template: Template,
-              config: CaptionsConfig, stats: CaptionStats) -> dict[str, View]:
+              config: CaptionsConfig, stats: CaptionStats,
+              banned: BannedWords | None) -> dict[str, View]:
     requests = [Request(p.request_id, template.messages(p.tags, p.language), p.tags,
-                        p.language, seed=int(p.key[:8], 16)) for p in todo]
+                        p.language, seed=int(p.key[:8], 16),
+                        banned=banned.for_request(p.tags, p.track.tags) if banned else ())
+                for p in todo]
     results = {r.request_id: r for r in engine.generate(requests, config.sampling)}
     rows: dict[str, View] = {}
-    sampling = config.sampling.to_json()
+    sampling = _sampling_json(config, banned)
     for p, request in zip(todo, requests, strict=True):
         result = results.get(p.request_id)
         if result is None or result.finish_reason == "error":

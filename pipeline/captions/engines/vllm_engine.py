@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.captions.engines import EngineConfig, Request, Result, Sampling
+from pipeline.captions.faithful import MAX_WORDS_LIMIT
 from pipeline.captions.models import resolve_model
 
 
@@ -23,6 +24,9 @@ class VllmEngine:
         model = resolve_model(config.model, config.revision, cache_dir)
         self.model_id, self.model_revision = model.model_id, model.revision
         cpu = _on_cpu()
+        # faithful decoding bans up to MAX_WORDS_LIMIT words a request (vLLM's default
+        # cap is 128 token sequences); read once, when the engine starts
+        os.environ.setdefault("VLLM_MAX_NUM_BAD_WORDS", str(2 * MAX_WORDS_LIMIT))
         if cpu:
             # In-process engine core: no worker fork, and a KV cache sized for a laptop.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -49,7 +53,8 @@ class VllmEngine:
         from vllm import SamplingParams
 
         params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                 max_tokens=sampling.max_tokens, seed=r.seed) for r in requests]
+                                 max_tokens=sampling.max_tokens, seed=r.seed,
+                                 bad_words=list(r.banned) or None) for r in requests]
         if self.chat:
             outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
         else:  # a base model: plain text with the same content
