@@ -189,7 +189,8 @@ def translate_captions(config: TranslateConfig) -> None:
 def evaluate(config: EvalConfig, card_dir: Path = CARD_DIR) -> None:
     """Text-to-music and music-to-text retrieval: R@1/5/10 and median rank on random
     500-track subsets, per set and caption language. Writes RUN/eval/report.{json,md}
-    and plots; --compare OTHER adds RUN minus OTHER with 95% paired-bootstrap intervals."""
+    and plots. Other runs to compare with add RUN minus each of them, with 95%
+    paired-bootstrap intervals."""
     from trainer.evaluate import evaluate as run_eval
 
     report = _run(run_eval, config)

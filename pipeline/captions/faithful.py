@@ -46,9 +46,9 @@ class FaithfulConfig(Config):
     enabled: bool = setting(True, flag="faithful", help="Faithful decoding: ban the surface "
                             "forms of every dictionary descriptor the track lacks (vllm, "
                             "and openai servers that take vLLM's bad_words).")
-    extras: Path | None = setting(None, help="Extra descriptors and synonyms (YAML, as for "
-                                  "`adswap curate --extras`) to ban beside the catalog's "
-                                  "vocabulary; pass curate the same file.")
+    extras: Path | None = setting(None, help="Extra descriptors and synonyms (YAML, in the "
+                                  "format of curate's extras) to ban beside the catalog's "
+                                  "vocabulary; give curate the same file.")
     max_words: int = setting(1024, help="Banned forms per request at most; past it the "
                              "catalog's rarest descriptors go unbanned.")
 
