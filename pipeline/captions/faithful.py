@@ -1,10 +1,12 @@
 """Faithful decoding: keep the LLM from naming descriptors the track does not have.
 
 Each request carries, as banned words, the surface forms of every dictionary
-descriptor of the view's categories that is not one of the track's own tags. vLLM's
-`bad_words` then masks the last token of a banned word's token sequence whenever the
-tokens before it were just written (each word with and without a leading space), so
-the model cannot finish writing it and picks another word.
+descriptor of the view's categories that is not one of the track's own tags. The
+engine masks the last token of a banned word's token sequence whenever the tokens
+before it were just written (the word bare and after a space), so the model cannot
+finish writing it and picks another word: the vllm engine with its own logits
+processor (engines/banned_tokens.py), the openai engine through the server's
+`bad_words` (vLLM's OpenAI server takes them).
 
 The dictionary is the one curation checks captions against: the catalog's tag
 vocabulary plus the same optional extras file (`adswap curate --extras`), so what is
@@ -35,9 +37,9 @@ from schemas.catalog import CatalogConfig, iter_catalog, normalise_tag
 from schemas.config import Config, setting
 from schemas.swap_dictionary import Descriptor, SwapDictionary
 
-# vLLM refuses a request whose banned words tokenize to more sequences than
-# VLLM_MAX_NUM_BAD_WORDS (default 128); a word gives at most two (with and without a
-# leading space), so the vllm engine raises that limit to twice this.
+# vLLM's OpenAI server refuses a request whose bad_words tokenize to more sequences
+# than VLLM_MAX_NUM_BAD_WORDS (default 128); a word gives at most two (with and without
+# a leading space), so a server started with twice this takes any request.
 MAX_WORDS_LIMIT = 4096
 
 

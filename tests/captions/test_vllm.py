@@ -116,6 +116,8 @@ def _free_port():
 
 
 def test_openai_engine_against_a_vllm_server(tiny_model, tiny_engine, tmp_path):
+    from transformers import AutoTokenizer
+
     from pipeline.captions.engines.openai_engine import OpenAIEngine
 
     port = _free_port()
@@ -146,16 +148,25 @@ def test_openai_engine_against_a_vllm_server(tiny_model, tiny_engine, tmp_path):
         offline = tiny_engine.generate(requests, greedy)
         assert [r.prompt_tokens for r in served] == [r.prompt_tokens for r in offline]
         assert [r.text for r in served] == [r.text for r in offline]
-        # faithful decoding through the server: ban each answer's first word, and the
-        # server's answers change exactly as the offline engine's do
+        # faithful decoding: ban each sampled answer's first word, and it is gone, offline
+        # (every form, by the engine's logits processor) and through the server (vLLM's
+        # bad_words, for words whose spaced form has as many tokens as the bare one)
+        hot = Sampling(temperature=1.0, max_tokens=12)
         banned = [replace(r, banned=(o.text.split()[0],)) for r, o in zip(
-            requests, offline, strict=True) if o.text.split()]
-        assert banned
-        offline_banned = tiny_engine.generate(banned, greedy)
-        assert all(not o.text.startswith(r.banned[0])
-                   for r, o in zip(banned, offline_banned, strict=True))
-        served_banned = engine.generate(banned, greedy)
-        assert [r.text for r in served_banned] == [r.text for r in offline_banned]
+            requests, tiny_engine.generate(requests, hot), strict=True) if o.text.split()]
+        assert len(banned) >= 4
+        for request, result in zip(banned, tiny_engine.generate(banned, hot), strict=True):
+            assert request.banned[0] not in result.text.split(), (request, result.text)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+
+        def ids(text):
+            return tokenizer.encode(text, add_special_tokens=False)
+
+        both = [r for r in banned if len(ids(r.banned[0])) == len(ids(" " + r.banned[0]))
+                and ids(r.banned[0])[0] != ids(" " + r.banned[0])[0]]
+        assert both
+        for request, result in zip(both, engine.generate(both, hot), strict=True):
+            assert request.banned[0] not in result.text.split(), (request, result.text)
     finally:
         server.terminate()
         server.wait(30)
@@ -218,3 +229,30 @@ def test_a_banned_descriptor_never_appears_in_seeded_generations(tmp_path):
     assert len(free) >= 24, texts["free"]
     assert [t for t in texts["banned"] if matcher.find(t)] == []
     assert sum(len(t.split()) >= 4 for t in texts["banned"]) >= 40, texts["banned"]
+
+
+def test_banned_sequences_mask_the_last_token_after_its_prefix():
+    import torch
+
+    from pipeline.captions.engines.banned_tokens import (
+        EXTRA_ARG,
+        BannedSequences,
+        token_sequences,
+    )
+
+    class Params:
+        extra_args = {EXTRA_ARG: [[5], [1, 2, 7], [3, 7], [3, 8]]}
+
+    mask = BannedSequences(None, torch.device("cpu"), False).new_req_logits_processor(Params())
+    for output, banned in (([9, 1, 2], {5, 7}), ([3], {5, 7, 8}), ([2], {5}), ([], {5})):
+        logits = mask(output, torch.zeros(10))
+        assert set(torch.isinf(logits).nonzero().flatten().tolist()) == banned, output
+
+    class Tokenizer:  # "rock" is one token bare and after a space; "jazz" is two bare
+        def encode(self, text, add_special_tokens):
+            return {"rock": [1], " rock": [2], "jazz": [3, 4], " jazz": [5]}[text]
+
+    cache: dict = {}
+    assert token_sequences(Tokenizer(), ["rock", "jazz", "rock"], cache) == [[1], [2], [3, 4],
+                                                                            [5]]
+    assert set(cache) == {"rock", "jazz"}

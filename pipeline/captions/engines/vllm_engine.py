@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.captions.engines import EngineConfig, Request, Result, Sampling
-from pipeline.captions.faithful import MAX_WORDS_LIMIT
 from pipeline.captions.models import resolve_model
 
 
@@ -24,15 +23,14 @@ class VllmEngine:
         model = resolve_model(config.model, config.revision, cache_dir)
         self.model_id, self.model_revision = model.model_id, model.revision
         cpu = _on_cpu()
-        # faithful decoding bans up to MAX_WORDS_LIMIT words a request (vLLM's default
-        # cap is 128 token sequences); read once, when the engine starts
-        os.environ.setdefault("VLLM_MAX_NUM_BAD_WORDS", str(2 * MAX_WORDS_LIMIT))
         if cpu:
             # In-process engine core: no worker fork, and a KV cache sized for a laptop.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         try:
             from vllm import LLM
+
+            from pipeline.captions.engines.banned_tokens import BannedSequences
         except ImportError as err:
             raise RuntimeError("the vllm engine needs vLLM: run captions from .venv-llm "
                                "(`make captions`), or use --engine openai/template") from err
@@ -45,16 +43,24 @@ class VllmEngine:
             model=model.path, revision=config.revision,
             dtype=("float32" if cpu else "auto") if config.dtype == "auto" else config.dtype,
             tensor_parallel_size=config.tensor_parallel_size, enable_prefix_caching=True,
-            enforce_eager=cpu, max_model_len=config.max_model_len, seed=0, **cpu_only,
+            enforce_eager=cpu, max_model_len=config.max_model_len, seed=0,
+            logits_processors=[BannedSequences], **cpu_only,
         )
+        self._token_sequences: dict[str, list] = {}  # banned word -> its token ids
         self.chat = bool(self.llm.get_tokenizer().chat_template)
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
         from vllm import SamplingParams
 
-        params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                 max_tokens=sampling.max_tokens, seed=r.seed,
-                                 bad_words=list(r.banned) or None) for r in requests]
+        from pipeline.captions.engines.banned_tokens import EXTRA_ARG, token_sequences
+
+        tokenizer = self.llm.get_tokenizer()
+        params = [SamplingParams(
+            temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens, seed=r.seed,
+            extra_args={EXTRA_ARG: token_sequences(tokenizer, r.banned,
+                                                   self._token_sequences)}
+            if r.banned else None) for r in requests]
         if self.chat:
             outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
         else:  # a base model: plain text with the same content
