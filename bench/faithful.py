@@ -69,7 +69,7 @@ def recall(folder: Path, dictionary: SwapDictionary) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--catalog", type=Path, default=Path("data/demo/catalog.parquet"),
-                        help="rendered first (400 + 0 test tracks) when missing")
+                        help="the demo's; rendered first when missing")
     parser.add_argument("--tracks", type=int, default=100)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--model", default="smollm2")
@@ -84,7 +84,7 @@ def main() -> None:
         work = Path(tmp)
         source = args.catalog
         if not source.exists():
-            demo_data(DemoConfig(out=work / "demo", test_tracks=0))
+            demo_data(DemoConfig(out=work / "demo"))
             source = work / "demo" / "catalog.parquet"
         catalog = subset_catalog(source, args.tracks, work / "catalog.parquet")
         engine = VllmEngine(EngineConfig(engine="vllm", model=args.model), default_cache_dir())
