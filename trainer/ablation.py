@@ -50,6 +50,13 @@ def _needs_eval(run: Path, config: AblationConfig) -> bool:
 def run_ablation(config: AblationConfig) -> dict:
     out = Path(config.out)
     rows = config.rows()
+    for row in rows:  # before any run starts, not after hours of training
+        shards = next((o.split("=", 1)[1] for o in row.overrides
+                       if o.startswith("data.shards=")), None)
+        if row.name.startswith("textswap-") and shards and \
+                not (Path(shards) / "sizes.json").exists():
+            raise ValueError(f"other_shards: {shards} holds no shards (sizes.json); build "
+                             "them with `adswap shards`")
     results: dict[str, list[dict]] = {row.name: [] for row in rows}
     set_name = language = None
     for seed in config.seeds:

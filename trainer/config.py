@@ -312,9 +312,6 @@ class AblationConfig(Config):
             label, sep, folder = item.rpartition("=")
             if not sep or not label.strip() or not folder.strip():
                 problems.append(f"other_shards: {item!r} must look like LABEL=DIR")
-            elif not (Path(folder.strip()) / "sizes.json").exists():
-                problems.append(f"other_shards: {folder.strip()} holds no shards "
-                                "(sizes.json); build them with `adswap shards`")
         if self.replicates < 100:
             problems.append("replicates must be >= 100 (a 95% interval needs its tails)")
         if len({row.name for row in self.rows()}) != len(self.rows()):

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from adswap.cli import app
 from schemas.config import ConfigError
+from trainer.ablation import run_ablation
 from trainer.config import AblationConfig
 
 TINY = ["data.batch_size=8", "data.workers=1", "model.audio.clip_seconds=1.5",
@@ -47,11 +48,16 @@ def test_rows_and_sweeps(tmp_path):
     assert rows["textswap-keep_prob-0.25"].label == "+ TextSwap, keep_prob 0.25"
     assert AblationConfig(eval_sets=(tmp_path,)).seeds == (0, 1, 2)
     with pytest.raises(ConfigError) as err:
-        AblationConfig(eval_sets=(tmp_path,), p_caps=(2.0,),
-                       other_shards=("no-label", f"x={tmp_path / 'missing'}"), replicates=5)
+        AblationConfig(eval_sets=(tmp_path,), p_caps=(2.0,), other_shards=("no-label",),
+                       replicates=5)
     text = str(err.value)
-    for fragment in ("p_caps: 2.0", "LABEL=DIR", "holds no shards", "replicates"):
+    for fragment in ("p_caps: 2.0", "LABEL=DIR", "replicates"):
         assert fragment in text
+    missing = AblationConfig(eval_sets=(tmp_path,), out=tmp_path / "out",
+                             other_shards=(f"x={tmp_path / 'missing'}",))
+    with pytest.raises(ValueError, match="missing holds no shards"):
+        run_ablation(missing)
+    assert not (tmp_path / "out").exists()  # refused before any training
 
 
 def test_eval_compare_gives_paired_intervals(demo_shards, eval_set, tmp_path):
