@@ -148,25 +148,26 @@ def test_openai_engine_against_a_vllm_server(tiny_model, tiny_engine, tmp_path):
         offline = tiny_engine.generate(requests, greedy)
         assert [r.prompt_tokens for r in served] == [r.prompt_tokens for r in offline]
         assert [r.text for r in served] == [r.text for r in offline]
-        # faithful decoding: ban each sampled answer's first word, and it is gone, offline
-        # (every form, by the engine's logits processor) and through the server (vLLM's
-        # bad_words, for words whose spaced form has as many tokens as the bare one)
-        hot = Sampling(temperature=1.0, max_tokens=12)
-        banned = [replace(r, banned=(o.text.split()[0],)) for r, o in zip(
-            requests, tiny_engine.generate(requests, hot), strict=True) if o.text.split()]
-        assert len(banned) >= 4
-        for request, result in zip(banned, tiny_engine.generate(banned, hot), strict=True):
-            assert request.banned[0] not in result.text.split(), (request, result.text)
+        # faithful decoding: ban a word of each sampled answer, and it is gone, offline (the
+        # engine's logits processor) and through the server (vLLM's bad_words). A random
+        # model may spell a word in tokens other than its canonical ones, so the words
+        # chosen are one token both bare and after a space.
         tokenizer = AutoTokenizer.from_pretrained(tiny_model)
 
-        def ids(text):
-            return tokenizer.encode(text, add_special_tokens=False)
+        def one_token(word):
+            return all(len(tokenizer.encode(w, add_special_tokens=False)) == 1
+                       for w in (word, " " + word))
 
-        both = [r for r in banned if len(ids(r.banned[0])) == len(ids(" " + r.banned[0]))
-                and ids(r.banned[0])[0] != ids(" " + r.banned[0])[0]]
-        assert both
-        for request, result in zip(both, engine.generate(both, hot), strict=True):
-            assert request.banned[0] not in result.text.split(), (request, result.text)
+        hot = Sampling(temperature=1.0, max_tokens=12)
+        banned = []
+        for request, result in zip(requests, tiny_engine.generate(requests, hot), strict=True):
+            words = [w for w in result.text.split() if w.isalpha() and one_token(w)]
+            if words:
+                banned.append(replace(request, banned=(words[0],)))
+        assert len(banned) >= 3
+        for results in (tiny_engine.generate(banned, hot), engine.generate(banned, hot)):
+            for request, result in zip(banned, results, strict=True):
+                assert request.banned[0] not in result.text.split(), (request, result.text)
     finally:
         server.terminate()
         server.wait(30)
@@ -196,37 +197,41 @@ import json, sys
 from pipeline.captions.engines import EngineConfig, Request, Sampling
 from pipeline.captions.engines.vllm_engine import VllmEngine
 from pipeline.captions.faithful import surface_forms
+from pipeline.captions.models import default_cache_dir
 from pipeline.captions.prompts import load_template
 from schemas.swap_dictionary import Descriptor
 
-engine = VllmEngine(EngineConfig(engine="vllm", model="smollm2"), sys.argv[1])
+engine = VllmEngine(EngineConfig(engine="vllm", model="smollm2"), default_cache_dir())
 messages = load_template("caption-v1").messages(
     {"genre": ["rock"], "mood": ["energetic"], "instrument": ["electric guitar", "drums"]}, "en")
-rock = tuple(surface_forms(Descriptor("genre", "rock")))
+banned = tuple(w for term in ("rock", "energetic")
+               for w in surface_forms(Descriptor("genre", term)))
 sampling = Sampling(temperature=0.7, max_tokens=48)
 out = {}
-for name, banned in (("free", ()), ("banned", rock)):
-    requests = [Request(f"r{i}", messages, {}, "en", seed=i, banned=banned) for i in range(48)]
+for name, words in (("free", ()), ("banned", banned)):
+    requests = [Request(f"r{i}", messages, {}, "en", seed=i, banned=words) for i in range(48)]
     out[name] = [r.text for r in engine.generate(requests, sampling)]
 print(json.dumps(out))
 """
 
 
-def test_a_banned_descriptor_never_appears_in_seeded_generations(tmp_path):
-    """The bundled SmolLM2, asked for a caption of a rock track, names rock in most of
-    48 seeded samples; with rock's surface forms banned, in none (checked with the
-    curation's own matcher), and it still writes captions."""
+def test_banned_descriptors_never_appear_in_seeded_generations():
+    """The bundled SmolLM2, asked for a caption of an energetic rock track, names rock
+    and energetic in most of 48 seeded samples; with their surface forms banned, in
+    none (checked with the curation's own matcher), and it still writes captions.
+    " energetic" is one token but "energetic" three, the case vLLM's bad_words misses."""
     from schemas.descriptors import DescriptorMatcher
     from schemas.swap_dictionary import Descriptor, SwapDictionary
 
-    env = {**os.environ, "ADSWAP_CACHE": str(tmp_path / "cache")}
-    child = subprocess.run([sys.executable, "-c", FAITHFUL_CHILD, str(tmp_path / "cache")],
-                           capture_output=True, text=True, env=env, timeout=900)
+    child = subprocess.run([sys.executable, "-c", FAITHFUL_CHILD], capture_output=True,
+                           text=True, timeout=900)
     assert child.returncode == 0, child.stderr[-3000:]
     texts = json.loads(child.stdout.strip().splitlines()[-1])
-    matcher = DescriptorMatcher(SwapDictionary((Descriptor("genre", "rock"),)))
-    free = [t for t in texts["free"] if matcher.find(t)]
-    assert len(free) >= 24, texts["free"]
+    matcher = DescriptorMatcher(SwapDictionary((Descriptor("genre", "rock"),
+                                                Descriptor("mood", "energetic"))))
+    named = [{m.term for m in matcher.find(t)} for t in texts["free"]]
+    assert sum("rock" in n for n in named) >= 24, texts["free"]
+    assert sum("energetic" in n for n in named) >= 12, texts["free"]
     assert [t for t in texts["banned"] if matcher.find(t)] == []
     assert sum(len(t.split()) >= 4 for t in texts["banned"]) >= 40, texts["banned"]
 
