@@ -28,8 +28,7 @@ from pipeline.captions.stage import CaptionsConfig
 from pipeline.captions.stage import run as captions
 from pipeline.curate.stage import CurateConfig
 from pipeline.curate.stage import run as curate
-from pipeline.demo_data import DemoConfig
-from pipeline.demo_data import run as demo_data
+from pipeline.demo_data import DemoConfig, catalog_track, plan_tracks
 from schemas.catalog import read_catalog, write_catalog
 from schemas.descriptors import DescriptorMatcher, tag_recall
 from schemas.swap_dictionary import SwapDictionary
@@ -69,7 +68,7 @@ def recall(folder: Path, dictionary: SwapDictionary) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--catalog", type=Path, default=Path("data/demo/catalog.parquet"),
-                        help="the demo's; rendered first when missing")
+                        help="default: the demo's (only its catalog is read)")
     parser.add_argument("--tracks", type=int, default=100)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--model", default="smollm2")
@@ -83,9 +82,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source = args.catalog
-        if not source.exists():
-            demo_data(DemoConfig(out=work / "demo"))
-            source = work / "demo" / "catalog.parquet"
+        if not source.exists():  # the demo's catalog, planned: no audio is needed here
+            source = write_catalog([catalog_track(t) for t in plan_tracks(DemoConfig())],
+                                   work / "demo.parquet")
         catalog = subset_catalog(source, args.tracks, work / "catalog.parquet")
         engine = VllmEngine(EngineConfig(engine="vllm", model=args.model), default_cache_dir())
         for mode in ("off", "on"):

@@ -169,7 +169,7 @@ def run(config: DemoConfig) -> DemoStats:
     list(map_jobs(_render_to_file, todo, config.workers, "demo-data: rendering", "track",
                   chunksize=4))
 
-    write_catalog([_catalog_track(t) for t in tracks], out / "catalog.parquet",
+    write_catalog([catalog_track(t) for t in tracks], out / "catalog.parquet",
                   DEFAULT_CATEGORIES)
     _write_references(tracks, config, out / "reference_captions.parquet")
     splits = {s: sum(t.split == s for t in tracks) for s in ("train", "valid", "test")}
@@ -180,7 +180,7 @@ def run(config: DemoConfig) -> DemoStats:
     return stats
 
 
-def _catalog_track(track: DemoTrack) -> Track:
+def catalog_track(track: DemoTrack) -> Track:
     return Track(track_id=track.track_id, audio=f"audio/{track.track_id}.flac",
                  tags={k: tuple(v) for k, v in track_tags(track).items()},
                  duration_s=track.duration_s, artist=track.artist.name,
