@@ -11,6 +11,8 @@ STAMPS := .stamps
 # Demo settings (override on the command line: make demo-data DEMO_TRACKS=100).
 DEMO_DIR ?= data/demo
 DEMO_TRACKS ?= 400
+# held-out test tracks beside them (never captioned): the eval set's 500-track subsets
+DEMO_TEST_TRACKS ?= 500
 SEED ?= 0
 
 # The LLM environment: the official vLLM wheel needs a CUDA GPU; without one we use
@@ -36,9 +38,10 @@ CATALOG_ARGS ?=
 TAGS_REPORT ?= $(DEMO_DIR)/tag_report
 VIEWS ?= $(DEMO_DIR)/views
 ENGINE ?= vllm
-# The demo writes 4 dropout views plus one from all tags per track (the paper uses 10):
-# SmolLM2 on 2 CPU cores makes about 4 views/s, and `make demo` has a 30-minute budget.
-CAPTIONS_ARGS ?= --n-views 4 --full-view
+# The paper's 10 dropout views plus one from all tags per track, for the 400 train/valid
+# tracks (test tracks are never captioned): SmolLM2 on 2 CPU cores makes about 4 views/s
+# with faithful decoding, so the captions take about 18 of `make demo`'s 30 minutes.
+CAPTIONS_ARGS ?= --n-views 10 --full-view
 CURATED ?= $(DEMO_DIR)/curated
 CURATE_ARGS ?=
 DATASET ?= demo
@@ -60,22 +63,29 @@ EVAL_SETS ?= $(DEMO_DIR)/eval/demo-test
 EVAL_ARGS ?= --checkpoint last
 EVAL_LANGUAGES ?= de,fr,it,es
 ABLATION_SEEDS ?= 0,1,2
+# The paper's p_cap sweep as extra rows of the full method (empty: the four rows only).
+ABLATION_P_CAPS ?= 0,0.5
 ABLATION_ARGS ?=
-# The search index: RUN's embeddings of the SHARDS test split (the demo's last checkpoint,
-# as EVAL_ARGS) with the catalog's audio linked, plus the approximate index; --overwrite
-# rebuilds it when the run changed. `make serve` opens the page on INDEX.
+# The search index: RUN's embeddings of INDEX_SHARDS (the demo's held-out test tracks: they
+# are never captioned, so they live in the eval set, not in SHARDS) with the catalog's
+# audio linked, plus the approximate index; the demo's last checkpoint, as EVAL_ARGS;
+# --overwrite rebuilds it when the run changed. `make serve` opens the page on INDEX.
 INDEX ?= $(RUN)/index
-INDEX_ARGS ?= --splits test --checkpoint last --overwrite
+INDEX_SHARDS ?= $(firstword $(EVAL_SETS))
+INDEX_ARGS ?= --checkpoint last --overwrite
 SERVE_ARGS ?=
 # gpu-check settings, e.g. GPU_CHECK_ARGS="--steps 40 --batch 64" (--help lists them)
 GPU_CHECK_ARGS ?=
+# View Dropout's keep probability (`make ablation-keep-prob`): captions, curation and
+# shards made with each value, then the ablation with one more row per value.
+KEEP_PROBS ?= 0.25 0.75
 # A run folder with a checkpoint is continued, not refused: a rerun resumes.
 RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation index serve demo test test-fast bench gpu-check lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench gpu-check lint clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -105,7 +115,8 @@ $(STAMPS)/venv-llm: pyproject.toml
 setup: $(STAMPS)/venv $(STAMPS)/venv-llm ## Create .venv and .venv-llm (re-run only when pyproject.toml changes)
 
 demo-data: $(STAMPS)/venv ## Render the demo catalog and audio into DEMO_DIR
-	$(BIN)/adswap demo-data --out $(DEMO_DIR) --tracks $(DEMO_TRACKS) --seed $(SEED)
+	$(BIN)/adswap demo-data --out $(DEMO_DIR) --tracks $(DEMO_TRACKS) \
+	  --test-tracks $(DEMO_TEST_TRACKS) --seed $(SEED)
 
 tags: $(STAMPS)/venv ## Report CATALOG's tag vocabulary and write a starter tag map into TAGS_REPORT
 	$(BIN)/adswap tags $(CATALOG) --out $(TAGS_REPORT) $(CATALOG_ARGS)
@@ -151,12 +162,25 @@ eval: $(STAMPS)/venv ## Evaluate RUN on EVAL_SETS: R@1/5/10 and median rank on 5
 	$(BIN)/adswap eval $(RUN) $(foreach s,$(EVAL_SETS),--eval-set $(s)) \
 	  --card-dir $(CARDS_DIR)/$(DATASET) $(EVAL_ARGS)
 
-ablation: $(STAMPS)/venv ## Train and evaluate the paper's four rows over ABLATION_SEEDS
+ablation: $(STAMPS)/venv ## The paper's four rows and the p_cap sweep over ABLATION_SEEDS, with paired intervals
 	$(BIN)/adswap ablation --train-config $(TRAIN_CONFIG) --train-set data.shards=$(SHARDS) \
-	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) $(ABLATION_ARGS)
+	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) \
+	  $(if $(ABLATION_P_CAPS),--p-caps $(ABLATION_P_CAPS)) $(ABLATION_ARGS)
 
-index: $(STAMPS)/venv ## Embed the SHARDS test split with RUN into INDEX, with an approximate index
-	$(BIN)/adswap embed $(RUN) --shards $(SHARDS) --catalog $(CATALOG) --out $(INDEX) \
+ablation-keep-prob: $(STAMPS)/venv $(STAMPS)/venv-llm ## The ablation plus a row per KEEP_PROBS value (captions made with that keep_prob)
+	for p in $(KEEP_PROBS); do \
+	  $(VENV_LLM)/bin/adswap captions --catalog $(CATALOG) --out $(DEMO_DIR)/keep-$$p/views \
+	    --engine $(ENGINE) $(CAPTIONS_ARGS) --keep-prob $$p && \
+	  $(BIN)/adswap curate --views $(DEMO_DIR)/keep-$$p/views --catalog $(CATALOG) \
+	    --out $(DEMO_DIR)/keep-$$p/curated $(CURATE_ARGS) && \
+	  $(BIN)/adswap shards --curated $(DEMO_DIR)/keep-$$p/curated --catalog $(CATALOG) \
+	    --out $(DEMO_DIR)/keep-$$p/shards $(SHARDS_ARGS) || exit 1; \
+	done
+	$(MAKE) ablation ABLATION_ARGS="$(ABLATION_ARGS) $(foreach p,$(KEEP_PROBS),--other-shards \
+	  'keep_prob $(p)=$(DEMO_DIR)/keep-$(p)/shards')"
+
+index: $(STAMPS)/venv ## Embed INDEX_SHARDS (the demo's test tracks) with RUN into INDEX, with an approximate index
+	$(BIN)/adswap embed $(RUN) --shards $(INDEX_SHARDS) --catalog $(CATALOG) --out $(INDEX) \
 	  --index $(INDEX_ARGS)
 
 serve: $(STAMPS)/venv ## Open the search page on INDEX at http://127.0.0.1:8000/ (SERVE_ARGS: --compare ...)
@@ -191,6 +215,8 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(BIN)/python bench/eval.py
 	$(BIN)/python bench/search.py
 	$(VENV_LLM)/bin/python bench/captions_engines.py
+	$(VENV_LLM)/bin/python bench/faithful.py
+	$(BIN)/python bench/demo_stages.py
 
 gpu-check: $(STAMPS)/venv ## On a CUDA machine: bf16 training, 2 GPUs against 1, resume after a kill (one table)
 	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)

@@ -209,7 +209,8 @@ def translate_captions(config: TranslateConfig) -> None:
 def evaluate(config: EvalConfig, card_dir: Path = CARD_DIR) -> None:
     """Text-to-music and music-to-text retrieval: R@1/5/10 and median rank on random
     500-track subsets, per set and caption language. Writes RUN/eval/report.{json,md}
-    and plots."""
+    and plots. Other runs to compare with add RUN minus each of them, with 95%
+    paired-bootstrap intervals."""
     from trainer.evaluate import evaluate as run_eval
 
     report = _run(run_eval, config)
@@ -224,14 +225,22 @@ def evaluate(config: EvalConfig, card_dir: Path = CARD_DIR) -> None:
                        f"{m['t2m_R@10']['mean']:.1f} ± {m['t2m_R@10']['std']:.1f}, "
                        f"MR {m['t2m_MR']['mean']:.1f}; music->text R@10 "
                        f"{m['m2t_R@10']['mean']:.1f}")
+    from trainer.bootstrap import describe
+
+    for other, sets in report.get("comparisons", {}).items():
+        for name, by_language in sets.items():
+            for language, paired in by_language.items():
+                typer.echo(f"vs {other} on {name} ({language}), 95% interval: " + ", ".join(
+                    f"{m} {describe(paired[m])}" for m in ("R@1", "R@10", "MR")))
     typer.echo(f"report: {config.run / 'eval' / 'report.md'}")
 
 
 @config_command(app, AblationConfig)
 def ablation(config: AblationConfig) -> None:
     """Train and evaluate the paper's four rows (tags only, + tag-to-caption, + View
-    Dropout, + TextSwap) with the same seeds and budget; write a table and a plot.
-    A rerun skips finished runs and resumes an interrupted one."""
+    Dropout, + TextSwap), and the optional p_cap and other-shards sweeps, with the same
+    seeds and budget; write a table of each step's difference with a 95% paired-bootstrap
+    interval, and a plot. A rerun skips finished runs and resumes an interrupted one."""
     from trainer.ablation import render, run_ablation
 
     _exit_on_sigterm()

@@ -1,7 +1,8 @@
 """Stage `demo-data`: render the demo catalog, its audio and its reference captions.
 
 Output folder:
-  catalog.parquet              schemas/catalog, split by artist
+  catalog.parquet              schemas/catalog: `tracks` train/valid tracks, then
+                               `test_tracks` held-out test tracks; split by artist
   audio/<track_id>.flac        mono, 16-bit FLAC
   reference_captions.parquet   schemas/eval_captions, test split only
   demo.json                    the settings and counts; a rerun with the same settings
@@ -38,13 +39,18 @@ from schemas.catalog import DEFAULT_CATEGORIES, Track, write_catalog
 from schemas.config import Config, setting
 from schemas.eval_captions import eval_captions_schema
 
-DEMO_FORMAT = 1  # bump when the same settings would render different bytes
+DEMO_FORMAT = 2  # bump when the same settings would render different bytes
 
 
 @dataclass(frozen=True)
 class DemoConfig(Config):
     out: Path = setting(Path("data/demo"), help="Folder to write the demo catalog into.")
-    tracks: int = setting(400, help="Number of tracks to render.")
+    tracks: int = setting(400, help="Train and valid tracks to render (the ones the "
+                          "caption stage writes views of).")
+    test_tracks: int = setting(500, help="Held-out test tracks, by artists of their own, "
+                               "with reference captions: the eval set (500 gives the "
+                               "paper's 500-track subsets, R@10 chance 2%). `adswap "
+                               "captions` skips them.")
     seed: int = setting(0, help="Seed; the same seed gives the same bytes.")
     sample_rate: int = setting(22050, help="Audio sample rate in Hz.")
     min_duration_s: float = setting(10.0, flag="min-duration", help="Shortest track, in "
@@ -54,15 +60,15 @@ class DemoConfig(Config):
     tracks_per_artist: int = setting(8, help="Tracks per synthetic artist, on average.")
     variant_fraction: float = setting(0.3, help="Share of tracks made as a same-artist "
                                       "variant of an earlier one with one tag swapped.")
-    valid_fraction: float = setting(0.1, help="Share of artists in the valid split.")
-    test_fraction: float = setting(0.1, help="Share of artists in the test split.")
+    valid_fraction: float = setting(0.1, help="Share of the train/valid artists in the "
+                                    "valid split.")
     captions_per_test_track: int = setting(2, help="Reference captions per test track.")
     workers: int = setting(0, help="Render processes; 0 = all cores.")
 
     def check(self) -> list[str]:
         problems = []
-        if self.tracks < 1:
-            problems.append("tracks must be >= 1")
+        if self.tracks < 1 or self.test_tracks < 0:
+            problems.append("tracks must be >= 1 and test_tracks >= 0")
         if not 8000 <= self.sample_rate <= 48000:
             problems.append("sample_rate must be between 8000 and 48000 Hz")
         if not 1.0 <= self.min_duration_s <= self.max_duration_s <= 120:
@@ -71,9 +77,8 @@ class DemoConfig(Config):
             problems.append("variant_fraction must be in [0, 1]")
         if self.tracks_per_artist < 1:
             problems.append("tracks_per_artist must be >= 1")
-        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.valid_fraction + self.test_fraction < 1):
-            problems.append("valid_fraction and test_fraction must be in [0, 1) and sum below 1")
+        if not 0 <= self.valid_fraction < 1:
+            problems.append("valid_fraction must be in [0, 1)")
         if not 1 <= self.captions_per_test_track <= 5:
             problems.append("captions_per_test_track must be between 1 and 5")
         if self.workers < 0:
@@ -98,22 +103,30 @@ class DemoStats:
 
 
 def plan_tracks(config: DemoConfig) -> list[DemoTrack]:
+    """The train/valid tracks (ids 0..tracks-1), then the test tracks, whose artists
+    appear in no other split."""
     rng = np.random.default_rng([config.seed, 0])
-    artists = make_artists(max(1, -(-config.tracks // config.tracks_per_artist)), rng)
-    splits = assign_splits(artists, rng, config.valid_fraction, config.test_fraction)
+    n_train_artists = -(-config.tracks // config.tracks_per_artist)
+    n_test_artists = -(-config.test_tracks // config.tracks_per_artist)
+    artists = make_artists(n_train_artists + n_test_artists, rng)
+    splits = assign_splits(artists[:n_train_artists], rng, config.valid_fraction)
+    splits.update({a.artist_id: "test" for a in artists[n_train_artists:]})
     tracks: list[DemoTrack] = []
     durations = (config.min_duration_s, config.max_duration_s)
-    for index in range(config.tracks):
-        artist = artists[index] if index < len(artists) \
-            else artists[int(rng.integers(len(artists)))]
-        track_rng = np.random.default_rng([config.seed, 1, index])
-        own = [t for t in tracks if t.artist == artist]
-        if own and track_rng.random() < config.variant_fraction:
-            base = own[int(track_rng.integers(len(own)))]
-            tracks.append(make_variant(index, base, track_rng, durations))
-        else:
-            tracks.append(make_track(index, artist, splits[artist.artist_id], track_rng,
-                                     durations))
+    for first, count, group in ((0, config.tracks, artists[:n_train_artists]),
+                                (config.tracks, config.test_tracks,
+                                 artists[n_train_artists:])):
+        for index in range(first, first + count):
+            artist = group[index - first] if index - first < len(group) \
+                else group[int(rng.integers(len(group)))]
+            track_rng = np.random.default_rng([config.seed, 1, index])
+            own = [t for t in tracks if t.artist == artist]
+            if own and track_rng.random() < config.variant_fraction:
+                base = own[int(track_rng.integers(len(own)))]
+                tracks.append(make_variant(index, base, track_rng, durations))
+            else:
+                tracks.append(make_track(index, artist, splits[artist.artist_id], track_rng,
+                                         durations))
     return tracks
 
 
@@ -156,7 +169,7 @@ def run(config: DemoConfig) -> DemoStats:
     list(map_jobs(_render_to_file, todo, config.workers, "demo-data: rendering", "track",
                   chunksize=4))
 
-    write_catalog([_catalog_track(t) for t in tracks], out / "catalog.parquet",
+    write_catalog([catalog_track(t) for t in tracks], out / "catalog.parquet",
                   DEFAULT_CATEGORIES)
     _write_references(tracks, config, out / "reference_captions.parquet")
     splits = {s: sum(t.split == s for t in tracks) for s in ("train", "valid", "test")}
@@ -167,7 +180,7 @@ def run(config: DemoConfig) -> DemoStats:
     return stats
 
 
-def _catalog_track(track: DemoTrack) -> Track:
+def catalog_track(track: DemoTrack) -> Track:
     return Track(track_id=track.track_id, audio=f"audio/{track.track_id}.flac",
                  tags={k: tuple(v) for k, v in track_tags(track).items()},
                  duration_s=track.duration_s, artist=track.artist.name,

@@ -15,9 +15,10 @@ from schemas.catalog import read_catalog  # noqa: E402
 
 @pytest.fixture(scope="session")
 def demo_catalog(tmp_path_factory):
-    """A 40-track demo catalog rendered once per test session."""
+    """A 40-track demo catalog (32 train/valid, 8 test) rendered once per test session."""
     out = tmp_path_factory.mktemp("demo")
-    run(DemoConfig(out=out, tracks=40, seed=7, min_duration_s=6, max_duration_s=8, workers=2))
+    run(DemoConfig(out=out, tracks=32, test_tracks=8, seed=7, min_duration_s=6, max_duration_s=8,
+                   workers=2))
     return out, read_catalog(out / "catalog.parquet")
 
 

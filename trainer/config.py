@@ -266,6 +266,11 @@ class EvalConfig(Config):
                               "of the run to score.")
     batch_size: int = setting(64, help="Clips or captions embedded at once.")
     device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="Where to embed.")
+    compare: tuple[Path, ...] = setting((), help="Other runs to compare with: each is "
+                                        "evaluated on the same sets with these settings, "
+                                        "and the report gives RUN minus it in R@1, R@10 "
+                                        "and MR with a 95% paired-bootstrap interval.")
+    replicates: int = setting(2000, help="Bootstrap replicates of a paired comparison.")
 
     def check(self) -> list[str]:
         problems = []
@@ -275,6 +280,8 @@ class EvalConfig(Config):
             problems.append("subsets must be >= 1 and subset_size >= 2")
         if self.batch_size < 1:
             problems.append("batch_size must be >= 1")
+        if self.replicates < 100:
+            problems.append("replicates must be >= 100 (a 95% interval needs its tails)")
         return problems
 
 
@@ -290,6 +297,14 @@ ABLATION_LABELS = {"tags-only": "tags only", "tag-to-caption": "+ tag-to-caption
 
 
 @dataclass(frozen=True)
+class AblationRow:
+    name: str                  # the run folders are OUT/<name>-s<seed>
+    label: str
+    overrides: tuple[str, ...]
+    versus: str | None         # the row it is compared with (paired, per seed)
+
+
+@dataclass(frozen=True)
 class AblationConfig(Config):
     train_config: Path = setting(Path("trainer/configs/demo.yaml"), help="Base training "
                                  "config of every row.")
@@ -300,15 +315,56 @@ class AblationConfig(Config):
                                           "table uses the first.")
     seeds: tuple[int, ...] = setting((0, 1, 2), help="Seeds; each row trains once per seed.")
     out: Path = setting(Path("runs/ablation"), help="Folder for the runs and the table.")
-    subsets: int = setting(10, help="Random 500-track subsets per evaluation.")
+    subsets: int = setting(10, help="Random 500-track subsets per evaluation (the same "
+                           "subsets for every run).")
+    p_caps: tuple[float, ...] = setting((), help="The paper's p_cap sweep: extra rows of "
+                                        "the full method (+ TextSwap) at each p_cap, "
+                                        "compared with + TextSwap at p_cap 1, e.g. 0,0.5.")
+    other_shards: tuple[str, ...] = setting((), repeatable=True, help="Extra rows of the "
+                                            "full method trained on other shards, as "
+                                            "LABEL=DIR (e.g. 'keep_prob 0.25=data/demo/"
+                                            "keep-0.25/shards': captions made with another "
+                                            "View Dropout keep_prob), compared with + "
+                                            "TextSwap.")
+    replicates: int = setting(2000, help="Bootstrap replicates of each paired comparison.")
+
+    def rows(self) -> list[AblationRow]:
+        """The paper's four rows, each against the one before, then the sweeps' rows,
+        each against + TextSwap."""
+        names = list(ABLATION_ROWS)
+        rows = [AblationRow(name, ABLATION_LABELS[name], tuple(ABLATION_ROWS[name]),
+                            names[i - 1] if i else None) for i, name in enumerate(names)]
+        full = tuple(ABLATION_ROWS["textswap"])
+        for p_cap in dict.fromkeys(self.p_caps):
+            if p_cap != 1:  # p_cap 1 is the + TextSwap row itself
+                rows.append(AblationRow(f"textswap-pcap{p_cap:g}", f"+ TextSwap, p_cap "
+                                        f"{p_cap:g}", (*full, f"data.p_cap={p_cap}"),
+                                        "textswap"))
+        for item in self.other_shards:
+            label, _, folder = item.rpartition("=")
+            slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in label.strip())
+            rows.append(AblationRow(f"textswap-{slug}", f"+ TextSwap, {label.strip()}",
+                                    (*full, f"data.shards={folder.strip()}"), "textswap"))
+        return rows
 
     def check(self) -> list[str]:
         problems = [] if self.eval_sets else ["eval_sets: name at least one (--eval-set)"]
         if not self.seeds:
             problems.append("seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            problems.append("seeds repeat a seed")
+        problems += [f"p_caps: {p} must be in [0, 1]" for p in self.p_caps if not 0 <= p <= 1]
+        for item in self.other_shards:
+            label, sep, folder = item.rpartition("=")
+            if not sep or not label.strip() or not folder.strip():
+                problems.append(f"other_shards: {item!r} must look like LABEL=DIR")
+        if self.replicates < 100:
+            problems.append("replicates must be >= 100 (a 95% interval needs its tails)")
+        if len({row.name for row in self.rows()}) != len(self.rows()):
+            problems.append("other_shards: two labels give the same row name")
         try:  # the base config with every row's overrides, before any run starts
-            for row_overrides in ABLATION_ROWS.values():
-                load_config(self.train_config, [*self.train_set, *row_overrides])
+            for row in self.rows():
+                load_config(self.train_config, [*self.train_set, *row.overrides])
         except ConfigError as err:
             problems += [f"train_config: {p}" for p in err.problems]
         return problems

@@ -15,6 +15,7 @@ which checkpoint and protocol its numbers come from.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from schemas.atomic import atomic_path
 from schemas.sample import EVAL_SET_REBUILD, read_sample_json
+from trainer.bootstrap import METRICS, describe, paired_bootstrap
 from trainer.config import EvalConfig
 from trainer.data import crop, decode_audio, sample_name, shard_urls
 from trainer.metrics import pool_tracks, ranks
@@ -114,21 +117,34 @@ def music_to_text_ranks(items: torch.Tensor, texts: torch.Tensor, owner: torch.T
     return torch.cat(out)
 
 
-def subset_metrics(tracks: torch.Tensor, text: torch.Tensor, caption_track: torch.Tensor,
-                   subsets: int, size: int, seed: int) -> dict:
-    """Both directions on `subsets` random subsets of `size` tracks with captions (one
-    subset of all of them when there are no more than `size`); mean and spread."""
+def subset_draws(caption_track: torch.Tensor, subsets: int, size: int,
+                 seed: int) -> list[np.ndarray]:
+    """The protocol's subsets: `subsets` random draws of `size` tracks with captions, or
+    one subset of all of them when there are no more than `size`."""
     eligible = torch.unique(caption_track).numpy()
     rng = np.random.default_rng(seed)
-    draws = [eligible] if len(eligible) <= size else \
+    return [eligible] if len(eligible) <= size else \
         [np.sort(rng.choice(eligible, size, replace=False)) for _ in range(subsets)]
+
+
+def _subset(tracks: torch.Tensor, text: torch.Tensor, caption_track: torch.Tensor,
+            draw: np.ndarray):
+    """A subset's items, its queries (a mask over `text`) and each query's target."""
+    position = torch.full((len(tracks),), -1, dtype=torch.long)
+    position[torch.from_numpy(draw)] = torch.arange(len(draw))
+    keep = position[caption_track] >= 0
+    return tracks[draw], keep, position[caption_track[keep]]
+
+
+def subset_metrics(tracks: torch.Tensor, text: torch.Tensor, caption_track: torch.Tensor,
+                   subsets: int, size: int, seed: int) -> dict:
+    """Both directions on the protocol's subsets (`subset_draws`); mean and spread."""
+    draws = subset_draws(caption_track, subsets, size, seed)
     results: dict[str, list] = {}
     curves = []
     for draw in draws:
-        position = torch.full((len(tracks),), -1, dtype=torch.long)
-        position[torch.from_numpy(draw)] = torch.arange(len(draw))
-        keep = position[caption_track] >= 0
-        items, queries, targets = tracks[draw], text[keep], position[caption_track[keep]]
+        items, keep, targets = _subset(tracks, text, caption_track, draw)
+        queries = text[keep]
         t2m = ranks(queries, items, targets)
         m2t = music_to_text_ranks(items, queries, targets)
         for direction, rank in (("t2m", t2m), ("m2t", m2t)):
@@ -144,6 +160,43 @@ def subset_metrics(tracks: torch.Tensor, text: torch.Tensor, caption_track: torc
     summary["queries"] = int(len(text))
     summary["t2m_curve"] = np.mean(curves, axis=0).round(3).tolist()
     return summary
+
+
+def t2m_rank_matrix(tracks: torch.Tensor, text: torch.Tensor, caption_track: torch.Tensor,
+                    draws: list[np.ndarray]) -> np.ndarray:
+    """Every query's text-to-music rank in every subset, (subsets, queries), 0 where its
+    track is not in the subset: what the paired bootstrap resamples."""
+    out = np.zeros((len(draws), len(text)), dtype=np.int64)
+    for i, draw in enumerate(draws):
+        items, keep, targets = _subset(tracks, text, caption_track, draw)
+        out[i, keep.numpy()] = ranks(text[keep], items, targets).numpy()
+    return out
+
+
+def load_ranks(run: Path, set_name: str, language: str) -> tuple[np.ndarray, np.ndarray]:
+    """A run's saved (query ids, rank matrix) for one set and language."""
+    path = Path(run) / "eval" / set_name / "ranks.npz"
+    if not path.exists():
+        raise ValueError(f"{path} is missing: evaluate {run} on {set_name} first "
+                         "(`adswap eval`)")
+    with np.load(path) as saved:
+        if language not in saved:
+            raise ValueError(f"{path} has no {language!r} queries")
+        return saved[f"{language}.queries"], saved[language]
+
+
+def paired_runs(runs_a: list[Path], runs_b: list[Path], set_name: str, language: str,
+                replicates: int) -> dict:
+    """A - B in R@1, R@10 and MR with a 95% interval: the paired bootstrap over the
+    queries of `set_name` (and over seeds: runs_a[i] and runs_b[i] share seed i)."""
+    loaded_a = [load_ranks(r, set_name, language) for r in runs_a]
+    loaded_b = [load_ranks(r, set_name, language) for r in runs_b]
+    first = loaded_a[0][0]
+    for run, (queries, _) in zip([*runs_a, *runs_b], [*loaded_a, *loaded_b], strict=True):
+        if not np.array_equal(queries, first):
+            raise ValueError(f"{run} was scored on other queries of {set_name} than "
+                             f"{runs_a[0]}; evaluate both on the same set")
+    return paired_bootstrap([m for _, m in loaded_a], [m for _, m in loaded_b], replicates)
 
 
 def evaluate(config: EvalConfig) -> dict:
@@ -188,12 +241,21 @@ def evaluate(config: EvalConfig) -> dict:
             per_language[language] = subset_metrics(
                 tracks, data["text"][mask], data["caption_track"][mask], config.subsets,
                 config.subset_size, config.seed)
+        _save_ranks(data, tracks, config, cache.parent / "ranks.npz")
         report["sets"][name] = {"path": str(folder), "tracks": len(data["track_ids"]),
                                 "clips": len(data["clip_track"]),
                                 "captions": len(data["caption_language"]),
                                 "checkpoint": checkpoint.name,
                                 "checkpoint_sha256": checkpoint_sha[:16],
                                 "protocol": report["protocol"], "languages": per_language}
+    for other in config.compare:
+        # the other run under the same protocol, so both rank the same queries and subsets
+        evaluate(dataclasses.replace(config, run=other, compare=()))
+        report.setdefault("comparisons", {})[str(other)] = {
+            name: {language: paired_runs([config.run], [other], name, language,
+                                         config.replicates)
+                   for language in entry["languages"]}
+            for name, entry in report["sets"].items()}
     out = Path(config.run) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     report["sets"] = {**_earlier_sets(out / "report.json"), **report["sets"]}
@@ -212,6 +274,23 @@ def _earlier_sets(path: Path) -> dict:
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} cannot be read ({err}); move it away to start the "
                          "run's evaluation report afresh") from err
+def _save_ranks(data: dict, tracks: torch.Tensor, config: EvalConfig, path: Path) -> None:
+    """Per language, every query's text-to-music rank in every subset and the query ids
+    (track id and the caption's ordinal on it), for paired comparisons of runs."""
+    saved: dict[str, np.ndarray] = {}
+    for language in sorted(set(data["caption_language"])):
+        index = [i for i, lang in enumerate(data["caption_language"]) if lang == language]
+        owner = data["caption_track"][index]
+        draws = subset_draws(owner, config.subsets, config.subset_size, config.seed)
+        saved[language] = t2m_rank_matrix(tracks, data["text"][index], owner, draws)
+        seen: dict[int, int] = {}
+        ids = []
+        for track in owner.tolist():
+            seen[track] = seen.get(track, -1) + 1
+            ids.append(f"{data['track_ids'][track]}#{seen[track]}")
+        saved[f"{language}.queries"] = np.array(ids)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **saved)
 
 
 def render(report: dict) -> str:
@@ -233,6 +312,18 @@ def render(report: dict) -> str:
                          for k in ("R@1", "R@5", "R@10", "MR")]
                 lines.append(f"| {language} | {label} | " + " | ".join(cells) +
                              f" | {m['queries']} | {m['subsets']} x {m['subset_tracks']} |")
+        lines.append("")
+    for other, sets in report.get("comparisons", {}).items():
+        lines += [f"## Paired comparison: this run - `{other}`", "",
+                  "Difference in text-to-music retrieval (this run minus the other), with "
+                  "a 95% interval from a paired bootstrap over queries; * = the interval "
+                  "excludes 0. Higher R@k and lower MR are better.", "",
+                  "| set | language | " + " | ".join(f"Δ {m}" for m in METRICS) + " |",
+                  "|---|---|" + "---|" * len(METRICS)]
+        for name, by_language in sets.items():
+            for language, paired in by_language.items():
+                lines.append(f"| {name} | {language} | " +
+                             " | ".join(describe(paired[m]) for m in METRICS) + " |")
         lines.append("")
     lines += ["![recall at k](recall_at_k.png) ![R@10 per set](r10_by_set.png)", ""]
     return "\n".join(lines)

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.captions.engines import Engine, EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.faithful import BannedWords, FaithfulConfig, build_banned_words
 from pipeline.captions.memory import peak_resident_mb
 from pipeline.captions.models import default_cache_dir, model_identity
 from pipeline.captions.parse import MAX_WORDS, parse_caption
@@ -53,11 +54,16 @@ class CaptionsConfig(Config):
     drop: DropConfig = setting(factory=DropConfig, help="View Dropout planning.")
     sampling: Sampling = setting(factory=Sampling, help="LLM sampling.")
     engine: EngineConfig = setting(factory=EngineConfig, help="The caption engine.")
+    faithful: FaithfulConfig = setting(factory=FaithfulConfig, help="Faithful decoding "
+                                       "(banned words).")
     chunk_tracks: int = setting(128, help="Tracks per output file (a unit of resume).")
     # Enough to fill a GPU batch, few enough that the progress bar moves.
     batch_requests: int = setting(256, help="Requests handed to the engine at once.")
     rank: int | None = rank_setting()
     world_size: int | None = world_size_setting()
+    include_test: bool = setting(False, help="Also caption tracks of the catalog's test "
+                                 "split. Off: test tracks need reference captions only, and "
+                                 "LLM captions of them must not reach training.")
     max_words: int = setting(MAX_WORDS, help="Captions longer than this are flagged "
                              "too_long.")
     cache_dir: Path = setting(factory=default_cache_dir, help="Where the bundled model "
@@ -98,6 +104,7 @@ class CaptionStats:
     seconds: float = 0.0
     catalog_rejects: int = 0
     peak_rss_mb: int = 0                # this process's highest RSS so far
+    test_skipped: int = 0
     flags: Counter = field(default_factory=Counter)
     failure_examples: list[str] = field(default_factory=list)
     reject_examples: list[str] = field(default_factory=list)
@@ -119,7 +126,8 @@ class _Planned:
 class _Identity:
     """What a view's content key depends on besides the track: engine, model, prompt."""
 
-    def __init__(self, config: CaptionsConfig, template: Template):
+    def __init__(self, config: CaptionsConfig, template: Template,
+                 banned: BannedWords | None):
         if config.engine.engine == "template":
             self.engine, self.model_id, self.revision = "template", "rules", "1"
         else:
@@ -127,7 +135,7 @@ class _Identity:
             self.model_id, self.revision = model_identity(config.engine.model,
                                                           config.engine.revision)
         self.template = template
-        self.sampling = config.sampling.to_json()
+        self.sampling = _sampling_json(config, banned)
         self.seed = config.drop.seed
 
     def key(self, track_id: str, view_id: int, language: str, tags: dict) -> str:
@@ -140,6 +148,15 @@ class _Identity:
         return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _sampling_json(config: CaptionsConfig, banned: BannedWords | None) -> str:
+    """The sampling settings as rows record them; faithful decoding changes what is
+    sampled, so its dictionary fingerprint is part of them (and of the content key)."""
+    if banned is None:
+        return config.sampling.to_json()
+    return json.dumps({**json.loads(config.sampling.to_json()),
+                       "banned_words": banned.fingerprint}, sort_keys=True)
+
+
 def chunk_path(out: Path, rank: int, world_size: int, chunk: int) -> Path:
     return out / f"views-r{rank:05d}-of{world_size:05d}-{chunk:06d}.parquet"
 
@@ -149,7 +166,9 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     config = resolve_rank(config)
     out = Path(config.out)
     template = load_template(config.template)
-    identity = _Identity(config, template)
+    banned = build_banned_words(config.catalog, config.categories, config.faithful) \
+        if config.faithful.enabled and config.engine.engine != "template" else None
+    identity = _Identity(config, template, banned)
     _check_layout(out, config)
     schema = views_schema(config.categories)
     stats = CaptionStats()
@@ -162,6 +181,8 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
         for index, chunk in enumerate(_my_chunks(config, stats)):
             stats.tracks += len(chunk)
             stats.chunks += 1
+            if total is not None and stats.test_skipped:  # rows counted that are not ours
+                bar.total = total - per_track * (stats.test_skipped // config.world_size)
             planned = [
                 _Planned(track, view_id, language, tags,
                          identity.key(track.track_id, view_id, language, tags))
@@ -185,7 +206,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
             new_rows: dict[str, View] = {}
             for start in range(0, len(todo), config.batch_requests):
                 batch = todo[start:start + config.batch_requests]
-                new_rows.update(_generate(engine, batch, template, config, stats))
+                new_rows.update(_generate(engine, batch, template, config, stats, banned))
                 bar.update(len(batch))
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 stats.peak_rss_mb = round(peak_resident_mb())
@@ -204,8 +225,9 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
         bar.total = bar.n  # tracks with few tag subsets plan fewer views than the estimate
         bar.refresh()
     if stats.tracks == 0 and config.rank == 0:
-        raise ValueError(f"catalog {config.catalog} has no valid track "
-                         f"({stats.catalog_rejects} rejected rows)")
+        raise ValueError(f"catalog {config.catalog} has no valid track to caption "
+                         f"({stats.catalog_rejects} rejected rows, {stats.test_skipped} "
+                         "test-split tracks skipped: --include-test captions them)")
     _remove_stale_chunks(out, config, stats.chunks)
     stats.peak_rss_mb = round(peak_resident_mb())
     stats.seconds = round(time.perf_counter() - started, 3)
@@ -215,7 +237,8 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
 
 def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Track]]:
     """This rank's valid tracks (every world_size-th), streamed in chunks; rejected rows
-    are counted with their reasons, never dropped silently."""
+    are counted with their reasons, never dropped silently, and test-split tracks are
+    counted and skipped unless `include_test`."""
     chunk: list[Track] = []
     valid = 0
     for track, problems in iter_catalog(config.catalog, config.read):
@@ -223,6 +246,9 @@ def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Tra
             stats.catalog_rejects += 1
             if len(stats.reject_examples) < 20:
                 stats.reject_examples += [str(p) for p in problems]
+            continue
+        if track.split == "test" and not config.include_test:
+            stats.test_skipped += 1
             continue
         if valid % config.world_size == config.rank:
             chunk.append(track)
@@ -235,12 +261,15 @@ def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Tra
 
 
 def _generate(engine: Engine, todo: list[_Planned], template: Template,
-              config: CaptionsConfig, stats: CaptionStats) -> dict[str, View]:
+              config: CaptionsConfig, stats: CaptionStats,
+              banned: BannedWords | None) -> dict[str, View]:
     requests = [Request(p.request_id, template.messages(p.tags, p.language), p.tags,
-                        p.language, seed=int(p.key[:8], 16)) for p in todo]
+                        p.language, seed=int(p.key[:8], 16),
+                        banned=banned.for_request(p.tags, p.track.tags) if banned else ())
+                for p in todo]
     results = {r.request_id: r for r in engine.generate(requests, config.sampling)}
     rows: dict[str, View] = {}
-    sampling = config.sampling.to_json()
+    sampling = _sampling_json(config, banned)
     for p, request in zip(todo, requests, strict=True):
         result = results.get(p.request_id)
         if result is None or result.finish_reason == "error":

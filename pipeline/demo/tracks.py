@@ -50,15 +50,13 @@ def make_artists(count: int, rng: np.random.Generator) -> list[Artist]:
 
 
 def assign_splits(artists: list[Artist], rng: np.random.Generator,
-                  valid_fraction: float, test_fraction: float) -> dict[str, str]:
-    """Whole artists go to one split, so no artist is heard in training and testing."""
+                  valid_fraction: float) -> dict[str, str]:
+    """Whole artists go to one split, so no artist is heard in training and validation.
+    (Test artists are drawn apart: see demo_data.plan_tracks.)"""
     order = [artists[i].artist_id for i in rng.permutation(len(artists))]
-    n_test = max(1, round(len(order) * test_fraction)) if len(order) >= 3 else 0
-    n_valid = max(1, round(len(order) * valid_fraction)) if len(order) >= 3 else 0
-    splits = {}
-    for k, artist_id in enumerate(order):
-        splits[artist_id] = "test" if k < n_test else "valid" if k < n_test + n_valid else "train"
-    return splits
+    n_valid = max(1, round(len(order) * valid_fraction)) if len(order) >= 2 and \
+        valid_fraction > 0 else 0
+    return {artist_id: "valid" if k < n_valid else "train" for k, artist_id in enumerate(order)}
 
 
 def make_track(index: int, artist: Artist, split: str, rng: np.random.Generator,

@@ -2,19 +2,22 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile
 from typer.testing import CliRunner
 
 from adswap.cli import app
+from pipeline.demo.references import PARAPHRASES, reference_captions
 from pipeline.demo.vocabulary import GENRES, INSTRUMENTS, MOODS
 from pipeline.demo_data import DemoConfig, plan_tracks, run
 from schemas.catalog import read_catalog
 from schemas.eval_captions import eval_captions_schema
 from schemas.problems import check_arrow_schema
 
-SMALL = dict(tracks=10, seed=3, min_duration_s=2.0, max_duration_s=3.0)
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = dict(tracks=7, test_tracks=3, seed=3, min_duration_s=2.0, max_duration_s=3.0)
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -30,7 +33,7 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     run(DemoConfig(out=tmp_path / "a", workers=1, **SMALL))
     run(DemoConfig(out=tmp_path / "b", workers=2, **SMALL))
     a, b = digests(tmp_path / "a"), digests(tmp_path / "b")
-    assert len([k for k in a if k.endswith(".flac")]) == 10
+    assert len([k for k in a if k.endswith(".flac")]) == 10  # 7 train/valid + 3 test
     assert a == b
     run(DemoConfig(out=tmp_path / "c", workers=1, **{**SMALL, "seed": 4}))
     c = digests(tmp_path / "c")
@@ -118,18 +121,61 @@ def test_reference_captions_cover_the_test_split(demo_catalog):
     table = pq.read_table(out / "reference_captions.parquet")
     assert check_arrow_schema(table.schema, eval_captions_schema(), "refs") == []
     test_ids = {t.track_id for t in catalog.tracks if t.split == "test"}
-    rows = table.to_pylist()
-    assert Counter(r["track_id"] for r in rows) == {t: 2 for t in test_ids}
-    tags = {t.track_id: t.tags for t in catalog.tracks}
-    for row in rows:
-        assert row["text"].endswith(".") and len(row["text"].split()) >= 5
-        # the caption names at least two of its track's instruments, in words of its own
-        spoken = sum(i[:4] in row["text"].lower() for i in tags[row["track_id"]]["instrument"])
-        assert spoken >= 2, row
+    assert Counter(r["track_id"] for r in table.to_pylist()) == {t: 2 for t in test_ids}
+
+
+def _named(caption: str, tag: str) -> bool:
+    return any(word.lower() in caption.lower() for word in PARAPHRASES[tag])
+
+
+def test_reference_captions_read_like_people_write(tmp_path):
+    """A subset of the tags (1 genre, 1-2 moods, 1-3 instruments), mostly in paraphrases
+    the caption prompts never see, in shapes of varied order and length."""
+    tracks = plan_tracks(DemoConfig(out=tmp_path, tracks=8, test_tracks=200))
+    captions = [(t, c) for t in tracks if t.split == "test"
+                for c in reference_captions(t, np.random.default_rng([0, t.index]), 2)]
+    assert len(captions) == 400
+    exact, lengths, openings = 0, [], Counter()
+    for track, caption in captions:
+        named = {category: [tag for tag in tags if _named(caption, tag)]
+                 for category, tags in (("genre", track.genres), ("mood", track.moods),
+                                        ("instrument", track.instruments))}
+        assert len(named["genre"]) >= 1 and len(named["mood"]) >= 1, caption
+        assert 1 <= len(named["instrument"]) <= 3 + 1, caption  # +1: "bass" in "bass guitar"
+        exact += sum(tag in caption.lower() for tag in track.genres + track.moods)
+        lengths.append(len(caption.split()))
+        openings[caption.split()[0].lower()] += 1
+    # most tags of a caption are not said in the catalog's own word
+    own_words = sum(len(t.genres) + len(t.moods) for t, _ in captions)
+    assert exact < 0.5 * own_words, (exact, own_words)
+    assert min(lengths) <= 6 and max(lengths) >= 16     # fragments and long sentences
+    assert len(openings) >= 10                            # no one fixed opening
+    # the paraphrase table is the grammar's own: no caption template uses its words
+    prompt = (ROOT / "pipeline" / "captions" / "templates" / "caption-v1.yaml").read_text()
+    assert not any(w in prompt for w in ("sorrowful", "Rhodes", "boom-bap", "fiddle"))
+
+
+def test_reference_captions_are_deterministic(tmp_path):
+    tracks = plan_tracks(DemoConfig(out=tmp_path, tracks=8, test_tracks=20))
+    again = plan_tracks(DemoConfig(out=tmp_path, tracks=8, test_tracks=20))
+    assert tracks == again
+    for track in tracks[8:]:
+        assert reference_captions(track, np.random.default_rng([1, track.index]), 2) == \
+            reference_captions(track, np.random.default_rng([1, track.index]), 2)
+
+
+def test_test_tracks_come_beside_the_train_and_valid_catalog(tmp_path):
+    tracks = plan_tracks(DemoConfig(out=tmp_path, tracks=400, test_tracks=500))
+    splits = Counter(t.split for t in tracks)
+    assert splits["test"] == 500 and splits["train"] + splits["valid"] == 400
+    assert all(t.split == "test" for t in tracks[400:])
+    test_artists = {t.artist.name for t in tracks if t.split == "test"}
+    assert not test_artists & {t.artist.name for t in tracks if t.split != "test"}
 
 
 def test_cli_demo_data(tmp_path):
     result = CliRunner().invoke(app, ["demo-data", "--out", str(tmp_path / "d"), "--tracks", "3",
+                                      "--test-tracks", "0",
                                       "--min-duration", "2", "--max-duration", "2",
                                       "--workers", "1"])
     assert result.exit_code == 0, result.output

@@ -21,7 +21,7 @@ from trainer.train import train
 @pytest.fixture(scope="module")
 def shards_300(tmp_path_factory):
     work = tmp_path_factory.mktemp("learn")
-    demo(DemoConfig(out=work / "demo", tracks=300, seed=11, min_duration_s=6,
+    demo(DemoConfig(out=work / "demo", tracks=300, test_tracks=0, seed=11, min_duration_s=6,
                     max_duration_s=8, workers=2))
     catalog = work / "demo" / "catalog.parquet"
     captions(CaptionsConfig(catalog=catalog, out=work / "views",

@@ -42,6 +42,7 @@ class Request:
     tags: Mapping[str, Sequence[str]]   # for engines that read tags, not prompts
     language: str
     seed: int                           # per request, so batching never changes output
+    banned: tuple[str, ...] = ()        # words the engine must not write (faithful decoding)
 
 
 @dataclass(frozen=True)

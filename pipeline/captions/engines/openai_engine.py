@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.captions.engines import EngineConfig, Request, Result, Sampling
+from pipeline.captions.faithful import MAX_WORDS_LIMIT
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -30,11 +31,12 @@ class OpenAIEngine:
             return list(pool.map(lambda r: self._one(r, sampling), requests))
 
     def _one(self, request: Request, sampling: Sampling) -> Result:
-        body = json.dumps({
-            "model": self.config.model, "messages": request.messages,
-            "temperature": sampling.temperature, "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens, "seed": request.seed,
-        }).encode()
+        fields = {"model": self.config.model, "messages": request.messages,
+                  "temperature": sampling.temperature, "top_p": sampling.top_p,
+                  "max_tokens": sampling.max_tokens, "seed": request.seed}
+        if request.banned:  # vLLM's extra sampling parameter (faithful decoding)
+            fields["bad_words"] = list(request.banned)
+        body = json.dumps(fields).encode()
         error = ""
         for attempt in range(self.config.retries + 1):
             if attempt:
@@ -52,6 +54,14 @@ class OpenAIEngine:
                               completion_tokens=usage.get("completion_tokens"))
             except urllib.error.HTTPError as err:
                 error = f"HTTP {err.code} from {self.endpoint}"
+                if err.code == 400 and request.banned:
+                    detail = err.read().decode("utf-8", "replace")
+                    if "bad_words" in detail or "bad words" in detail:
+                        raise RuntimeError(
+                            f"{self.endpoint} refused the banned words of faithful "
+                            f"decoding: {detail[:300]}. A vLLM server takes them when "
+                            f"started with VLLM_MAX_NUM_BAD_WORDS={2 * MAX_WORDS_LIMIT}; "
+                            "other servers may not: run with --no-faithful there.") from err
                 if err.code not in _RETRY_STATUS:
                     break
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:

@@ -30,6 +30,8 @@ class VllmEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         try:
             from vllm import LLM
+
+            from pipeline.captions.engines.banned_tokens import BannedSequences
         except ImportError as err:
             raise RuntimeError("the vllm engine needs vLLM: run captions from .venv-llm "
                                "(`make captions`), or use --engine openai/template") from err
@@ -42,16 +44,25 @@ class VllmEngine:
             model=model.path, revision=config.revision,
             dtype=("float32" if cpu else "auto") if config.dtype == "auto" else config.dtype,
             tensor_parallel_size=config.tensor_parallel_size, enable_prefix_caching=True,
-            enforce_eager=cpu, max_model_len=config.max_model_len, seed=0, **cpu_only,
+            enforce_eager=cpu, max_model_len=config.max_model_len, seed=0,
+            logits_processors=[BannedSequences], **cpu_only,
         )
+        self._token_sequences: dict[str, list] = {}  # banned word -> its token ids
         self.chat = bool(self.llm.get_tokenizer().chat_template)
         self.trim_memory = config.trim_memory
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
         from vllm import SamplingParams
 
-        params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                 max_tokens=sampling.max_tokens, seed=r.seed) for r in requests]
+        from pipeline.captions.engines.banned_tokens import EXTRA_ARG, token_sequences
+
+        tokenizer = self.llm.get_tokenizer()
+        params = [SamplingParams(
+            temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens, seed=r.seed,
+            extra_args={EXTRA_ARG: token_sequences(tokenizer, r.banned,
+                                                   self._token_sequences)}
+            if r.banned else None) for r in requests]
         if self.chat:
             outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
         else:  # a base model: plain text with the same content
