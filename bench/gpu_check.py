@@ -305,8 +305,6 @@ def equivalence(config: GpuCheckConfig, shards: Path) -> tuple[float | None, str
 def equivalence_worker(config: GpuCheckConfig, out: Path) -> None:
     """One or two processes (torchrun) take the same global batches, each its slice, and
     write the global loss of each step (rank 0)."""
-    from contextlib import nullcontext
-
     import torch
 
     from schemas.swap_dictionary import SwapDictionary
@@ -315,24 +313,21 @@ def equivalence_worker(config: GpuCheckConfig, out: Path) -> None:
     from trainer.distributed import setup
     from trainer.model import DuetMC
     from trainer.swap import Swapper
-    from trainer.train import train_step
+    from trainer.train import Learner, RunContext, autocast_for, train_step
 
     info = setup(config.device)
     shards = config.work / "shards"
     train_config = load_config(DEMO_CONFIG, [
         *training_settings(config, shards, info.world), "model.dropout=0.0"])
-    bf16 = train_config.optim.precision == "bf16"
-    autocast = (lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)) if bf16 \
-        else nullcontext
     torch.manual_seed(0)
     model = DuetMC(train_config.model).to(info.device)
-    ddp = model if info.world == 1 else torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train_config.optim.lr,
-                                  weight_decay=train_config.optim.weight_decay)
+    learner = Learner.wrap(model, torch.optim.AdamW(
+        model.trainable_parameters(), lr=train_config.optim.lr,
+        weight_decay=train_config.optim.weight_decay), info)
     swapper = Swapper(SwapDictionary.load(shards / "swap_dictionary.json"),
                       train_config.swap.categories)
+    run = RunContext(train_config, info, swapper,
+                     autocast_for(train_config.optim.precision, info.device))
     # the train split in a fixed order (centre crops, first captions), whole batches
     loader = eval_loader(shards, "train", train_config.data, train_config.model.audio,
                          config.batch)
@@ -348,8 +343,7 @@ def equivalence_worker(config: GpuCheckConfig, out: Path) -> None:
     losses, hard = [], []
     for step, batch in enumerate(batches):
         part = {key: batch[key][mine] for key in ("audio", "text", "spans", "tags")}
-        loss, n_hard = train_step(ddp, model, optimizer, [part], swapper, 0.5, step,
-                                  train_config, info, info.device, autocast, trainable)
+        loss, n_hard = train_step(learner, run, [part], 0.5, step)
         losses.append(loss)
         hard.append(n_hard)
     if info.main:

@@ -183,7 +183,7 @@ def synthetic_index(work: Path, run: Path, n: int) -> Path:
     import pyarrow.parquet as pq
 
     from schemas.embeddings import MANIFEST_SCHEMA_ID, embedding_column, tracks_schema
-    from trainer.evaluate import file_sha256
+    from trainer.checkpoint import file_sha256
 
     folder = work / f"index-{n}"
     vectors = synthetic(n)

@@ -42,42 +42,42 @@ def shards_for(work: Path) -> Path:
 
 
 def setup(shards: Path, batch: int, workers: int = 0):
+    """A CPU learner, its step context (no autocast) and a loader of the shards."""
     from schemas.swap_dictionary import SwapDictionary
     from trainer.config import load_config
     from trainer.data import SharedEpoch, train_loader
+    from trainer.distributed import Dist
     from trainer.model import DuetMC
     from trainer.swap import Swapper
+    from trainer.train import Learner, RunContext
 
     config = load_config(None, [f"data.shards={shards}", f"data.batch_size={batch}",
                                 f"data.workers={workers}", "run.device=cpu"])
     torch.manual_seed(0)
     model = DuetMC(config.model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    info = Dist()
+    learner = Learner.wrap(model, torch.optim.AdamW(model.trainable_parameters(), lr=1e-4),
+                           info)
     swapper = Swapper(SwapDictionary.load(shards / "swap_dictionary.json"),
                       config.swap.categories)
     loader = train_loader(config.data, config.model.audio, 0, SharedEpoch())
-    return config, model, trainable, optimizer, swapper, loader
+    return learner, RunContext(config, info, swapper), loader
 
 
 def overhead(shards: Path) -> dict:
-    from contextlib import nullcontext
-
-    from trainer.distributed import Dist
     from trainer.swap import hard_negatives
     from trainer.train import train_step
 
-    config, model, trainable, optimizer, swapper, loader = setup(shards, 64)
+    learner, run, loader = setup(shards, 64)
+    model = learner.model
     batches = [b for _, b in zip(range(BATCHES), loader, strict=False)]
-    info, device = Dist(), torch.device("cpu")
     times: dict[str, list[float]] = {"plain": [], "swap": []}
     hard = []
     for round_ in range(3):  # round 0 warms up
         for i, batch in enumerate(batches):
             for name, p in (("plain", 0.0), ("swap", 0.15)):
                 started = time.perf_counter()
-                _, n = train_step(model, model, optimizer, [batch], swapper, p, i, config,
-                                  info, device, nullcontext, trainable)
+                _, n = train_step(learner, run, [batch], p, i)
                 if round_:
                     times[name].append(time.perf_counter() - started)
                     if p:
@@ -85,7 +85,7 @@ def overhead(shards: Path) -> dict:
     making, embedding = [], []
     for i, batch in enumerate(batches):
         started = time.perf_counter()
-        negatives = hard_negatives(swapper, batch["text"], batch["spans"], batch["tags"], 0.15,
+        negatives = hard_negatives(run.swapper, batch["text"], batch["spans"], batch["tags"], 0.15,
                                    0, i, 0, len(batch["text"]))
         making.append(time.perf_counter() - started)
         if len(negatives):
@@ -115,17 +115,14 @@ _STEP = """
 import resource, sys, torch
 sys.path.insert(0, {bench!r})
 from train import setup
-from contextlib import nullcontext
-from trainer.distributed import Dist
 from trainer.train import train_step
 from pathlib import Path
-config, model, trainable, optimizer, swapper, loader = setup(Path({shards!r}), {batch})
+learner, run, loader = setup(Path({shards!r}), {batch})
 batches = iter(loader)
 first = next(batches)
 resident = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024
 for i in range(2):
-    train_step(model, model, optimizer, [next(batches)], swapper, 0.15, i, config, Dist(),
-               torch.device("cpu"), nullcontext, trainable)
+    train_step(learner, run, [next(batches)], 0.15, i)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resident)
 """
 

@@ -157,74 +157,92 @@ def _size_category(n: int) -> str:
 
 
 def render(dataset: str, card: dict) -> str:
-    catalog = card.get("catalog", {})
-    captions = card.get("captions", {})
-    curation = card.get("curation", {})
-    licenses = list(catalog.get("licenses", {}))
-    license_ = licenses[0].lower() if len(licenses) == 1 else "other"
-    rows = curation.get("totals", {}).get("curated", captions.get("views", catalog.get("tracks",
-                                                                                         0)))
-    header = ["---", f"pretty_name: {dataset}", f"license: {license_}", "language:"]
-    header += [f"- {lang}" for lang in captions.get("language", ["en"])]
-    header += ["size_categories:", f"- {_size_category(rows)}", "task_categories:",
-               "- text-retrieval", "- audio-classification", "tags:", "- music",
-               "- music-text-retrieval", "- captions", "---", ""]
-    lines = header + [f"# {dataset}", "",
-                      "Music-text pairs for training retrieval models with Augment, Drop & "
-                      "Swap: tag-derived caption views, curated. Written by `adswap`.", ""]
-    if catalog:
-        lines += ["## Source catalog", "",
-                  f"- Catalog: `{catalog['source']}`: {catalog['tracks']} tracks "
-                  f"({catalog['rejected_rows']} rows rejected), {catalog['audio_hours']} h of "
-                  "audio where durations are known.",
-                  "- Licenses: " + ", ".join(f"{k} ({v})" for k, v in catalog["licenses"].items()),
-                  "", "### Tag vocabulary", ""]
-        for category, tags in catalog["vocabulary"].items():
-            lines.append(f"- **{category}** ({len(tags)}): " +
-                         ", ".join(f"{t} ({n})" for t, n in tags.items()))
-        lines.append("")
-        if catalog.get("tag_map"):
-            lines += _tag_map_section(catalog)
-    if captions:
-        lines += ["## Captions", "",
-                  f"- {captions['views']} views from `{captions['source']}`.",
-                  f"- Engine: {', '.join(captions['engine'])}; model: "
-                  f"{', '.join(captions['model_id'])} "
-                  f"(revision {', '.join(str(r) for r in captions['model_revision'])}).",
-                  f"- Prompt template: {', '.join(captions['template_id'])} "
-                  f"(hash {', '.join(captions['template_hash'])}).",
-                  f"- Sampling: {', '.join(captions['sampling'])}.",
-                  f"- Languages: {', '.join(captions['language'])}.",
-                  f"- Tokens: {captions['tokens']['prompt']} prompt, "
-                  f"{captions['tokens']['completion']} completion; "
-                  f"{captions['failures']} failed requests.", ""]
-    if curation:
-        t = curation["totals"]
-        lines += ["## Curation", "",
-                  f"{t['views']} views in, {t['curated']} kept, {t['rejected']} rejected, "
-                  f"from `{curation['source']}`.", "", "| rule | settings | rows removed |",
-                  "|---|---|---|"]
-        from pipeline.curate.stage import rule_files
-
-        order = [name for name, _ in rule_files()]
-        for rule, removed in sorted(curation["rejected_by_rule"].items(),
-                                    key=lambda item: order.index(item[0])
-                                    if item[0] in order else len(order)):
-            settings = {k: v for k, v in curation["settings"].get(rule, {}).items()
-                        if k != "enabled"}
-            shown = ", ".join(f"{k}={v}" for k, v in settings.items()) or "-"
-            lines.append(f"| {rule} | {shown} | {'off' if removed is None else removed} |")
-        lines += ["", "### Splits", "", "| split | tracks | views |", "|---|---|---|"]
-        for split, views in curation["split_views"].items():
-            lines.append(f"| {split} | {curation['split_tracks'][split]} | {views} |")
-        lines += ["", "![views per track](views_per_track.png) "
-                  "![caption lengths](caption_words.png) ![tag recall](tag_recall.png)", ""]
+    lines = _front_matter(dataset, card) + [
+        f"# {dataset}", "",
+        "Music-text pairs for training retrieval models with Augment, Drop & "
+        "Swap: tag-derived caption views, curated. Written by `adswap`.", ""]
+    if card.get("catalog"):
+        lines += _catalog_section(card["catalog"])
+    if card.get("captions"):
+        lines += _captions_section(card["captions"])
+    if card.get("curation"):
+        lines += _curation_section(card["curation"])
     if "shards" in card:
         lines += _shards_section(card["shards"])
     for section in sorted(set(card) - set(SECTION_ORDER)):
         lines += [f"## {section.capitalize()}", "", "```json",
                   json.dumps(card[section], indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _front_matter(dataset: str, card: dict) -> list[str]:
+    """The Hugging Face dataset card's YAML header."""
+    catalog = card.get("catalog", {})
+    captions = card.get("captions", {})
+    licenses = list(catalog.get("licenses", {}))
+    license_ = licenses[0].lower() if len(licenses) == 1 else "other"
+    rows = card.get("curation", {}).get("totals", {}).get(
+        "curated", captions.get("views", catalog.get("tracks", 0)))
+    header = ["---", f"pretty_name: {dataset}", f"license: {license_}", "language:"]
+    header += [f"- {lang}" for lang in captions.get("language", ["en"])]
+    return header + ["size_categories:", f"- {_size_category(rows)}", "task_categories:",
+                     "- text-retrieval", "- audio-classification", "tags:", "- music",
+                     "- music-text-retrieval", "- captions", "---", ""]
+
+
+def _catalog_section(catalog: dict) -> list[str]:
+    lines = ["## Source catalog", "",
+             f"- Catalog: `{catalog['source']}`: {catalog['tracks']} tracks "
+             f"({catalog['rejected_rows']} rows rejected), {catalog['audio_hours']} h of "
+             "audio where durations are known.",
+             "- Licenses: " + ", ".join(f"{k} ({v})" for k, v in catalog["licenses"].items()),
+             "", "### Tag vocabulary", ""]
+    for category, tags in catalog["vocabulary"].items():
+        lines.append(f"- **{category}** ({len(tags)}): " +
+                     ", ".join(f"{t} ({n})" for t, n in tags.items()))
+    lines.append("")
+    if catalog.get("tag_map"):
+        lines += _tag_map_section(catalog)
+    return lines
+
+
+def _captions_section(captions: dict) -> list[str]:
+    return ["## Captions", "",
+            f"- {captions['views']} views from `{captions['source']}`.",
+            f"- Engine: {', '.join(captions['engine'])}; model: "
+            f"{', '.join(captions['model_id'])} "
+            f"(revision {', '.join(str(r) for r in captions['model_revision'])}).",
+            f"- Prompt template: {', '.join(captions['template_id'])} "
+            f"(hash {', '.join(captions['template_hash'])}).",
+            f"- Sampling: {', '.join(captions['sampling'])}.",
+            f"- Languages: {', '.join(captions['language'])}.",
+            f"- Tokens: {captions['tokens']['prompt']} prompt, "
+            f"{captions['tokens']['completion']} completion; "
+            f"{captions['failures']} failed requests.", ""]
+
+
+def _curation_section(curation: dict) -> list[str]:
+    """Rows each rule removed (in the rules' run order), with its settings; the splits."""
+    t = curation["totals"]
+    lines = ["## Curation", "",
+             f"{t['views']} views in, {t['curated']} kept, {t['rejected']} rejected, "
+             f"from `{curation['source']}`.", "", "| rule | settings | rows removed |",
+             "|---|---|---|"]
+    from pipeline.curate.stage import rule_files
+
+    order = [name for name, _ in rule_files()]
+    for rule, removed in sorted(curation["rejected_by_rule"].items(),
+                                key=lambda item: order.index(item[0])
+                                if item[0] in order else len(order)):
+        settings = {k: v for k, v in curation["settings"].get(rule, {}).items()
+                    if k != "enabled"}
+        shown = ", ".join(f"{k}={v}" for k, v in settings.items()) or "-"
+        lines.append(f"| {rule} | {shown} | {'off' if removed is None else removed} |")
+    lines += ["", "### Splits", "", "| split | tracks | views |", "|---|---|---|"]
+    for split, views in curation["split_views"].items():
+        lines.append(f"| {split} | {curation['split_tracks'][split]} | {views} |")
+    return lines + ["", "![views per track](views_per_track.png) "
+                    "![caption lengths](caption_words.png) ![tag recall](tag_recall.png)", ""]
 
 
 def _tag_map_section(catalog: dict) -> list[str]:

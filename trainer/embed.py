@@ -38,8 +38,8 @@ from schemas.embeddings import (
     tracks_schema,
 )
 from schemas.sample import read_sample_json
+from trainer.checkpoint import file_sha256
 from trainer.config import EmbedConfig
-from trainer.evaluate import file_sha256
 from trainer.inference import AudioError, Encoder, pool, read_audio, to_mono
 
 

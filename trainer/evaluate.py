@@ -16,7 +16,6 @@ which checkpoint and protocol its numbers come from.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import webdataset as wds
 from schemas.atomic import atomic_path
 from schemas.sample import EVAL_SET_REBUILD, read_sample_json
 from trainer.bootstrap import METRICS, describe, paired_bootstrap
+from trainer.checkpoint import checkpoint_path, file_sha256, load_model
 from trainer.config import EvalConfig
 from trainer.data import crop, decode_audio, sample_name, shard_urls
 from trainer.metrics import pool_tracks, ranks
@@ -43,23 +43,6 @@ def card_facts(report: dict) -> dict:
                                      "MR": round(m["t2m_MR"]["mean"], 2)}
             for name, entry in report["sets"].items()
             for language, m in entry["languages"].items()}
-
-
-def checkpoint_path(run: Path, which: str) -> Path:
-    path = Path(run) / "checkpoints" / f"{which}.pt"
-    if not path.exists():
-        path = Path(run) / "checkpoints" / "last.pt"
-    if not path.exists():
-        raise ValueError(f"{run} has no checkpoint; train it first (`adswap train`)")
-    return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @torch.no_grad()
@@ -200,8 +183,6 @@ def paired_runs(runs_a: list[Path], runs_b: list[Path], set_name: str, language:
 
 
 def evaluate(config: EvalConfig) -> dict:
-    from trainer.train import load_model
-
     device = torch.device("cuda" if config.device in ("auto", "cuda") and
                           torch.cuda.is_available() else "cpu")
     checkpoint = checkpoint_path(config.run, config.checkpoint)

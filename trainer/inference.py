@@ -18,6 +18,7 @@ import soxr
 import torch
 import torch.nn.functional as F
 
+from trainer.checkpoint import checkpoint_path, file_sha256, load_model
 from trainer.model import DuetMC
 
 
@@ -74,9 +75,6 @@ class Encoder:
     @classmethod
     def from_run(cls, run: Path, checkpoint: str = "best", device: str = "cpu",
                  batch_size: int = 32) -> Encoder:
-        from trainer.evaluate import checkpoint_path, file_sha256
-        from trainer.train import load_model
-
         run = Path(run)
         if not (run / "config.yaml").exists():
             raise ValueError(f"{run} is not a run folder (no config.yaml); give the folder "

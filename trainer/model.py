@@ -5,6 +5,7 @@ cosine similarities of the l2-normalised [CLS] outputs."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,15 @@ class Projection(nn.Module):
         return F.normalize(self.norm(out[:, 0]), dim=-1)
 
 
+class Embeddings(NamedTuple):
+    """One forward's outputs: l2-normalised embeddings and the logit scale."""
+
+    audio: torch.Tensor
+    text: torch.Tensor
+    negatives: torch.Tensor | None  # of the hard-negative captions, when some were given
+    scale: torch.Tensor  # exp(logit scale): 1 / temperature
+
+
 class DuetMC(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -56,9 +66,9 @@ class DuetMC(nn.Module):
             self.register_buffer("logit_scale", scale)
 
     def forward(self, audio: torch.Tensor, ids: torch.Tensor,
-                negative_ids: torch.Tensor | None = None):
-        """(audio embeddings, text embeddings, hard-negative embeddings or None, logit
-        scale). One forward for everything, so DDP sees every trainable parameter."""
+                negative_ids: torch.Tensor | None = None) -> Embeddings:
+        """Audio, caption and hard-negative embeddings and the scale. One forward for
+        everything, so DDP sees every trainable parameter."""
         texts = self.encode_text(ids if negative_ids is None else torch.cat([ids, negative_ids]))
         # one text-encoder call for captions and their swapped copies: the frozen encoder
         # runs once on the larger batch instead of twice
@@ -66,7 +76,7 @@ class DuetMC(nn.Module):
             [len(ids), len(negative_ids)])
         # CLIP's cap on the learnable scale (temperature >= 0.01)
         scale = self.logit_scale.clamp(max=math.log(100)).exp()
-        return self.encode_audio(audio), texts, negatives, scale
+        return Embeddings(self.encode_audio(audio), texts, negatives, scale)
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         return self.audio_head(*self.audio(audio))
@@ -76,6 +86,10 @@ class DuetMC(nn.Module):
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.text.tokenize(texts)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer updates (frozen encoders have none)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def trainable_state(self) -> dict:
         """Everything but frozen encoder weights: what a checkpoint must keep."""

@@ -1,5 +1,6 @@
-"""The training loop: one function, top to bottom. State lives in `State`; the learning
-rate and TextSwap curriculum are small pure functions.
+"""The training loop, top to bottom in `train`. Progress lives in `State`
+(trainer/checkpoint.py); a step reads the model it trains from a `Learner` and the rest
+from a `RunContext`; the learning rate and TextSwap curriculum are small pure functions.
 
 Run folder (run.out): config.yaml (resolved), metrics.jsonl, tensorboard/, loss.png and
 validation.png, checkpoints/last.pt and best.pt.
@@ -11,12 +12,13 @@ import dataclasses
 import json
 import math
 import os
-import random
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import torch
@@ -25,7 +27,8 @@ from tqdm import tqdm
 
 from schemas.config import as_dict
 from schemas.swap_dictionary import SwapDictionary
-from trainer.config import TrainConfig, load_config
+from trainer.checkpoint import State, load_checkpoint, save_checkpoint
+from trainer.config import TrainConfig
 from trainer.data import SharedEpoch, eval_loader, shard_urls, train_loader
 from trainer.distributed import Dist, loader_workers, setup
 from trainer.loss import contrastive_loss, gather
@@ -33,15 +36,59 @@ from trainer.metrics import pool_tracks, ranks, recall_summary
 from trainer.model import DuetMC
 from trainer.swap import Swapper, hard_negatives, p_swap
 
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
-@dataclass
-class State:
-    epoch: int = 0
-    step: int = 0  # optimizer steps so far
-    step_in_epoch: int = 0
-    best_valid_loss: float = math.inf
-    bad_epochs: int = 0
-    stopped: str = ""  # why training ended early, if it did
+
+@dataclass(frozen=True)
+class Learner:
+    """The model being trained and what updates it. `ddp` is what a step calls: the
+    model itself in one process, its DistributedDataParallel wrapper in several."""
+
+    model: DuetMC
+    optimizer: torch.optim.Optimizer
+    ddp: torch.nn.Module
+
+    @classmethod
+    def wrap(cls, model: DuetMC, optimizer: torch.optim.Optimizer, info: Dist) -> Learner:
+        if info.world == 1:
+            return cls(model, optimizer, model)
+        # frozen encoders have requires_grad=False: DDP neither syncs nor stores them.
+        # find_unused_parameters stays off: every trainable parameter takes part in
+        # every forward (one forward for audio, captions and hard negatives)
+        return cls(model, optimizer, torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None))
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of a run reads besides the model: the config, this process's
+    place in the run (rank, world, device), the autocast its forwards run under and the
+    TextSwap swapper."""
+
+    config: TrainConfig
+    info: Dist
+    swapper: Swapper
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+
+
+@dataclass(frozen=True)
+class Log:
+    """Rank 0's metrics.jsonl and TensorBoard writer."""
+
+    file: TextIO
+    writer: SummaryWriter
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        for key, value in row.items():
+            if key not in ("type", "epoch", "step") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"{row['type']}/{key}", value, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        self.writer.close()
 
 
 def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -63,184 +110,215 @@ def steps_per_epoch(config: TrainConfig, world: int) -> int:
     return samples // per_step
 
 
+def autocast_for(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
+    """bf16 autocast for optim.precision bf16, and for auto on a GPU; otherwise none."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
 def train(config: TrainConfig, resume: bool = False) -> State:
     info = setup(config.run.device, config.dist)
-    device, main = info.device, info.main
-    out = Path(config.run.out)
-    checkpoints = out / "checkpoints"
-    # every rank checks (run.out must be storage every node sees), so none is left
-    # waiting in a collective for a rank that stopped
-    if not resume and (checkpoints / "last.pt").exists():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or set "
-                         "run.out to a new folder")
-    steps = steps_per_epoch(config, info.world)
-    manifest = json.loads((Path(config.data.shards) / "manifest.json").read_text())
-    shard_rate = manifest["settings"]["clips"]["sample_rate"]
-    if shard_rate != config.model.audio.sample_rate:
-        raise ValueError(f"shards in {config.data.shards} are {shard_rate} Hz but "
-                         f"model.audio.sample_rate is {config.model.audio.sample_rate}")
-    total_steps = steps * config.optim.epochs
-    warmup_steps = round(config.optim.warmup_epochs * steps)
-
+    steps = _check_run(config, resume, info.world)
     torch.manual_seed(config.run.seed)  # identical initial weights on every rank
-    model = DuetMC(config.model).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]  # biases, norms, the logit scale
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=config.optim.lr)
-    ddp = model
-    if info.world > 1:
-        # frozen encoders have requires_grad=False: DDP neither syncs nor stores them.
-        # find_unused_parameters stays off: every trainable parameter takes part in
-        # every forward (one forward for audio, captions and hard negatives)
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    learner = _new_learner(config, info)
     state = State()
     if resume:
-        state = load_checkpoint(checkpoints / "last.pt", model, optimizer, device)
+        state = load_checkpoint(_checkpoints(config) / "last.pt", learner.model,
+                                learner.optimizer, info.device)
         state.stopped = ""
-
     swapper = Swapper(SwapDictionary.load(Path(config.data.shards) / "swap_dictionary.json"),
                       config.swap.categories)
+    run = RunContext(config, info, swapper, autocast_for(config.optim.precision, info.device))
     epoch_value = SharedEpoch(state.epoch)
-    workers = loader_workers(config.data.workers)
-    if main and workers < config.data.workers:
-        print(f"train: data.workers {config.data.workers} -> {workers} per process, so the "
-              f"loader workers of this node's processes fit in its cores", file=sys.stderr)
-    loader = train_loader(dataclasses.replace(config.data, workers=workers),
-                          config.model.audio, config.run.seed, epoch_value,
-                          pin_memory=device.type == "cuda")
-    bf16 = config.optim.precision == "bf16" or (config.optim.precision == "auto" and
-                                                 device.type == "cuda")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 \
-        else nullcontext
-    writer = None
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(as_dict(config), sort_keys=False))
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=state.step or None)
-    if main and resume:
-        _drop_rows_after(out / "metrics.jsonl", state.step)
-    log = (out / "metrics.jsonl").open("a", encoding="utf-8") if main else None
-    accumulate = config.data.accumulate
-    per_rank = config.data.batch_size * accumulate
+    loader = _train_loader(config, info, epoch_value)
+    log = _open_run_folder(config, state, resume) if info.main else None
 
     while state.epoch < config.optim.epochs and not state.stopped:
         epoch_value.set(state.epoch)
-        batches = iter(loader)
-        for _ in range(state.step_in_epoch * accumulate):  # resume inside an epoch
-            next(batches)
-        p = p_swap(state.epoch, config.swap)
-        model.train()
-        bar = tqdm(total=steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch}",
-                   unit="step", disable=not main, file=sys.stderr)
-        while state.step_in_epoch < steps:
-            started = time.perf_counter()
-            # dropout draws from a stream fixed by (seed, rank, step): resuming repeats it
-            torch.manual_seed((config.run.seed << 32) + (info.rank << 24) + state.step)
-            parts = [next(batches) for _ in range(accumulate)]
-            lr = learning_rate(state.step, total_steps, warmup_steps, config.optim.lr,
-                               config.optim.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum, n_hard = train_step(ddp, model, optimizer, parts, swapper, p,
-                                          state.step, config, info, device, autocast,
-                                          trainable)
-            state.step += 1
-            state.step_in_epoch += 1
-            bar.update()
-            bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}", hard=n_hard, refresh=False)
-            if main and (state.step % config.run.log_every == 0 or state.step == 1):
-                row = {"type": "step", "epoch": state.epoch, "step": state.step,
-                       "loss": loss_sum, "lr": lr, "p_swap": p, "hard_negatives": n_hard,
-                       "samples_per_s": info.world * per_rank / (time.perf_counter() - started)}
-                _log(log, writer, row)
-            limit = config.run.max_steps and state.step >= config.run.max_steps
-            if limit:
-                state.stopped = f"run.max_steps={config.run.max_steps} reached"
-            if limit or (config.run.checkpoint_every and
-                         state.step % config.run.checkpoint_every == 0):
-                if main:
-                    save_checkpoint(checkpoints / "last.pt", model, optimizer, state, config)
-                # no rank runs ahead of a checkpoint that is not on disk yet
-                info.barrier("checkpoint saved")
-            if limit:
-                break
-        bar.close()
+        _run_epoch(learner, run, iter(loader), steps, state, log)
         if state.stopped:
             break
         state.epoch += 1
         state.step_in_epoch = 0
-        metrics = validate(model, config, info, autocast) if config.run.validate else None
-        if main:
-            _end_epoch(config, model, metrics, state, log, writer, out, checkpoints,
-                       optimizer)
+        metrics = validate(learner.model, config, info, run.autocast) \
+            if config.run.validate else None
+        if info.main:
+            _end_epoch(learner, config, metrics, state, log)
         # every rank follows rank 0's early-stopping decision; the broadcast also holds
         # them until rank 0 has written the epoch's checkpoint
         if info.broadcast_flag("early stopping", bool(state.stopped)) and not state.stopped:
             state.stopped = "early stopping"
     if log is not None:
         log.close()
-    if writer is not None:
-        writer.close()
     info.close()
     return state
 
 
-def train_step(ddp, model: DuetMC, optimizer, parts: list[dict], swapper: Swapper, p: float,
-               step: int, config: TrainConfig, info: Dist, device, autocast, trainable
+def _checkpoints(config: TrainConfig) -> Path:
+    return Path(config.run.out) / "checkpoints"
+
+
+def _check_run(config: TrainConfig, resume: bool, world: int) -> int:
+    """Problems found before any work: a run already in run.out (without --resume),
+    shards of another sample rate. Returns the steps per epoch."""
+    # every rank checks (run.out must be storage every node sees), so none is left
+    # waiting in a collective for a rank that stopped
+    if not resume and (_checkpoints(config) / "last.pt").exists():
+        raise ValueError(f"{config.run.out} already holds a run; pass --resume to continue "
+                         "it or set run.out to a new folder")
+    steps = steps_per_epoch(config, world)
+    manifest = json.loads((Path(config.data.shards) / "manifest.json").read_text())
+    shard_rate = manifest["settings"]["clips"]["sample_rate"]
+    if shard_rate != config.model.audio.sample_rate:
+        raise ValueError(f"shards in {config.data.shards} are {shard_rate} Hz but "
+                         f"model.audio.sample_rate is {config.model.audio.sample_rate}")
+    return steps
+
+
+def _new_learner(config: TrainConfig, info: Dist) -> Learner:
+    """The model on this process's device, AdamW with weight decay on weights only."""
+    model = DuetMC(config.model).to(info.device)
+    trainable = model.trainable_parameters()
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]  # biases, norms, the logit scale
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.optim.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=config.optim.lr)
+    return Learner.wrap(model, optimizer, info)
+
+
+def _train_loader(config: TrainConfig, info: Dist, epoch: SharedEpoch):
+    workers = loader_workers(config.data.workers)
+    if info.main and workers < config.data.workers:
+        print(f"train: data.workers {config.data.workers} -> {workers} per process, so the "
+              f"loader workers of this node's processes fit in its cores", file=sys.stderr)
+    return train_loader(dataclasses.replace(config.data, workers=workers),
+                        config.model.audio, config.run.seed, epoch,
+                        pin_memory=info.device.type == "cuda")
+
+
+def _open_run_folder(config: TrainConfig, state: State, resume: bool) -> Log:
+    """Rank 0 writes the resolved config and opens the logs; a resumed run first drops
+    the rows of steps it will repeat."""
+    out = Path(config.run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(as_dict(config), sort_keys=False))
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tensorboard"), purge_step=state.step or None)
+    if resume:
+        _drop_rows_after(out / "metrics.jsonl", state.step)
+    return Log((out / "metrics.jsonl").open("a", encoding="utf-8"), writer)
+
+
+def _run_epoch(learner: Learner, run: RunContext, batches, steps: int, state: State,
+               log: Log | None) -> None:
+    """The steps of state.epoch from state.step_in_epoch on; stops early (state.stopped)
+    at run.max_steps."""
+    config, info = run.config, run.info
+    accumulate = config.data.accumulate
+    for _ in range(state.step_in_epoch * accumulate):  # resume inside an epoch
+        next(batches)
+    p = p_swap(state.epoch, config.swap)
+    learner.model.train()
+    bar = tqdm(total=steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch}",
+               unit="step", disable=not info.main, file=sys.stderr)
+    while state.step_in_epoch < steps:
+        started = time.perf_counter()
+        # dropout draws from a stream fixed by (seed, rank, step): resuming repeats it
+        torch.manual_seed((config.run.seed << 32) + (info.rank << 24) + state.step)
+        parts = [next(batches) for _ in range(accumulate)]
+        lr = learning_rate(state.step, steps * config.optim.epochs,
+                           round(config.optim.warmup_epochs * steps), config.optim.lr,
+                           config.optim.min_lr)
+        for group in learner.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, n_hard = train_step(learner, run, parts, p, state.step)
+        state.step += 1
+        state.step_in_epoch += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}", hard=n_hard, refresh=False)
+        if log is not None and (state.step % config.run.log_every == 0 or state.step == 1):
+            per_rank = config.data.batch_size * accumulate
+            log.write({"type": "step", "epoch": state.epoch, "step": state.step,
+                       "loss": loss_sum, "lr": lr, "p_swap": p, "hard_negatives": n_hard,
+                       "samples_per_s": info.world * per_rank / (time.perf_counter() - started)})
+        if _checkpoint_within_epoch(learner, run, state):
+            break
+    bar.close()
+
+
+def _checkpoint_within_epoch(learner: Learner, run: RunContext, state: State) -> bool:
+    """Save last.pt every run.checkpoint_every steps and at run.max_steps; True (and
+    state.stopped set) when run.max_steps is reached."""
+    config = run.config
+    limit = bool(config.run.max_steps and state.step >= config.run.max_steps)
+    if limit:
+        state.stopped = f"run.max_steps={config.run.max_steps} reached"
+    if limit or (config.run.checkpoint_every and
+                 state.step % config.run.checkpoint_every == 0):
+        if run.info.main:
+            save_checkpoint(_checkpoints(config) / "last.pt", learner.model,
+                            learner.optimizer, state, config)
+        # no rank runs ahead of a checkpoint that is not on disk yet
+        run.info.barrier("checkpoint saved")
+    return limit
+
+
+def train_step(learner: Learner, run: RunContext, parts: list[dict], p: float, step: int
                ) -> tuple[float, int]:
-    """One optimizer step over the micro-batches in `parts`; returns the global batch's
-    loss and how many hard negatives it used (summed over processes)."""
+    """One optimizer step over the micro-batches in `parts` with TextSwap probability
+    `p`; returns the global batch's loss and how many hard negatives it used (summed
+    over processes)."""
+    model, config, info, device = learner.model, run.config, run.info, run.info.device
     micro, accumulate = config.data.batch_size, len(parts)
     per_rank = micro * accumulate
     offsets = [info.rank * per_rank + j * micro for j in range(accumulate)]
     inputs = [(b["audio"].to(device, non_blocking=True), model.tokenize(b["text"]).to(device))
               for b in parts]
-    negatives = [hard_negatives(swapper, b["text"], b["spans"], b["tags"], p, config.run.seed,
-                                step, offset, info.world * per_rank)
+    negatives = [hard_negatives(run.swapper, b["text"], b["spans"], b["tags"], p,
+                                config.run.seed, step, offset, info.world * per_rank)
                  for b, offset in zip(parts, offsets, strict=True)]
     negative_ids = [model.tokenize(h.texts).to(device) if len(h) else None for h in negatives]
-    optimizer.zero_grad(set_to_none=True)
+    learner.optimizer.zero_grad(set_to_none=True)
     if accumulate == 1:
-        with autocast():
-            a, t, h, scale = ddp(*inputs[0], negative_ids[0])
-        all_a, all_t = gather(a.float(), t.float(), info.rank, info.world)
-        loss = contrastive_loss(a.float(), t.float(), all_a, all_t, scale, offsets[0],
-                                negatives[0], None if h is None else h.float())
+        with run.autocast():
+            out = learner.ddp(*inputs[0], negative_ids[0])
+        all_a, all_t = gather(out.audio.float(), out.text.float(), info.rank, info.world)
+        loss = contrastive_loss(out.audio.float(), out.text.float(), all_a, all_t, out.scale,
+                                offsets[0], negatives[0],
+                                None if out.negatives is None else out.negatives.float())
         loss.backward()
     else:
-        loss = _accumulated_backward(ddp, inputs, negatives, negative_ids, offsets, info,
-                                     device, autocast)
+        loss = _accumulated_backward(learner.ddp, run, inputs, negatives, negative_ids,
+                                     offsets)
     if config.optim.grad_clip:
-        torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
-    optimizer.step()
+        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), config.optim.grad_clip)
+    learner.optimizer.step()
     loss_total, n_hard = info.sum("loss totals", loss, sum(len(h) for h in negatives))
     return loss_total / info.world, int(n_hard)
 
 
-def _accumulated_backward(ddp, inputs, negatives, negative_ids, offsets, info, device,
-                          autocast) -> torch.Tensor:
+def _accumulated_backward(ddp, run: RunContext, inputs, negatives, negative_ids, offsets
+                          ) -> torch.Tensor:
     """Gradient caching: the exact gradient of the loss over all micro-batches at the
     memory cost of one. 1) embed every micro-batch without gradients; 2) compute the full
     loss on those embeddings as leaves, giving d(loss)/d(embedding); 3) re-run each
     micro-batch with gradients (same dropout draws) and back-propagate those. Every
     micro-batch is thus scored against the whole effective batch, as on more GPUs."""
+    info, device = run.info, run.info.device
     rng = []
-    with torch.no_grad(), autocast():
+    with torch.no_grad(), run.autocast():
         outputs = []
         for (audio, ids), neg in zip(inputs, negative_ids, strict=True):
             rng.append(_rng_state(device))
             outputs.append(ddp(audio, ids, neg))
     leaf = lambda x: None if x is None else x.float().detach().requires_grad_()  # noqa: E731
-    audio_leaves = [leaf(o[0]) for o in outputs]
-    text_leaves = [leaf(o[1]) for o in outputs]
-    hard_leaves = [leaf(o[2]) for o in outputs]
-    scale = leaf(outputs[0][3])
+    audio_leaves = [leaf(o.audio) for o in outputs]
+    text_leaves = [leaf(o.text) for o in outputs]
+    hard_leaves = [leaf(o.negatives) for o in outputs]
+    scale = leaf(outputs[0].scale)
     all_a, all_t = gather(torch.cat(audio_leaves), torch.cat(text_leaves), info.rank,
                           info.world)
     loss = sum(contrastive_loss(a, t, all_a, all_t, scale, offset, neg, h)
@@ -252,13 +330,13 @@ def _accumulated_backward(ddp, inputs, negatives, negative_ids, offsets, info, d
         _set_rng_state(rng[j], device)
         sync = ddp.no_sync() if info.world > 1 and j < last else nullcontext()
         with sync:
-            with autocast():
-                a, t, h, live_scale = ddp(audio, ids, neg)
+            with run.autocast():
+                out = ddp(audio, ids, neg)
             # the scale is shared: its whole gradient goes with the last micro-batch
-            pairs = [(a, audio_leaves[j].grad), (t, text_leaves[j].grad),
-                     (live_scale, scale.grad if j == last else torch.zeros_like(scale))]
-            if h is not None:
-                pairs.append((h, hard_leaves[j].grad))
+            pairs = [(out.audio, audio_leaves[j].grad), (out.text, text_leaves[j].grad),
+                     (out.scale, scale.grad if j == last else torch.zeros_like(scale))]
+            if out.negatives is not None:
+                pairs.append((out.negatives, hard_leaves[j].grad))
             pairs = [(x, g) for x, g in pairs if x.requires_grad]  # a fixed scale has none
             torch.autograd.backward([x for x, _ in pairs],
                                     [g.to(x.dtype) for x, g in pairs])
@@ -276,23 +354,27 @@ def _set_rng_state(state: tuple, device) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
-def _end_epoch(config, model, metrics: dict | None, state, log, writer, out, checkpoints,
-               optimizer) -> None:
+def _end_epoch(learner: Learner, config: TrainConfig, metrics: dict | None, state: State,
+               log: Log) -> None:
+    """Rank 0, after an epoch: its row, best.pt on a better validation loss (or a step
+    towards early stopping), last.pt and the plots."""
     row = {"type": "epoch", "epoch": state.epoch - 1, "step": state.step}
+    checkpoints = _checkpoints(config)
     if metrics is not None:
         row.update(metrics)
         if metrics.get("valid_loss") is not None:
             if metrics["valid_loss"] < state.best_valid_loss:
                 state.best_valid_loss, state.bad_epochs = metrics["valid_loss"], 0
-                save_checkpoint(checkpoints / "best.pt", model, optimizer, state, config)
+                save_checkpoint(checkpoints / "best.pt", learner.model, learner.optimizer,
+                                state, config)
             else:
                 state.bad_epochs += 1
                 if config.optim.patience and state.bad_epochs >= config.optim.patience:
                     state.stopped = (f"early stopping: no better validation loss in "
                                      f"{state.bad_epochs} epochs")
-    _log(log, writer, row)
-    save_checkpoint(checkpoints / "last.pt", model, optimizer, state, config)
-    plot_metrics(out)
+    log.write(row)
+    save_checkpoint(checkpoints / "last.pt", learner.model, learner.optimizer, state, config)
+    plot_metrics(Path(config.run.out))
 
 
 @torch.no_grad()
@@ -387,68 +469,6 @@ def _drop_rows_after(path: Path, step: int) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         os.replace(tmp, path)
-
-
-def _log(log, writer, row: dict) -> None:
-    log.write(json.dumps(row) + "\n")
-    log.flush()
-    for key, value in row.items():
-        if key not in ("type", "epoch", "step") and isinstance(value, (int, float)):
-            writer.add_scalar(f"{row['type']}/{key}", value, row["step"])
-
-
-def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
-                    config: TrainConfig) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    numpy_state = np.random.get_state()
-    body = {
-        "model": model.trainable_state(),
-        "optimizer": optimizer.state_dict(),
-        "state": asdict(state),
-        "config": as_dict(config),
-        "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
-                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
-                          *numpy_state[2:]],
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-    }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(body, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, model: DuetMC, optimizer, device) -> State:
-    if not path.exists():
-        raise ValueError(f"nothing to resume: {path} does not exist")
-    body = _load_weights(path, model, device)
-    optimizer.load_state_dict(body["optimizer"])
-    rng = body["rng"]
-    random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
-    torch.set_rng_state(rng["torch"].cpu())
-    np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32),
-                         *rng["numpy"][2:]))
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    return State(**body["state"])
-
-
-def load_model(run: Path, checkpoint: Path, device: str = "cpu") -> tuple[DuetMC,
-                                                                          TrainConfig]:
-    """A trained model from a run folder and one of its checkpoints (for evaluation)."""
-    config = load_config(Path(run) / "config.yaml")
-    model = DuetMC(config.model)
-    _load_weights(checkpoint, model, device)
-    return model.to(device).eval(), config
-
-
-def _load_weights(path: Path, model: DuetMC, device) -> dict:
-    """Load a checkpoint's trainable weights; frozen encoders come from their own files."""
-    body = torch.load(path, map_location=device, weights_only=True)
-    missing, unexpected = model.load_state_dict(body["model"], strict=False)
-    trainable = set(model.trainable_state())
-    if unexpected or [k for k in missing if k in trainable]:
-        raise ValueError(f"{path} does not fit this model (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}); was the model config changed?")
-    return body
 
 
 def plot_metrics(out: Path) -> None:

@@ -144,13 +144,46 @@ def run(config: CurateConfig) -> CurateStats:
     cache.mkdir(parents=True, exist_ok=True)
 
     tracks, tags = _tracks(config, settings["splits"])
-    dictionary = build_dictionary(tags, config.categories, config.extras,
-                                  tag_map_for(config.catalog, config.read))
-    dictionary_path = out / "swap_dictionary.json"
-    dictionary.save(dictionary_path)
-    dictionary_hash = hashlib.sha256(dictionary_path.read_bytes()).hexdigest()
+    dictionary_path, dictionary_hash = _write_dictionary(config, tags, out)
     catalog_done = time.perf_counter()
 
+    jobs = _analysis_jobs(config, cache, dictionary_path, dictionary_hash)
+    stats = CurateStats(catalog_seconds=round(catalog_done - started, 3))
+    sizes = _analyse(jobs, config.workers)
+    stats.views = sum(sizes)
+    analysis_done = time.perf_counter()
+    stats.analysis_seconds = round(analysis_done - catalog_done, 3)
+
+    con = _connect(config, out)
+    _load_rows(con, tracks, [job[3] for job in jobs])
+    _load_eval_sets(con, eval_lists)
+    stats.by_rule = _apply_rules(con, settings["rules"])
+    stats.curated, stats.rejected = _write_outputs(
+        con, [(job[3], job[1], n) for job, n in zip(jobs, sizes, strict=True)], out,
+        config.categories, config.threads)
+    stats.sql_seconds = round(time.perf_counter() - analysis_done, 3)
+    stats.seconds = round(time.perf_counter() - started, 3)
+    write_report(con, out, stats, settings, config)
+    con.close()
+    shutil.rmtree(out / "_duckdb_tmp", ignore_errors=True)
+    return stats
+
+
+def _write_dictionary(config: CurateConfig, tags: set[tuple[str, str]], out: Path
+                      ) -> tuple[Path, str]:
+    """The swap dictionary of the catalog's tags, written to out; its path and sha256
+    (which names the analysis cache files made with it)."""
+    dictionary = build_dictionary(tags, config.categories, config.extras,
+                                  tag_map_for(config.catalog, config.read))
+    path = out / "swap_dictionary.json"
+    dictionary.save(path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _analysis_jobs(config: CurateConfig, cache: Path, dictionary_path: Path,
+                   dictionary_hash: str) -> list[tuple]:
+    """One analysis job per views file: (views file, index, dictionary, cache file,
+    categories). Cache files no job names (older views or dictionary) are removed."""
     files = sorted(Path(config.views).glob("*.parquet"))
     if not files:
         raise ValueError(f"no views Parquet files in {config.views}; run `adswap captions` first")
@@ -160,24 +193,32 @@ def run(config: CurateConfig) -> CurateStats:
     for stale in cache.glob("*"):
         if stale.name not in targets:
             stale.unlink()
-    stats = CurateStats(catalog_seconds=round(catalog_done - started, 3))
-    sizes = _analyse(jobs, config.workers)
-    stats.views = sum(sizes)
-    analysis_done = time.perf_counter()
-    stats.analysis_seconds = round(analysis_done - catalog_done, 3)
+    return jobs
 
-    con = duckdb.connect()
+
+def _sql(con, text: str, params: dict | None = None) -> list:
     # DuckDB 2 streams results: a statement's result must be read before the next one.
-    sql = lambda text, params=None: con.execute(text, params).fetchall()  # noqa: E731
-    sql(f"SET memory_limit = '{config.memory_limit}'")
-    sql(f"SET temp_directory = {sql_string(out / '_duckdb_tmp')}")
+    return con.execute(text, params).fetchall()
+
+
+def _connect(config: CurateConfig, out: Path):
+    """A DuckDB connection within the configured memory and threads, spilling to out."""
+    con = duckdb.connect()
+    _sql(con, f"SET memory_limit = '{config.memory_limit}'")
+    _sql(con, f"SET temp_directory = {sql_string(out / '_duckdb_tmp')}")
     if config.threads:
-        sql(f"SET threads = {int(config.threads)}")
+        _sql(con, f"SET threads = {int(config.threads)}")
+    return con
+
+
+def _load_rows(con, tracks: pa.Table, analysed: list[str]) -> None:
+    """Table `rows`: every analysed view with its track's catalog facts and no verdict
+    yet; view `candidates`: the rows no rule has rejected, as the rules see them."""
     con.register("tracks_arrow", tracks)
-    sql("CREATE TABLE tracks AS SELECT * FROM tracks_arrow")
+    _sql(con, "CREATE TABLE tracks AS SELECT * FROM tracks_arrow")
     con.unregister("tracks_arrow")
-    analysed = "[" + ", ".join(sql_string(job[3]) for job in jobs) + "]"
-    sql(f"""CREATE TABLE rows AS
+    files = "[" + ", ".join(sql_string(path) for path in analysed) + "]"
+    _sql(con, f"""CREATE TABLE rows AS
         SELECT a.* EXCLUDE ({", ".join(RULE_EXCLUDED + ("found", "spans"))}),
                t.track_id IS NOT NULL AS track_known,
                coalesce(t.n_tags, 0) AS track_n_tags,
@@ -188,17 +229,22 @@ def run(config: CurateConfig) -> CurateStats:
                     ELSE list_filter(a.found, lambda d: NOT list_contains(
                         t.tag_keys, d.category || ':' || d.term)) END AS hallucinated,
                CAST(NULL AS VARCHAR) AS rule, CAST(NULL AS VARCHAR) AS reason
-        FROM read_parquet({analysed}) a LEFT JOIN tracks t USING (track_id)""")
-    sql("""CREATE VIEW candidates AS
+        FROM read_parquet({files}) a LEFT JOIN tracks t USING (track_id)""")
+    _sql(con, """CREATE VIEW candidates AS
         SELECT *, len(hallucinated) AS n_hallucinated,
                array_to_string(list_transform(hallucinated,
                    lambda d: d.term || ' (' || d.category || ')'), ', ') AS hallucinated_text
         FROM rows WHERE rule IS NULL""")
-    _load_eval_sets(con, eval_lists)
+
+
+def _apply_rules(con, rules: dict) -> dict[str, int | None]:
+    """Run each enabled rule in name order, marking the rows it rejects; returns the rows
+    each rule rejected (None for a rule turned off)."""
+    by_rule: dict[str, int | None] = {}
     for name, path in rule_files():
-        values = settings["rules"].get(name, {"enabled": True})
+        values = rules.get(name, {"enabled": True})
         if not values.get("enabled", True):
-            stats.by_rule[name] = None
+            by_rule[name] = None
             continue
         rule_sql = path.read_text(encoding="utf-8")
         used = set(_PARAM.findall(rule_sql))
@@ -207,22 +253,13 @@ def run(config: CurateConfig) -> CurateStats:
             raise ValueError(f"rule {path} uses {', '.join('$' + m for m in missing)}: "
                              f"declare it under rules: {name}: in {DEFAULT_SETTINGS}")
         params = {p: values[p] for p in used}
-        sql(f"CREATE TEMP TABLE hits AS SELECT row_id, any_value(reason) AS reason "
-            f"FROM ({rule_sql}) GROUP BY row_id", params)
-        stats.by_rule[name] = sql("SELECT count(*) FROM hits")[0][0]
-        sql(f"UPDATE rows SET rule = '{name}', reason = hits.reason FROM hits "
-            "WHERE rows.row_id = hits.row_id")
-        sql("DROP TABLE hits")
-
-    stats.curated, stats.rejected = _write_outputs(
-        con, [(job[3], job[1], n) for job, n in zip(jobs, sizes, strict=True)], out,
-        config.categories, config.threads)
-    stats.sql_seconds = round(time.perf_counter() - analysis_done, 3)
-    stats.seconds = round(time.perf_counter() - started, 3)
-    write_report(con, out, stats, settings, config)
-    con.close()
-    shutil.rmtree(out / "_duckdb_tmp", ignore_errors=True)
-    return stats
+        _sql(con, f"CREATE TEMP TABLE hits AS SELECT row_id, any_value(reason) AS reason "
+             f"FROM ({rule_sql}) GROUP BY row_id", params)
+        by_rule[name] = _sql(con, "SELECT count(*) FROM hits")[0][0]
+        _sql(con, f"UPDATE rows SET rule = '{name}', reason = hits.reason FROM hits "
+             "WHERE rows.row_id = hits.row_id")
+        _sql(con, "DROP TABLE hits")
+    return by_rule
 
 
 def _analyse(jobs: list, workers: int) -> list[int]:
@@ -323,14 +360,12 @@ def _load_eval_sets(con, lists: dict[str, list[tuple[str, str]]]) -> None:
         data = pa.table({column: [r[0] for r in rows], "source": [r[1] for r in rows]},
                         schema=pa.schema([(column, pa.string()), ("source", pa.string())]))
         con.register(f"{table}_arrow", data)
-        con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_arrow").fetchall()
+        _sql(con, f"CREATE TABLE {table} AS SELECT * FROM {table}_arrow")
 
 
-def _write_outputs(con, analysed: list[tuple[str, int, int]], out: Path,
-                   categories: tuple[str, ...], threads: int) -> tuple[int, int]:
-    """curated/ and rejected/ as part-NNNNN.parquet, one pair per run of consecutive
-    analysed files (path, file index, rows); each folder is swapped in whole, so a crash
-    leaves the old one. Returns the curated and rejected row counts."""
+def _parts(analysed: list[tuple[str, int, int]]) -> list[list[tuple[str, int, int]]]:
+    """Consecutive analysed files (path, file index, rows) grouped into output parts of
+    at most PART_ROWS rows (a larger file is a part of its own)."""
     parts: list[list[tuple[str, int, int]]] = [[]]
     part_rows = 0
     for file in analysed:
@@ -339,6 +374,15 @@ def _write_outputs(con, analysed: list[tuple[str, int, int]], out: Path,
             part_rows = 0
         parts[-1].append(file)
         part_rows += file[2]
+    return parts
+
+
+def _write_outputs(con, analysed: list[tuple[str, int, int]], out: Path,
+                   categories: tuple[str, ...], threads: int) -> tuple[int, int]:
+    """curated/ and rejected/ as part-NNNNN.parquet, one pair per run of consecutive
+    analysed files (path, file index, rows); each folder is swapped in whole, so a crash
+    leaves the old one. Returns the curated and rejected row counts."""
+    parts = _parts(analysed)
     folders = {name: out / f".{name}.tmp-{os.getpid()}" for name in ("curated", "rejected")}
     for name, folder in folders.items():
         for stale in out.glob(f".{name}.tmp-*"):  # left by a run that was killed

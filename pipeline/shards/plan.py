@@ -100,6 +100,20 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
                ) -> tuple[dict[str, list[str]], list[Reject]]:
     """Write target/unit=<unit>/*.parquet; return the units and the plan's rejects."""
     con = duckdb.connect()
+    summary = _view_summary(con, curated)
+    planned, rows, rejects = _plan_tracks(catalog, summary, clips, catalog_config)
+    units = assign_shards(planned, seed, max_samples, max_bytes)
+    position = {t: (unit, i) for unit, ids in units.items() for i, t in enumerate(ids)}
+    rows["unit"] = [position[t][0] for t in rows["track_id"]]
+    rows["position"] = [position[t][1] for t in rows["track_id"]]
+    _write_plan(con, pa.table(rows), curated, target)
+    con.close()
+    return units, rejects
+
+
+def _view_summary(con, curated: Path) -> dict[str, tuple]:
+    """{track id: (split, split, views, caption bytes)} of the curated views; a track's
+    views must all be in one split."""
     summary = {row[0]: row[1:] for row in con.sql(f"""
         SELECT track_id, min(split), max(split), count(*), sum(strlen(text))
         FROM read_parquet({sql_string(curated_glob(curated))}) GROUP BY track_id""").fetchall()}
@@ -107,7 +121,14 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
     if mixed:
         raise ValueError(f"curated views of {len(mixed)} tracks span several splits "
                          f"(first: {mixed[0]}); re-run `adswap curate`")
+    return summary
 
+
+def _plan_tracks(catalog: Path, summary: dict[str, tuple], clips: ClipConfig,
+                 catalog_config: CatalogConfig
+                 ) -> tuple[list[PlannedTrack], dict[str, list], list[Reject]]:
+    """Each catalog track with curated views, its size estimated and its catalog columns
+    of the plan (track_id, audio, tags, tags_text), in catalog order; the rejects."""
     root = catalog_config.audio_root or (catalog if catalog.is_dir() else catalog.parent)
     rejects: list[Reject] = []
     planned: list[PlannedTrack] = []
@@ -139,12 +160,12 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
     rejects += [Reject(t, "plan", "not_in_catalog",
                        "curated views name a track that is not in the catalog")
                 for t in sorted(set(summary) - seen)]
+    return planned, rows, rejects
 
-    units = assign_shards(planned, seed, max_samples, max_bytes)
-    position = {t: (unit, i) for unit, ids in units.items() for i, t in enumerate(ids)}
-    rows["unit"] = [position[t][0] for t in rows["track_id"]]
-    rows["position"] = [position[t][1] for t in rows["track_id"]]
-    con.register("planned", pa.table(rows))
+
+def _write_plan(con, planned: pa.Table, curated: Path, target: Path) -> None:
+    """The planned tracks joined with their curated views, one Parquet folder per unit."""
+    con.register("planned", planned)
     shutil.rmtree(target, ignore_errors=True)
     # Views keep the curated order (view, language); the first view names the model
     # and template for the sample's provenance. The columns are schemas/shard_plan's.
@@ -165,8 +186,6 @@ def build_plan(catalog: Path, curated: Path, clips: ClipConfig, catalog_config: 
     ) TO {sql_string(target)} (FORMAT parquet, PARTITION_BY (unit),
          KV_METADATA {{{sql_string(SCHEMA_KEY.decode())}: {sql_string(SHARD_PLAN_SCHEMA_ID)}}})
     """).fetchall()
-    con.close()
-    return units, rejects
 
 
 def unit_file(plan: Path, unit: str) -> Path:

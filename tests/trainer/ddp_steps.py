@@ -15,7 +15,7 @@ from trainer.config import load_config
 from trainer.distributed import setup
 from trainer.model import DuetMC
 from trainer.swap import Swapper
-from trainer.train import train_step
+from trainer.train import Learner, RunContext, train_step
 
 GLOBAL_BATCH, STEPS = 8, 4
 DICTIONARY = SwapDictionary(tuple(
@@ -29,7 +29,6 @@ CAPTIONS = ["a happy rock song with guitar", "sad jazz on piano", "calm pop with
 
 def main(out: Path, accumulate: int) -> None:
     info = setup("cpu")
-    device = info.device
     config = load_config(None, [
         "model.audio.clip_seconds=0.5", "model.audio.channels=[4, 8]", "model.dim=32",
         "model.layers=1", "model.dropout=0.0", "model.learn_temperature=true",
@@ -37,13 +36,11 @@ def main(out: Path, accumulate: int) -> None:
         f"data.batch_size={GLOBAL_BATCH // info.world // accumulate}"])
     torch.manual_seed(0)
     model = DuetMC(config.model)
-    ddp = model
-    if info.world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.05)
-    matcher, swapper = DescriptorMatcher(DICTIONARY), Swapper(DICTIONARY,
-                                                             ("genre", "mood", "instrument"))
+    learner = Learner.wrap(model, torch.optim.AdamW(model.trainable_parameters(), lr=1e-3,
+                                                    weight_decay=0.05), info)
+    matcher = DescriptorMatcher(DICTIONARY)
+    run = RunContext(config, info, Swapper(DICTIONARY, ("genre", "mood", "instrument")),
+                     lambda: torch.autocast("cpu", enabled=False))
     per_rank = GLOBAL_BATCH // info.world
     losses, hard = [], []
     for step in range(STEPS):
@@ -58,9 +55,7 @@ def main(out: Path, accumulate: int) -> None:
                                     for i in rows],
                           "tags": [{"genre": ["rock"]} for _ in rows]})
         torch.manual_seed(1000 + step)  # the same dropout stream as train() seeds per step
-        loss, n_hard = train_step(ddp, model, optimizer, parts, swapper, 0.5, step, config,
-                                  info, device, lambda: torch.autocast("cpu", enabled=False),
-                                  trainable)
+        loss, n_hard = train_step(learner, run, parts, 0.5, step)
         losses.append(loss)
         hard.append(n_hard)
     if info.rank == 0:

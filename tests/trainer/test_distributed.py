@@ -113,7 +113,8 @@ def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_sha
         assert all(e["pinned"] and e["non_blocking"] for e in audio)
     # distributed validation puts the shards back in order: one process on the last
     # checkpoint's weights gets the numbers the two processes logged
-    from trainer.train import load_model, validate
+    from trainer.checkpoint import load_model
+    from trainer.train import validate
 
     logged = [r for r in rows if r["type"] == "epoch"][-1]
     model, config = load_model(out, out / "checkpoints" / "last.pt")

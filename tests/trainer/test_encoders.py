@@ -36,11 +36,11 @@ def small(kind="cnn", **audio):
 def test_default_model_embeds_audio_and_text_on_the_unit_sphere():
     model = DuetMC(small())
     audio = torch.randn(3, 16_000) * 0.1
-    a, t, h, scale = model(audio, model.tokenize(["rock", "calm piano", "jazz"]),
-                           model.tokenize(["pop"]))
-    assert a.shape == t.shape == (3, 32) and h.shape == (1, 32)
-    assert torch.allclose(a.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert scale.item() == pytest.approx(1 / 0.03)
+    out = model(audio, model.tokenize(["rock", "calm piano", "jazz"]), model.tokenize(["pop"]))
+    assert out.audio.shape == out.text.shape == (3, 32) and out.negatives.shape == (1, 32)
+    assert torch.allclose(out.audio.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert out.scale.item() == pytest.approx(1 / 0.03)
+    assert model(audio, model.tokenize(["rock", "calm piano", "jazz"])).negatives is None
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert frozen and all(n.startswith("text.") for n in frozen)
     state = model.trainable_state()

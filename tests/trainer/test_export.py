@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from adswap import load_model
 from adswap.cli import app
-from trainer.evaluate import checkpoint_path
+from trainer.checkpoint import checkpoint_path
+from trainer.checkpoint import load_model as load_run
 from trainer.inference import Encoder
-from trainer.train import load_model as load_run
 
 torch.set_num_threads(1)
 

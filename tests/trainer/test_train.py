@@ -122,17 +122,16 @@ def test_the_loss_is_float32_outside_bf16_autocast(monkeypatch, accumulate):
         "model.layers=1", "model.max_positions=64", "data.batch_size=2",
         f"data.accumulate={accumulate}"])
     model = DuetMC(config.model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable)
+    learner = training.Learner.wrap(model, torch.optim.AdamW(model.trainable_parameters()),
+                                    Dist())
     dictionary = SwapDictionary((Descriptor("genre", "rock"), Descriptor("genre", "jazz")))
     texts = ["a rock song", "jazz on piano", "rock with drums", "slow jazz"]
     spans = [[m._asdict() for m in DescriptorMatcher(dictionary).find(t)] for t in texts]
     parts = [{"audio": torch.randn(2, 8_000) * 0.1, "text": texts[i:i + 2],
               "spans": spans[i:i + 2], "tags": [{"genre": []}] * 2}
              for i in range(0, 2 * accumulate, 2)]
-    loss, n_hard = training.train_step(
-        model, model, optimizer, parts, Swapper(dictionary, ("genre",)), 1.0, 0, config,
-        Dist(), torch.device("cpu"), lambda: torch.autocast("cpu", dtype=torch.bfloat16),
-        trainable)
+    run = training.RunContext(config, Dist(), Swapper(dictionary, ("genre",)),
+                              lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    loss, n_hard = training.train_step(learner, run, parts, 1.0, 0)
     assert math.isfinite(loss) and n_hard > 0
     assert seen and all(not enabled and dtypes == {torch.float32} for enabled, dtypes in seen)

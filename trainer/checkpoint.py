@@ -1,0 +1,110 @@
+"""Checkpoints: RUN/checkpoints/last.pt and best.pt.
+
+A checkpoint keeps the trainable weights (frozen encoders come from their own files),
+the optimizer, the training progress (`State`), the resolved config and every random
+generator, so a resumed run repeats the steps of an uninterrupted one. Files are
+written whole (a temporary file, then a rename): a kill leaves the previous checkpoint.
+Only rank 0 writes; the training loop holds the other ranks until the file is on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from schemas.config import as_dict
+from trainer.config import TrainConfig, load_config
+from trainer.model import DuetMC
+
+
+@dataclass
+class State:
+    """How far training has come; saved in every checkpoint."""
+
+    epoch: int = 0
+    step: int = 0  # optimizer steps so far
+    step_in_epoch: int = 0
+    best_valid_loss: float = math.inf
+    bad_epochs: int = 0
+    stopped: str = ""  # why training ended early, if it did
+
+
+def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
+                    config: TrainConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    numpy_state = np.random.get_state()
+    body = {
+        "model": model.trainable_state(),
+        "optimizer": optimizer.state_dict(),
+        "state": asdict(state),
+        "config": as_dict(config),
+        "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
+                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
+                          *numpy_state[2:]],
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(body, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: DuetMC, optimizer, device) -> State:
+    """Weights, optimizer and random generators back as they were saved; the progress."""
+    if not path.exists():
+        raise ValueError(f"nothing to resume: {path} does not exist")
+    body = _load_weights(path, model, device)
+    optimizer.load_state_dict(body["optimizer"])
+    rng = body["rng"]
+    random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+    torch.set_rng_state(rng["torch"].cpu())
+    np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32),
+                         *rng["numpy"][2:]))
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    return State(**body["state"])
+
+
+def checkpoint_path(run: Path, which: str) -> Path:
+    """RUN/checkpoints/<which>.pt, or last.pt where the run has no such checkpoint."""
+    path = Path(run) / "checkpoints" / f"{which}.pt"
+    if not path.exists():
+        path = Path(run) / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise ValueError(f"{run} has no checkpoint; train it first (`adswap train`)")
+    return path
+
+
+def load_model(run: Path, checkpoint: Path, device: str = "cpu") -> tuple[DuetMC,
+                                                                          TrainConfig]:
+    """A trained model from a run folder and one of its checkpoints (for evaluation)."""
+    config = load_config(Path(run) / "config.yaml")
+    model = DuetMC(config.model)
+    _load_weights(checkpoint, model, device)
+    return model.to(device).eval(), config
+
+
+def file_sha256(path: Path) -> str:
+    """What names a checkpoint (or any file) in reports and embedding caches."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_weights(path: Path, model: DuetMC, device) -> dict:
+    """Load a checkpoint's trainable weights; frozen encoders come from their own files."""
+    body = torch.load(path, map_location=device, weights_only=True)
+    missing, unexpected = model.load_state_dict(body["model"], strict=False)
+    trainable = set(model.trainable_state())
+    if unexpected or [k for k in missing if k in trainable]:
+        raise ValueError(f"{path} does not fit this model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); was the model config changed?")
+    return body
