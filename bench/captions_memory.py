@@ -84,7 +84,7 @@ def child(catalog: Path, out: Path, engine: str, trim: bool, chunk_tracks: int,
           progress: Path) -> None:
     """Run the stage; after every engine call append 'views seconds' and glibc's heap
     figures (what is in use, what is free but kept) to `progress`."""
-    from pipeline.captions.engines import EngineConfig, make_engine
+    from pipeline.captions.engines import EngineConfig, VllmSettings, make_engine
     from pipeline.captions.plan import DropConfig
     from pipeline.captions.stage import CaptionsConfig, run
 
@@ -109,7 +109,8 @@ def child(catalog: Path, out: Path, engine: str, trim: bool, chunk_tracks: int,
 
     config = CaptionsConfig(catalog=catalog, out=out, chunk_tracks=chunk_tracks,
                             drop=DropConfig(n_views=VIEWS_PER_TRACK),
-                            engine=EngineConfig(engine=engine, trim_memory=trim))
+                            engine=EngineConfig(engine=engine,
+                                                vllm=VllmSettings(trim_memory=trim)))
     stats = run(config, engine_factory=lambda *a: Recording(make_engine(*a)))
     print(json.dumps({"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb}))
 

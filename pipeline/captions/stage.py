@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.captions.engines import Engine, EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.engines import ENGINES, Engine, EngineConfig, Request, Sampling, make_engine
 from pipeline.captions.faithful import BannedWords, FaithfulConfig, build_banned_words
 from pipeline.captions.memory import peak_resident_mb
 from pipeline.captions.models import default_cache_dir, model_identity
@@ -77,6 +77,13 @@ class CaptionsConfig(Config):
                             f"{', '.join(LANGUAGES)}")
         if len(set(self.languages)) != len(self.languages):
             problems.append("languages repeat a code")
+        supported = self.engine.spec.languages if self.engine.engine in ENGINES else None
+        beyond = [code for code in self.languages if code in LANGUAGES and supported
+                  and code not in supported]
+        if beyond:
+            problems.append(f"languages: the {self.engine.engine} engine writes "
+                            f"{', '.join(supported)}, not {', '.join(beyond)}; an LLM "
+                            "engine writes every known language")
         if self.chunk_tracks < 1:
             problems.append("chunk_tracks must be >= 1")
         if self.batch_requests < 1:
@@ -128,8 +135,8 @@ class _Identity:
 
     def __init__(self, config: CaptionsConfig, template: Template,
                  banned: BannedWords | None):
-        if config.engine.engine == "template":
-            self.engine, self.model_id, self.revision = "template", "rules", "1"
+        if not config.engine.spec.uses_model:
+            self.engine, self.model_id, self.revision = config.engine.engine, "rules", "1"
         else:
             self.engine = config.engine.engine
             self.model_id, self.revision = model_identity(config.engine.model,
@@ -167,7 +174,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     out = Path(config.out)
     template = load_template(config.template)
     banned = build_banned_words(config.catalog, config.categories, config.faithful) \
-        if config.faithful.enabled and config.engine.engine != "template" else None
+        if config.faithful.enabled and config.engine.spec.uses_model else None
     identity = _Identity(config, template, banned)
     _check_layout(out, config)
     schema = views_schema(config.categories)

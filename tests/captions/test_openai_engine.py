@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.captions.engines import EngineConfig, Request, Sampling
+from pipeline.captions.engines import EngineConfig, OpenAISettings, Request, Sampling
 from pipeline.captions.engines.openai_engine import OpenAIEngine
 
 
@@ -73,9 +73,9 @@ def requests(n):
 
 
 def engine(url, **changes):
-    settings = dict(engine="openai", model="m", url=url, concurrency=4, timeout_s=1.0,
-                    retries=2)
-    return OpenAIEngine(EngineConfig(**{**settings, **changes}))
+    settings = dict(url=url, concurrency=4, timeout_s=1.0, retries=2)
+    return OpenAIEngine(EngineConfig(engine="openai", model="m",
+                                     openai=OpenAISettings(**{**settings, **changes})))
 
 
 def test_results_keep_their_ids_and_usage(serve):

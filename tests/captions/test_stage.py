@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.captions.engines import EngineConfig, Result, Sampling
+from pipeline.captions.engines import ENGINES, EngineConfig, EngineSpec, Result, Sampling
 from pipeline.captions.engines.template import TemplateEngine
 from pipeline.captions.plan import DropConfig, plan_views
 from pipeline.captions.stage import CaptionsConfig, run
@@ -304,3 +304,32 @@ def test_stage_holds_no_growing_state_across_chunks(tmp_path):
     # where they were first allocated: about 10 KB of noise, whatever the run's length
     assert held - held_by_reader < 16384, f"the stage kept {held} B over 50 chunks:\n{where}"
     assert arrow[150] == arrow[100]
+
+
+class ShoutingEngine(TemplateEngine):
+    """A caption engine that lives outside pipeline/captions/engines: the template's
+    captions in capitals, English only."""
+
+    name = "shout"
+
+    def generate(self, requests, sampling):
+        return [Result(r.request_id, r_.text.upper(), r_.finish_reason)
+                for r, r_ in zip(requests, super().generate(requests, sampling), strict=True)]
+
+
+def test_an_engine_is_one_row_of_the_table(tmp_path, catalog, monkeypatch):
+    monkeypatch.setitem(ENGINES, "shout", EngineSpec(
+        "tests.captions.test_stage:ShoutingEngine", "capitals", languages=("en",),
+        uses_model=False))
+    run(config(tmp_path, engine=EngineConfig(engine="shout")))
+    written = rows(tmp_path / "views")
+    assert written and all(r["engine"] == "shout" and r["text"].isupper() for r in written)
+    # its languages are checked when the config is read, before any work
+    with pytest.raises(ConfigError, match="the shout engine writes en, not de"):
+        config(tmp_path, engine=EngineConfig(engine="shout"), languages=("en", "de"))
+    with pytest.raises(ConfigError, match="the template engine writes en, de, fr, es, it, "
+                       "not ja"):
+        config(tmp_path, languages=("ja",))
+    with pytest.raises(ConfigError, match="engine must be one of vllm, openai, template, "
+                       "shout, got 'nope'"):
+        EngineConfig(engine="nope")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.captions.engines import EngineConfig, Request, Sampling
+from pipeline.captions.engines import EngineConfig, OpenAISettings, Request, Sampling
 from pipeline.captions.prompts import load_template
 from tests.captions.test_stage import make_catalog, rows
 
@@ -138,8 +138,8 @@ def test_openai_engine_against_a_vllm_server(tiny_model, tiny_engine, tmp_path):
                 break
             except OSError:
                 time.sleep(1)
-        engine = OpenAIEngine(EngineConfig(engine="openai", model="tiny",
-                                           url=f"http://127.0.0.1:{port}", concurrency=3))
+        engine = OpenAIEngine(EngineConfig(engine="openai", model="tiny", openai=OpenAISettings(
+            url=f"http://127.0.0.1:{port}", concurrency=3)))
         requests = make_requests(6)
         greedy = Sampling(temperature=0.0, max_tokens=12)
         served = engine.generate(requests, greedy)

@@ -1,9 +1,10 @@
 """LLM engines behind one small interface: requests with ids in, results with the same
-ids out. Engines are imported lazily, so the planning and template paths never need
-vLLM installed."""
+ids out, and one table of them (`ENGINES`). Engines are imported lazily, so the planning
+and template paths never need vLLM installed."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -11,7 +12,28 @@ from typing import Protocol
 
 from schemas.config import Config, setting
 
-ENGINES = ("vllm", "openai", "template")
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A row of the engine table: where its class is, what it is, which languages it
+    writes (None: every language of schemas/languages, as an LLM is asked for it by
+    name) and whether it runs a model (`--model`, `--revision`)."""
+
+    target: str                             # "module:Class"; imported only when made
+    help: str
+    languages: tuple[str, ...] | None = None
+    uses_model: bool = True
+
+
+ENGINES: dict[str, EngineSpec] = {
+    "vllm": EngineSpec("pipeline.captions.engines.vllm_engine:VllmEngine",
+                       "offline batch generation in this process"),
+    "openai": EngineSpec("pipeline.captions.engines.openai_engine:OpenAIEngine",
+                         "an OpenAI-compatible server"),
+    "template": EngineSpec("pipeline.captions.engines.template:TemplateEngine",
+                           "rule-based, no model", languages=("en", "de", "fr", "es", "it"),
+                           uses_model=False),
+}
 
 
 @dataclass(frozen=True)
@@ -66,19 +88,10 @@ class Engine(Protocol):
 
 
 @dataclass(frozen=True)
-class EngineConfig(Config):
-    engine: str = setting("vllm", choices=ENGINES, help="vllm (offline batch), openai (an "
-                          "OpenAI-compatible server) or template (rule-based, no model).")
-    model: str = setting("smollm2", help="'smollm2' (bundled SmolLM2-135M-Instruct), a "
-                         "local folder or a hub id; for openai, the served model name.")
-    revision: str | None = setting(None, help="Model revision (hub models).")
+class VllmSettings(Config):
     tensor_parallel_size: int = setting(1, help="GPUs per model (vllm).")
     dtype: str = setting("auto", help="Model dtype (vllm); auto = float32 on CPU.")
     max_model_len: int = setting(2048, help="Context length in tokens (vllm).")
-    url: str = setting("http://127.0.0.1:8000", help="Server address (openai).")
-    concurrency: int = setting(8, help="Requests in flight (openai).")
-    timeout_s: float = setting(60.0, flag="timeout", help="Seconds per request (openai).")
-    retries: int = setting(3, help="Retries per request on timeouts, 429 and 5xx (openai).")
     trim_memory: bool = setting(True, help="After each batch, hand the pages the C "
                                 "allocator holds free back to the system (glibc "
                                 "malloc_trim; vllm). Without it the in-process vLLM engine "
@@ -86,9 +99,18 @@ class EngineConfig(Config):
                                 "already freed.")
 
     def check(self) -> list[str]:
+        return [] if self.tensor_parallel_size >= 1 else ["tensor_parallel_size must be >= 1"]
+
+
+@dataclass(frozen=True)
+class OpenAISettings(Config):
+    url: str = setting("http://127.0.0.1:8000", help="Server address (openai).")
+    concurrency: int = setting(8, help="Requests in flight (openai).")
+    timeout_s: float = setting(60.0, flag="timeout", help="Seconds per request (openai).")
+    retries: int = setting(3, help="Retries per request on timeouts, 429 and 5xx (openai).")
+
+    def check(self) -> list[str]:
         problems = []
-        if self.tensor_parallel_size < 1:
-            problems.append("tensor_parallel_size must be >= 1")
         if self.concurrency < 1:
             problems.append("concurrency must be >= 1")
         if self.timeout_s <= 0:
@@ -98,15 +120,28 @@ class EngineConfig(Config):
         return problems
 
 
+@dataclass(frozen=True)
+class EngineConfig(Config):
+    engine: str = setting("vllm", help="; ".join(f"{name}: {spec.help}"
+                                                 for name, spec in ENGINES.items()) + ".")
+    model: str = setting("smollm2", help="'smollm2' (bundled SmolLM2-135M-Instruct), a "
+                         "local folder or a hub id; for openai, the served model name.")
+    revision: str | None = setting(None, help="Model revision (hub models).")
+    vllm: VllmSettings = setting(factory=VllmSettings, help="Settings of the vllm engine.")
+    openai: OpenAISettings = setting(factory=OpenAISettings, help="Settings of the openai "
+                                     "engine.")
+
+    def check(self) -> list[str]:
+        # read at check time, not import time, so a row added to the table is accepted
+        return [] if self.engine in ENGINES else [
+            f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}"]
+
+    @property
+    def spec(self) -> EngineSpec:
+        return ENGINES[self.engine]
+
+
 def make_engine(config: EngineConfig, cache_dir) -> Engine:
-    if config.engine == "template":
-        from pipeline.captions.engines.template import TemplateEngine
-
-        return TemplateEngine()
-    if config.engine == "openai":
-        from pipeline.captions.engines.openai_engine import OpenAIEngine
-
-        return OpenAIEngine(config)
-    from pipeline.captions.engines.vllm_engine import VllmEngine
-
-    return VllmEngine(config, cache_dir)
+    """The configured engine: its table row's class, built from this config."""
+    module, _, name = config.spec.target.partition(":")
+    return getattr(importlib.import_module(module), name).from_config(config, cache_dir)

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from pipeline.captions.engines import EngineConfig, Request, Result, Sampling
 from pipeline.captions.faithful import MAX_WORDS_LIMIT
@@ -20,14 +21,18 @@ _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 class OpenAIEngine:
     name = "openai"
 
+    @classmethod
+    def from_config(cls, config: EngineConfig, cache_dir: Path) -> OpenAIEngine:
+        return cls(config)  # the server holds the model; nothing is cached here
+
     def __init__(self, config: EngineConfig):
         self.config = config
         self.model_id = config.model
         self.model_revision = config.revision
-        self.endpoint = config.url.rstrip("/") + "/v1/chat/completions"
+        self.endpoint = config.openai.url.rstrip("/") + "/v1/chat/completions"
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
-        with ThreadPoolExecutor(self.config.concurrency) as pool:
+        with ThreadPoolExecutor(self.config.openai.concurrency) as pool:
             return list(pool.map(lambda r: self._one(r, sampling), requests))
 
     def _one(self, request: Request, sampling: Sampling) -> Result:
@@ -38,13 +43,13 @@ class OpenAIEngine:
             fields["bad_words"] = list(request.banned)
         body = json.dumps(fields).encode()
         error = ""
-        for attempt in range(self.config.retries + 1):
+        for attempt in range(self.config.openai.retries + 1):
             if attempt:
                 time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
             http = urllib.request.Request(self.endpoint, data=body, method="POST",
                                           headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(http, timeout=self.config.timeout_s) as response:
+                with urllib.request.urlopen(http, timeout=self.config.openai.timeout_s) as response:
                     reply = json.loads(response.read())
                 choice = reply["choices"][0]
                 usage = reply.get("usage") or {}

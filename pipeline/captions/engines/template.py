@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
-from pipeline.captions.engines import Request, Result, Sampling
+from pipeline.captions.engines import ENGINES, EngineConfig, Request, Result, Sampling
 
-# The languages this engine writes (codes from schemas/languages), each with its
-# sentence frames and the word that joins the last two items of a list.
+# The languages this engine writes (its row of ENGINES lists them, so configs are checked
+# without importing this module), each with its sentence frames and the word that joins
+# the last two items of a list.
 _FRAMES = {
     "en": ("A {mood} {genre} track with {instrument}.",
            "{Mood} {genre} music featuring {instrument}.",
@@ -20,7 +22,7 @@ _FRAMES = {
     "it": ("Un brano {genre} {mood} con {instrument}.",),
 }
 _AND = {"en": "and", "de": "und", "fr": "et", "es": "y", "it": "e"}
-SUPPORTED_LANGUAGES = tuple(_FRAMES)
+SUPPORTED_LANGUAGES = ENGINES["template"].languages
 
 
 def _join(words: Sequence[str], conjunction: str) -> str:
@@ -34,6 +36,10 @@ class TemplateEngine:
     name = "template"
     model_id = "rules"
     model_revision = "1"
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, cache_dir: Path) -> TemplateEngine:
+        return cls()
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
         return [self._one(r) for r in requests]

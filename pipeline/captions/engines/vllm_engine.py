@@ -20,6 +20,10 @@ def _on_cpu() -> bool:
 class VllmEngine:
     name = "vllm"
 
+    @classmethod
+    def from_config(cls, config: EngineConfig, cache_dir: Path) -> VllmEngine:
+        return cls(config, cache_dir)
+
     def __init__(self, config: EngineConfig, cache_dir: Path):
         model = resolve_model(config.model, config.revision, cache_dir)
         self.model_id, self.model_revision = model.model_id, model.revision
@@ -39,17 +43,18 @@ class VllmEngine:
         # request's prompt is split across steps by chunked prefill, so on CPU prompts
         # are prefilled whole.
         cpu_only = {"enable_chunked_prefill": False,
-                    "max_num_batched_tokens": max(8192, config.max_model_len)} if cpu else {}
+                    "max_num_batched_tokens": max(8192, config.vllm.max_model_len)} if cpu else {}
         self.llm = LLM(
             model=model.path, revision=config.revision,
-            dtype=("float32" if cpu else "auto") if config.dtype == "auto" else config.dtype,
-            tensor_parallel_size=config.tensor_parallel_size, enable_prefix_caching=True,
-            enforce_eager=cpu, max_model_len=config.max_model_len, seed=0,
+            dtype=(("float32" if cpu else "auto") if config.vllm.dtype == "auto"
+                   else config.vllm.dtype),
+            tensor_parallel_size=config.vllm.tensor_parallel_size, enable_prefix_caching=True,
+            enforce_eager=cpu, max_model_len=config.vllm.max_model_len, seed=0,
             logits_processors=[BannedSequences], **cpu_only,
         )
         self._token_sequences: dict[str, list] = {}  # banned word -> its token ids
         self.chat = bool(self.llm.get_tokenizer().chat_template)
-        self.trim_memory = config.trim_memory
+        self.trim_memory = config.vllm.trim_memory
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
         from vllm import SamplingParams
