@@ -94,7 +94,7 @@ def crop(audio: np.ndarray, frames: int, rng: random.Random | None) -> torch.Ten
 
 
 class MakePairs:
-    """Sample -> {audio, text, spans, tags, track_id}; the sample's json is checked
+    """Sample -> {audio, text, spans, tags, track_id, shard}; the sample's json is checked
     against schemas/sample first."""
 
     def __init__(self, data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch,
@@ -127,8 +127,7 @@ class MakePairs:
             else:
                 text, spans = tags_text(meta["tags"])
             yield {"audio": audio, "text": text, "spans": spans, "tags": meta["tags"],
-                   "track_id": meta["track_id"], "is_caption": view is not None,
-                   "shard": sample.get("__url__")}
+                   "track_id": meta["track_id"], "shard": sample.get("__url__")}
 
 
 def sample_name(sample: dict) -> str:

@@ -39,15 +39,13 @@ def pairs(p_cap, n=2000, languages=(), train=True, **sample):
 def test_p_cap_zero_gives_tags_only_and_one_gives_captions_only():
     tags_only = pairs(0.0, 200)
     assert {p["text"] for p in tags_only} == {"rock, happy"}
-    assert set(tags_only[0]) == {"audio", "text", "spans", "tags", "track_id", "is_caption",
-                                 "shard"}
-    assert not any(p["is_caption"] for p in tags_only)
+    assert set(tags_only[0]) == {"audio", "text", "spans", "tags", "track_id", "shard"}
     assert tags_only[0]["spans"] == [
         {"category": "genre", "term": "rock", "start": 0, "end": 4},
         {"category": "mood", "term": "happy", "start": 6, "end": 11}]
     captions = pairs(1.0, 200)
-    assert all(p["is_caption"] and p["text"].startswith("caption") for p in captions)
-    half = sum(p["is_caption"] for p in pairs(0.5, 2000))
+    assert all(p["text"].startswith("caption") for p in captions)
+    half = sum(p["text"].startswith("caption") for p in pairs(0.5, 2000))
     assert 900 < half < 1100
 
 
