@@ -2,12 +2,14 @@
 
 import os
 import signal
+import time
 
 import pytest
 
-from pipeline.captions.engines import RECYCLE_VLLM, EngineConfig
+from pipeline.captions.engines import RECYCLE_VLLM, EngineConfig, Request, Sampling
 from pipeline.captions.engines import worker as worker_module
 from pipeline.captions.engines.template import TemplateEngine
+from pipeline.captions.engines.worker import EngineWorkerDied, WorkerEngine
 from pipeline.captions.stage import run
 from schemas.config import ConfigError
 from tests.captions.test_stage import config, make_catalog, rows
@@ -87,6 +89,22 @@ def test_a_killed_worker_is_named_and_a_rerun_resumes_with_identical_rows(tmp_pa
     assert again.views_reused == 64 and again.views_generated == 56
     run(config(tmp_path, out="clean"))
     assert rows(tmp_path / "killed") == rows(tmp_path / "clean")
+
+
+def test_a_worker_that_died_between_batches_is_named(tmp_path):
+    engine = WorkerEngine(recording_engine, EngineConfig(engine="template"), tmp_path, 100)
+    request = Request("t1/0/en", [], {"genre": ["rock"]}, "en", seed=1)
+    assert engine.generate([request], Sampling())[0].text == "A rock track with various " \
+        "instruments."
+    os.kill(engine.pids[0], signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(EngineWorkerDied, match=rf"\(pid {engine.pids[0]}\) was killed by "
+                       "SIGTERM during a batch of 1 requests") as err:
+        engine.generate([request], Sampling())
+    assert not err.value.killed
+    assert engine.generate([request], Sampling())  # the next batch gets a fresh worker
+    assert len(set(engine.pids)) == 2
+    engine.close()
 
 
 def test_an_engine_that_cannot_start_in_the_worker_says_why(tmp_path, catalog):

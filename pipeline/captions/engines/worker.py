@@ -67,7 +67,8 @@ def _describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "stopped answering"
     if exitcode < 0:
-        name = signal.Signals(-exitcode).name
+        name = (signal.Signals(-exitcode).name if -exitcode in signal.valid_signals()
+                else f"signal {-exitcode}")
         why = (" (the kernel's out-of-memory killer sends it; so does `kill -9`)"
                if -exitcode == signal.SIGKILL else "")
         return f"was killed by {name}{why}"
@@ -107,8 +108,12 @@ class WorkerEngine:
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
         if self._process is None:
             self._start()
-        self._conn.send((list(requests), sampling))
-        results, peak = self._receive("results", f"during a batch of {len(requests)} requests")
+        when = f"during a batch of {len(requests)} requests"
+        try:
+            self._conn.send((list(requests), sampling))
+        except OSError:  # it died between batches
+            self._died(when)
+        results, peak = self._receive("results", when)
         self.peak_rss_mb = max(self.peak_rss_mb, peak)
         self._served += len(requests)
         lived = time.perf_counter() - self._ready_at
