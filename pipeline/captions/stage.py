@@ -160,61 +160,52 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     rows_in_catalog = count_rows(config.catalog)
     total = None if rows_in_catalog is None else \
         per_track * len(range(config.rank, rows_in_catalog, config.world_size))
-    try:
-        with tqdm(total=total, desc="captions", unit="view", file=sys.stderr) as bar:
-            for index, chunk in enumerate(_my_chunks(config, stats)):
-                stats.tracks += len(chunk)
-                stats.chunks += 1
-                planned = [
-                    _Planned(track, view_id, language, tags,
-                             identity.key(track.track_id, view_id, language, tags))
-                    for track in chunk
-                    for view_id, tags in enumerate(plan_views(track.track_id, track.tags,
-                                                              config.drop))
-                    for language in config.languages
-                ]
-                stats.views_planned += len(planned)
-                path = chunk_path(out, config.rank, config.world_size, index)
-                existing = _existing_rows(path, schema)
-                todo = [p for p in planned if p.key not in existing]
-                if not todo and len(existing) == len(planned):
-                    stats.chunks_skipped += 1
-                    stats.views_reused += len(planned)
-                    bar.update(len(planned))
-                    continue
-                if engine is None:
-                    engine = _start_engine(engine_factory, config)
-                bar.update(len(planned) - len(todo))
-                new_rows: dict[str, View] = {}
-                for start in range(0, len(todo), config.batch_requests):
-                    batch = todo[start:start + config.batch_requests]
-                    new_rows.update(_generate(engine, batch, template, config, stats))
-                    bar.update(len(batch))
-                    elapsed = max(time.perf_counter() - started, 1e-9)
-                    stats.peak_rss_mb = _peak_rss_mb(engine)
-                    bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
-                                    tok_s=f"{stats.completion_tokens / elapsed:.1f}",
-                                    failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
-                rows = []
-                for p in planned:
-                    if p.key in existing:
-                        rows.append(existing[p.key])
-                        stats.views_reused += 1
-                    elif p.key in new_rows:
-                        rows.append(new_rows[p.key])
-                with atomic_path(path) as tmp:
-                    pq.write_table(records_to_table(rows, schema), tmp)
-            bar.total = bar.n  # tracks with few tag subsets plan fewer views than the estimate
-            bar.refresh()
-    except EngineWorkerDied as err:
-        advice = (" (if it ran out of memory: with a smaller --recycle-requests or "
-                  "--batch-requests)" if err.killed else "")
-        raise RuntimeError(f"{err}. The {index} chunk files before this one in {out} are "
-                           f"complete and kept: rerun the same command to resume from "
-                           f"them{advice}.") from None
-    finally:
-        if isinstance(engine, WorkerEngine):
-            engine.close()
+    session = _EngineSession(engine_factory, config, stats)
+    with session, tqdm(total=total, desc="captions", unit="view", file=sys.stderr) as bar:
+        for index, chunk in enumerate(_my_chunks(config, stats)):
+            stats.tracks += len(chunk)
+            stats.chunks += 1
+            planned = [
+                _Planned(track, view_id, language, tags,
+                         identity.key(track.track_id, view_id, language, tags))
+                for track in chunk
+                for view_id, tags in enumerate(plan_views(track.track_id, track.tags,
+                                                          config.drop))
+                for language in config.languages
+            ]
+            stats.views_planned += len(planned)
+            path = chunk_path(out, config.rank, config.world_size, index)
+            existing = _existing_rows(path, schema)
+            todo = [p for p in planned if p.key not in existing]
+            if not todo and len(existing) == len(planned):
+                stats.chunks_skipped += 1
+                stats.views_reused += len(planned)
+                bar.update(len(planned))
+                continue
+            if engine is None:
+                engine = session.start()
+            bar.update(len(planned) - len(todo))
+            new_rows: dict[str, View] = {}
+            for start in range(0, len(todo), config.batch_requests):
+                batch = todo[start:start + config.batch_requests]
+                new_rows.update(_generate(engine, batch, template, config, stats))
+                bar.update(len(batch))
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                stats.peak_rss_mb = _peak_rss_mb(engine)
+                bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
+                                tok_s=f"{stats.completion_tokens / elapsed:.1f}",
+                                failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
+            rows = []
+            for p in planned:
+                if p.key in existing:
+                    rows.append(existing[p.key])
+                    stats.views_reused += 1
+                elif p.key in new_rows:
+                    rows.append(new_rows[p.key])
+            with atomic_path(path) as tmp:
+                pq.write_table(records_to_table(rows, schema), tmp)
+        bar.total = bar.n  # tracks with few tag subsets plan fewer views than the estimate
+        bar.refresh()
     if stats.tracks == 0 and config.rank == 0:
         raise ValueError(f"catalog {config.catalog} has no valid track "
                          f"({stats.catalog_rejects} rejected rows)")
@@ -225,15 +216,39 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     return stats
 
 
-def _start_engine(factory, config: CaptionsConfig) -> Engine:
-    """The engine, in a worker process replaced every `recycle_after` requests where the
-    settings ask for one (by default for vllm only: the openai and template engines
-    keep nothing that grows, and the template engine's 20,000 views/s would mostly go
-    to the pipe)."""
-    if config.engine.recycle_after:
-        return WorkerEngine(factory, config.engine, config.cache_dir,
-                            config.engine.recycle_after)
-    return factory(config.engine, config.cache_dir)
+class _EngineSession:
+    """Starts the engine when a chunk first needs it, in a worker process replaced every
+    `recycle_after` requests where the settings ask for one (by default for vllm only:
+    the openai and template engines hold nothing that grows, and the template engine's
+    20,000 views/s would mostly go to the pipe); ends that worker with the run, and
+    turns its death into an error that says what is kept."""
+
+    def __init__(self, factory, config: CaptionsConfig, stats: CaptionStats):
+        self.factory, self.config, self.stats = factory, config, stats
+        self.engine: Engine | None = None
+
+    def start(self) -> Engine:
+        engine = self.config.engine
+        if engine.recycle_after:
+            self.engine = WorkerEngine(self.factory, engine, self.config.cache_dir,
+                                       engine.recycle_after)
+        else:
+            self.engine = self.factory(engine, self.config.cache_dir)
+        return self.engine
+
+    def __enter__(self) -> _EngineSession:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if isinstance(self.engine, WorkerEngine):
+            self.engine.close()
+        if isinstance(error, EngineWorkerDied):
+            advice = (" (if it ran out of memory: with a smaller --recycle-requests or "
+                      "--batch-requests)" if error.killed else "")
+            raise RuntimeError(
+                f"{error}. The {self.stats.chunks - 1} chunk files before this one in "
+                f"{self.config.out} are complete and kept: rerun the same command to resume "
+                f"from them{advice}.") from None
 
 
 def _peak_rss_mb(engine: Engine | None) -> int:
