@@ -1,26 +1,32 @@
 """Benchmark: the caption stage's resident memory against views generated (run in .venv-llm).
 
 Each mode runs the stage in a child process on the same catalog (10 views per track),
-while this process reads the child's RSS from /proc every second and the views it has
-finished from a progress file its engine writes after every batch:
+while this process reads the RSS of the child and everything it started (the engine's
+worker processes) from /proc every second, and the views finished from a progress file
+the engine writes after every batch:
 
-  vllm           the vLLM engine as shipped (bundled SmolLM2 on CPU), --views views
-  vllm-no-trim   the same with trim_memory off, i.e. the stage before issue 17, over the
-                 first two chunks (2,560 views): its slope, and the throughput baseline
+  vllm           the vLLM engine as shipped (bundled SmolLM2 on CPU): in a worker process
+                 replaced every `recycle_requests` requests, trimming after each batch;
+                 --views views
+  vllm-no-trim   in process, with trim_memory off, i.e. the stage before issue 17, over
+                 the first two chunks (2,560 views): its slope, and the throughput baseline
   vllm-tcmalloc  as `vllm`, with TCMalloc preloaded, over the same 2,560 views (skipped,
                  saying so, where libtcmalloc is not installed)
-  template       the rule-based engine, --views views
+  template       the rule-based engine, in process, --views views
 
 Prints, per mode, the least-squares slope of RSS against views after the first 1,000
-(goal: under 5 MB per 1,000 views for `vllm`), the slope of each batch's peak, views/s
-over the first 2,560 views (the same requests, seeds and batches in every vLLM mode;
-goal: `vllm` within 5% of `vllm-no-trim`), and whether those rows are identical.
+(goal: under 5 MB per 1,000 views for `vllm`), the slope of each batch's peak, the
+highest RSS each worker process reached, views/s over the first 2,560 views (the same
+requests, seeds and batches in every vLLM mode) and over the whole run (worker
+replacements included; goal: `vllm` within 5% of `vllm-no-trim`), and whether the rows
+of the first 2,560 views are identical.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import glob
 import json
 import os
@@ -80,90 +86,116 @@ def glibc_heap_mb() -> tuple[float, float] | None:
     return info.uordblks / 2**20, info.fordblks / 2**20
 
 
-def child(catalog: Path, out: Path, engine: str, trim: bool, chunk_tracks: int,
-          progress: Path) -> None:
-    """Run the stage; after every engine call append 'views seconds' and glibc's heap
-    figures (what is in use, what is free but kept) to `progress`."""
-    from pipeline.captions.engines import EngineConfig, VllmSettings, make_engine
+class Recording:
+    """The engine, writing to `progress` when it is ready ('ready VIEWS TIME') and after
+    every batch ('batch VIEWS TIME HEAP_IN_USE HEAP_FREE RSS': views done by every worker
+    so far, then glibc's heap figures and the RSS of the process that runs the engine)."""
+
+    def __init__(self, inner, progress: Path):
+        self.inner, self.progress = inner, progress
+        self.name, self.model_id = inner.name, inner.model_id
+        self.model_revision = inner.model_revision
+        # a fresh worker continues the count of those before it
+        self.views = _views_done(progress) or 0
+        self._log(f"ready {self.views} {time.monotonic()}")
+
+    def _log(self, line: str) -> None:
+        with self.progress.open("a") as f:
+            f.write(line + "\n")
+
+    def generate(self, requests, sampling):
+        results = self.inner.generate(requests, sampling)
+        self.views += len(requests)
+        heap = glibc_heap_mb() or (-1, -1)
+        rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf(
+            "SC_PAGE_SIZE") / 2**20  # after the engine's trim, if it trims
+        self._log(f"batch {self.views} {time.monotonic()} {heap[0]:.1f} {heap[1]:.1f} "
+                  f"{rss:.1f}")
+        return results
+
+
+def recording_engine(progress: Path, config, cache_dir) -> Recording:
+    """The engine factory (module level: a worker process unpickles it)."""
+    from pipeline.captions.engines import make_engine
+
+    return Recording(make_engine(config, cache_dir), progress)
+
+
+def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, progress: Path) -> None:
+    """Run the stage with the mode's engine settings (the shipped defaults for `vllm`)."""
+    from pipeline.captions.engines import EngineConfig, VllmSettings
     from pipeline.captions.plan import DropConfig
     from pipeline.captions.stage import CaptionsConfig, run
 
-    log = progress.open("a", buffering=1)
-
-    class Recording:
-        def __init__(self, inner):
-            self.inner, self.views = inner, 0
-            self.name, self.model_id = inner.name, inner.model_id
-            self.model_revision = inner.model_revision
-            log.write(f"0 {time.monotonic()}\n")  # engine ready: the model is loaded
-
-        def generate(self, requests, sampling):
-            results = self.inner.generate(requests, sampling)
-            self.views += len(requests)
-            heap = glibc_heap_mb() or (-1, -1)
-            rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf(
-                "SC_PAGE_SIZE") / 2**20  # after the engine's trim, if it trims
-            log.write(f"{self.views} {time.monotonic()} {heap[0]:.1f} {heap[1]:.1f} "
-                      f"{rss:.1f}\n")
-            return results
-
+    engines = {"template": EngineConfig(engine="template"),
+               "vllm-no-trim": EngineConfig(engine="vllm", recycle_requests=0,
+                                            vllm=VllmSettings(trim_memory=False))}
+    engine = engines.get(mode, EngineConfig())
     config = CaptionsConfig(catalog=catalog, out=out, chunk_tracks=chunk_tracks,
-                            drop=DropConfig(n_views=VIEWS_PER_TRACK),
-                            engine=EngineConfig(engine=engine,
-                                                vllm=VllmSettings(trim_memory=trim)))
-    stats = run(config, engine_factory=lambda *a: Recording(make_engine(*a)))
-    print(json.dumps({"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb}))
+                            drop=DropConfig(n_views=VIEWS_PER_TRACK), engine=engine)
+    stats = run(config, engine_factory=functools.partial(recording_engine, progress))
+    print(json.dumps({"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb,
+                      "recycle_requests": engine.recycle_after}))
 
 
 def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: int) -> dict:
-    engine = "template" if mode == "template" else "vllm"
     env = dict(os.environ)
     if mode == "vllm-tcmalloc":
-        env["LD_PRELOAD"] = tcmalloc_library()
+        env["LD_PRELOAD"] = tcmalloc_library()  # inherited by the engine's workers
     progress = out.with_suffix(".progress")
-    command = [sys.executable, __file__, "--child", str(catalog), str(out), engine,
-               str(mode != "vllm-no-trim"), str(chunk_tracks), str(progress)]
+    command = [sys.executable, __file__, "--child", str(catalog), str(out), mode,
+               str(chunk_tracks), str(progress)]
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
-    samples, cpu = [], []  # (views done, RSS MB), (views done, CPU seconds)
+    samples = []  # (time, views done, RSS MB)
     while process.poll() is None:
         views = _views_done(progress)
         rss = tree_rss_mb(process.pid)
         if rss and views is not None:
-            samples.append((views, rss))
-            cpu.append((views, _cpu_seconds(process.pid)))
+            samples.append((time.monotonic(), views, rss))
         time.sleep(sample_s)
     if process.returncode:
         raise SystemExit(f"{mode}: the stage exited with {process.returncode}")
     result = json.loads(process.stdout.read().strip().splitlines()[-1])
     marks = [line.split() for line in progress.read_text().splitlines()]
-    ready = float(marks[0][1])
-    at = {int(m[0]): float(m[1]) for m in marks}
-    batch_end = {int(m[0]): [float(x) for x in m[2:]] for m in marks[1:]}
-    compare = min(2 * chunk_tracks * VIEWS_PER_TRACK, max(at))
-    # while batches run: not the model load (0 views done) nor the exit after the last
-    generating = [(v, r) for v, r in samples if 0 < v < max(at)]
-    # CPU seconds from the model loaded to `compare` views (None if a sample is missing)
-    loaded = [s for v, s in cpu if v == 0 and s is not None]
-    done = [s for v, s in cpu if v >= compare and s is not None]
+    readies = [float(m[2]) for m in marks if m[0] == "ready"]
+    batches = [(int(m[1]), float(m[2]), [float(x) for x in m[3:]])
+               for m in marks if m[0] == "batch"]
+    at = {views: t for views, t, _ in batches}
+    last = max(at)
+    # the end of the second chunk: the same requests in every mode (a track with few
+    # tag subsets plans fewer than 10 views, so it falls short of 2 chunks x 10 views)
+    compare = max(v for v in at if v <= 2 * chunk_tracks * VIEWS_PER_TRACK)
+    # while batches run: not the first model load (0 views done) nor the exit after the
+    # last batch; a replacement worker's start is part of the run
+    generating = [(v, r) for _, v, r in samples if 0 < v < last]
+    # each worker's highest sampled RSS (the whole tree, while that worker ran)
+    bounds = readies[1:] + [float("inf")]
+    worker_peaks = [round(max((r for t, _, r in samples if begin <= t < end), default=0))
+                    for begin, end in zip(readies, bounds, strict=True)]
+    # a replacement's cost: from the batch before it to the new worker's first batch
+    # start, against a batch's usual length
+    restarts = [ready - max(t for _, t, _ in batches if t < ready) for ready in readies[1:]]
     return {
         "views": result["views"], "wall_s": round(time.monotonic() - started, 1),
-        "model_load_s": round(ready - started, 1),
-        "views_per_s": round(compare / (at[compare] - ready), 3) if compare in at else None,
+        "recycle_requests": result["recycle_requests"], "workers": len(readies),
+        "model_load_s": round(readies[0] - started, 1),
+        "restart_s": [round(r, 1) for r in restarts],
+        "views_per_s": round(compare / (at[compare] - readies[0]), 3),
         "throughput_views": compare,
-        "cpu_s_per_view": round((done[0] - loaded[-1]) / compare, 4)
-        if done and loaded else None,
+        "views_per_s_whole_run": round(last / (at[last] - readies[0]), 3),
         "stage_peak_rss_mb": result["peak_rss_mb"],
-        "sampled_peak_rss_mb": round(max(r for _, r in samples)),
+        "sampled_peak_rss_mb": round(max(r for _, _, r in samples)),
+        "worker_peak_rss_mb": worker_peaks,
         **{f"slope_after_{w}": _slope([(v, r) for v, r in generating if v >= w])
            for w in WARM_UP_VIEWS},
         **{f"batch_peak_slope_after_{w}": _slope(_batch_peaks(generating, w))
            for w in WARM_UP_VIEWS},
-        "batch_end_slope_after_2000": _slope([(v, e[2]) for v, e in batch_end.items()
-                                              if v >= 2000]),
-        "samples_views_rss_mb": [(v, round(r, 1)) for v, r in samples],
-        "batch_end_glibc_in_use_free_and_rss_mb": batch_end,
+        "batch_end_slope_after_2000": _slope([(v, e[2]) for v, _, e in batches if v >= 2000]),
+        "samples_time_views_rss_mb": [(round(t - started, 1), v, round(r, 1))
+                                      for t, v, r in samples],
+        "batch_end_views_glibc_in_use_free_and_rss_mb": [(v, e) for v, _, e in batches],
     }
 
 
@@ -172,15 +204,7 @@ def _views_done(progress: Path) -> int | None:
         lines = progress.read_text().splitlines()
     except FileNotFoundError:
         return None
-    return int(lines[-1].split()[0]) if lines else None
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return int(lines[-1].split()[1]) if lines else None
 
 
 def _batch_peaks(samples: list[tuple[int, float]], after: int) -> list[tuple[int, float]]:
@@ -214,69 +238,83 @@ def same_rows(a: Path, b: Path, chunks: int) -> bool:
     return True
 
 
+MODES = ("vllm-no-trim", "vllm-tcmalloc", "vllm", "template")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--views", type=int, default=10_000,
                         help="views for the vllm and template modes")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma-separated, from: " + ", ".join(MODES))
     parser.add_argument("--sample-s", type=float, default=1.0, help="RSS sampling period")
     parser.add_argument("--chunk-tracks", type=int, default=128,
                         help="the stage's chunk size (its default); the two shorter modes "
                         "and the throughput comparison cover the first two chunks")
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        catalog, out, engine, trim, chunk_tracks, progress = args.child
-        child(Path(catalog), Path(out), engine, trim == "True", int(chunk_tracks), Path(progress))
+        catalog, out, mode, chunk_tracks, progress = args.child
+        child(Path(catalog), Path(out), mode, int(chunk_tracks), Path(progress))
         return
 
+    chosen = args.modes.split(",")
+    if unknown := set(chosen) - set(MODES):
+        parser.error(f"--modes: unknown {sorted(unknown)}; known: {', '.join(MODES)}")
     compare = 2 * args.chunk_tracks * VIEWS_PER_TRACK
-    modes = {"vllm-no-trim": compare, "vllm-tcmalloc": compare,
-             "vllm": args.views, "template": args.views}
+    views_of = {"vllm-no-trim": compare, "vllm-tcmalloc": compare,
+                "vllm": args.views, "template": args.views}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for mode, views in modes.items():
+        for mode in (m for m in MODES if m in chosen):
             if mode == "vllm-tcmalloc" and tcmalloc_library() is None:
                 print("vllm-tcmalloc: skipped, no libtcmalloc (Debian: apt-get install "
                       "libtcmalloc-minimal4)", file=sys.stderr)
                 continue
-            catalog = tmp / f"catalog-{views}.jsonl"
+            catalog = tmp / f"catalog-{views_of[mode]}.jsonl"
             if not catalog.exists():
-                make_catalog(catalog, views // VIEWS_PER_TRACK)
+                make_catalog(catalog, views_of[mode] // VIEWS_PER_TRACK)
             # the template engine writes 10,000 views in about a second
             period = 0.01 if mode == "template" else args.sample_s
             results[mode] = measure(mode, catalog, tmp / mode, period, args.chunk_tracks)
             brief = {k: v for k, v in results[mode].items() if not isinstance(v, (list, dict))}
             print(f"{mode}: {json.dumps(brief)}", file=sys.stderr)
         identical = {mode: same_rows(tmp / "vllm-no-trim", tmp / mode, 2)
-                     for mode in ("vllm", "vllm-tcmalloc") if mode in results}
+                     for mode in ("vllm", "vllm-tcmalloc")
+                     if mode in results and "vllm-no-trim" in results}
 
-    base = results["vllm-no-trim"]["views_per_s"]
-    report = {"views_per_track": VIEWS_PER_TRACK,
-              "goal_mb_per_1000": GOAL_MB_PER_1000, "modes": results,
-              "throughput_over_no_trim": {m: round(r["views_per_s"] / base, 3)
-                                          for m, r in results.items()
-                                          if m != "template" and r["views_per_s"]},
+    base = results.get("vllm-no-trim", {}).get("views_per_s")
+    ratios = {m: (round(r["views_per_s"] / base, 3),
+                  round(r["views_per_s_whole_run"] / base, 3))
+              for m, r in results.items() if base and m != "template"}
+    report = {"views_per_track": VIEWS_PER_TRACK, "goal_mb_per_1000": GOAL_MB_PER_1000,
+              "modes": results, "throughput_over_no_trim_first_and_whole_run": ratios,
               "rows_identical_to_no_trim": identical}
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "captions_memory.json").write_text(json.dumps(report, indent=2) + "\n")
-    print("slopes in MB of RSS per 1,000 views: of every sample after 1,000 and 2,000 "
-          "views, and of each batch's peak after 2,000")
-    print(f"{'mode':14} {'views':>6} {'>1k':>7} {'>2k':>7} {'peaks>2k':>8} {'peak MB':>8} "
-          f"{'views/s':>8} {'ratio':>6}")
+    print("slopes in MB of RSS (all processes) per 1,000 views: of every sample after "
+          "1,000 and 2,000 views, and of each batch's peak after 2,000; views/s over the "
+          f"first {compare:,} views and over the whole run, and their ratio to vllm-no-trim's")
+    print(f"{'mode':14} {'views':>6} {'workers':>7} {'>1k':>7} {'>2k':>7} {'peaks>2k':>8} "
+          f"{'peak MB':>8} {'worker peaks MB':>16} {'views/s':>8} {'whole':>7} {'ratios':>12}")
     for mode, r in results.items():
-        ratio = report["throughput_over_no_trim"].get(mode)
-        print(f"{mode:14} {r['views']:>6} {r['slope_after_1000']!s:>7} "
+        ratio = "/".join(map(str, ratios.get(mode, ())))
+        peaks = ",".join(map(str, r["worker_peak_rss_mb"])) if r["workers"] > 1 else ""
+        print(f"{mode:14} {r['views']:>6} {r['workers']:>7} {r['slope_after_1000']!s:>7} "
               f"{r['slope_after_2000']!s:>7} {r['batch_peak_slope_after_2000']!s:>8} "
-              f"{r['stage_peak_rss_mb']:>8} {r['views_per_s']!s:>8} {ratio!s:>6}")
-    vllm = results["vllm"]
-    print(f"captions memory: vllm {vllm['slope_after_1000']} MB per 1,000 views after the "
-          f"first 1,000, {vllm['slope_after_2000']} after 2,000 (goal < {GOAL_MB_PER_1000}; "
-          f"before the fix {results['vllm-no-trim']['slope_after_1000']}), throughput "
-          f"{report['throughput_over_no_trim']['vllm']}x the untrimmed stage over the same "
-          f"{compare:,} views (goal >= 0.95); rows identical: {identical}")
+              f"{r['sampled_peak_rss_mb']:>8} {peaks:>16} {r['views_per_s']!s:>8} "
+              f"{r['views_per_s_whole_run']!s:>7} {ratio:>12}")
+    if "vllm" in ratios:
+        vllm = results["vllm"]
+        print(f"captions memory: vllm {vllm['slope_after_1000']} MB per 1,000 views after the "
+              f"first 1,000, {vllm['slope_after_2000']} after 2,000 (goal < "
+              f"{GOAL_MB_PER_1000}; before the fix "
+              f"{results['vllm-no-trim']['slope_after_1000']}), throughput "
+              f"{ratios['vllm'][1]}x the untrimmed stage's over the whole run, worker "
+              f"replacements included (goal >= 0.95); rows identical: {identical}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.captions.engines import ENGINES, Engine, EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.engines.worker import EngineWorkerDied, WorkerEngine
 from pipeline.captions.faithful import BannedWords, FaithfulConfig, build_banned_words
 from pipeline.captions.memory import peak_resident_mb
 from pipeline.captions.models import default_cache_dir, model_identity
@@ -110,8 +111,9 @@ class CaptionStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     catalog_rejects: int = 0
-    peak_rss_mb: int = 0                # this process's highest RSS so far
     test_skipped: int = 0
+    peak_rss_mb: int = 0                # this process's highest RSS so far, plus its
+                                        # engine workers' highest
     flags: Counter = field(default_factory=Counter)
     failure_examples: list[str] = field(default_factory=list)
     reject_examples: list[str] = field(default_factory=list)
@@ -184,7 +186,8 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     rows_in_catalog = count_rows(config.catalog)
     total = None if rows_in_catalog is None else \
         per_track * len(range(config.rank, rows_in_catalog, config.world_size))
-    with tqdm(total=total, desc="captions", unit="view", file=sys.stderr) as bar:
+    session = _EngineSession(engine_factory, config, stats)
+    with session, tqdm(total=total, desc="captions", unit="view", file=sys.stderr) as bar:
         for index, chunk in enumerate(_my_chunks(config, stats)):
             stats.tracks += len(chunk)
             stats.chunks += 1
@@ -208,7 +211,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                 bar.update(len(planned))
                 continue
             if engine is None:
-                engine = engine_factory(config.engine, config.cache_dir)
+                engine = session.start()
             bar.update(len(planned) - len(todo))
             new_rows: dict[str, View] = {}
             for start in range(0, len(todo), config.batch_requests):
@@ -216,7 +219,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                 new_rows.update(_generate(engine, batch, template, config, stats, banned))
                 bar.update(len(batch))
                 elapsed = max(time.perf_counter() - started, 1e-9)
-                stats.peak_rss_mb = round(peak_resident_mb())
+                stats.peak_rss_mb = _peak_rss_mb(engine)
                 bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
                                 tok_s=f"{stats.completion_tokens / elapsed:.1f}",
                                 failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
@@ -236,10 +239,51 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                          f"({stats.catalog_rejects} rejected rows, {stats.test_skipped} "
                          "test-split tracks skipped: --include-test captions them)")
     _remove_stale_chunks(out, config, stats.chunks)
-    stats.peak_rss_mb = round(peak_resident_mb())
+    stats.peak_rss_mb = _peak_rss_mb(engine)
     stats.seconds = round(time.perf_counter() - started, 3)
     _write_stats(out, config, identity, stats)
     return stats
+
+
+class _EngineSession:
+    """Starts the engine when a chunk first needs it, in a worker process replaced every
+    `recycle_after` requests where the settings ask for one (by default for vllm only:
+    the openai and template engines hold nothing that grows, and the template engine's
+    20,000 views/s would mostly go to the pipe); ends that worker with the run, and
+    turns its death into an error that says what is kept."""
+
+    def __init__(self, factory, config: CaptionsConfig, stats: CaptionStats):
+        self.factory, self.config, self.stats = factory, config, stats
+        self.engine: Engine | None = None
+
+    def start(self) -> Engine:
+        engine = self.config.engine
+        if engine.recycle_after:
+            self.engine = WorkerEngine(self.factory, engine, self.config.cache_dir,
+                                       engine.recycle_after)
+        else:
+            self.engine = self.factory(engine, self.config.cache_dir)
+        return self.engine
+
+    def __enter__(self) -> _EngineSession:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if isinstance(self.engine, WorkerEngine):
+            self.engine.close()
+        if isinstance(error, EngineWorkerDied):
+            advice = (" (if it ran out of memory: with a smaller --recycle-requests or "
+                      "--batch-requests)" if error.killed else "")
+            raise RuntimeError(
+                f"{error}. The {self.stats.chunks - 1} chunk files before this one in "
+                f"{self.config.out} are complete and kept: rerun the same command to resume "
+                f"from them{advice}.") from None
+
+
+def _peak_rss_mb(engine: Engine | None) -> int:
+    """This process's peak RSS, plus the highest its engine workers reached."""
+    worker = engine.peak_rss_mb if isinstance(engine, WorkerEngine) else 0
+    return round(peak_resident_mb() + worker)
 
 
 def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Track]]:

@@ -98,7 +98,8 @@ def test_stage_with_the_vllm_engine(tiny_engine, tmp_path):
 
     make_catalog(tmp_path / "catalog.jsonl", 6)
     config = CaptionsConfig(catalog=tmp_path / "catalog.jsonl", out=tmp_path / "views",
-                            engine=EngineConfig(engine="vllm", model="unused"),
+                            engine=EngineConfig(engine="vllm", model="unused",
+                                                recycle_requests=0),
                             drop=DropConfig(n_views=2), chunk_tracks=4,
                             sampling=Sampling(temperature=0.0, max_tokens=10))
     stats = run(config, engine_factory=lambda *_: tiny_engine)
@@ -107,6 +108,34 @@ def test_stage_with_the_vllm_engine(tiny_engine, tmp_path):
     assert len(found) == 12 and all(r["engine"] == "vllm" for r in found)
     assert all(r["prompt_tokens"] > 100 for r in found)  # system + few-shot prefix
     assert run(config, engine_factory=lambda *_: tiny_engine).views_generated == 0
+
+
+def test_fresh_vllm_workers_write_the_rows_of_the_in_process_engine(tiny_engine, tiny_model,
+                                                                   tmp_path, monkeypatch):
+    """Each request carries its seed, so sampled text does not depend on which worker
+    (a fresh engine, or one that has served others) answers it."""
+    from pipeline.captions.engines import worker
+    from pipeline.captions.plan import DropConfig
+    from pipeline.captions.stage import CaptionsConfig, run
+
+    monkeypatch.setattr(worker, "MIN_LIFE_PER_START", 0.0)
+    make_catalog(tmp_path / "catalog.jsonl", 6)
+
+    def settings(out, recycle):
+        return CaptionsConfig(catalog=tmp_path / "catalog.jsonl", out=tmp_path / out,
+                              engine=EngineConfig(engine="vllm", model=str(tiny_model),
+                                                  recycle_requests=recycle),
+                              drop=DropConfig(n_views=3), chunk_tracks=3, batch_requests=5,
+                              cache_dir=tmp_path / "cache",
+                              sampling=Sampling(temperature=1.0, max_tokens=10))
+
+    # 9 requests a chunk, in batches of 5 and 4: the second chunk gets a fresh worker
+    recycled = run(settings("recycled", 9))
+    run(settings("in-process", 0), engine_factory=lambda *_: tiny_engine)
+    assert recycled.views_generated == 18
+    found = rows(tmp_path / "recycled")
+    assert found == rows(tmp_path / "in-process")
+    assert len({r["text"] for r in found}) > 9  # sampled, not all alike
 
 
 def _free_port():
