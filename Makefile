@@ -39,8 +39,8 @@ TAGS_REPORT ?= $(DEMO_DIR)/tag_report
 VIEWS ?= $(DEMO_DIR)/views
 ENGINE ?= vllm
 # The paper's 10 dropout views plus one from all tags per track, for the 400 train/valid
-# tracks (test tracks are never captioned): SmolLM2 on 2 CPU cores makes about 4 views/s
-# with faithful decoding, so the captions take about 18 of `make demo`'s 30 minutes.
+# tracks (test tracks are never captioned): SmolLM2 on 2 CPU cores makes 5.85 views/s with
+# faithful decoding, so the captions take 12.6 of `make demo`'s 15.7 minutes (budget 30).
 CAPTIONS_ARGS ?= --n-views 10 --full-view
 CURATED ?= $(DEMO_DIR)/curated
 CURATE_ARGS ?=

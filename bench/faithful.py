@@ -92,7 +92,8 @@ def main() -> None:
             timed = Timed(engine)
             config = CaptionsConfig(
                 catalog=catalog, out=work / mode / "views",
-                engine=EngineConfig(engine="vllm", model=args.model),
+                # in process: both modes share the one timed engine
+                engine=EngineConfig(engine="vllm", model=args.model, recycle_requests=0),
                 drop=DropConfig(n_views=args.views, full_view=True),
                 faithful=FaithfulConfig(enabled=mode == "on"))
             stats = captions(config, engine_factory=lambda *_, t=timed: t)

@@ -117,7 +117,8 @@ def test_the_stage_sends_banned_words_and_records_them(tmp_path):
     def captions(out, **changes):
         recording = Recording()
         run(CaptionsConfig(catalog=catalog, out=tmp_path / out, drop=DropConfig(n_views=2),
-                           engine=EngineConfig(engine="vllm", model="unused"), **changes),
+                           engine=EngineConfig(engine="vllm", model="unused",
+                                               recycle_requests=0), **changes),
             engine_factory=lambda *_: recording)
         return recording.requests, rows(tmp_path / out)
 
