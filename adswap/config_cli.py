@@ -84,59 +84,15 @@ def config_command(app: typer.Typer, cls, name: str | None = None):
 
     def register(fn):
         wants_overrides = "overrides" in inspect.signature(fn).parameters
-        hints = typing.get_type_hints(fn)  # the command module's string annotations
-        extra = [p.replace(annotation=hints.get(p.name, p.annotation))
-                 for p in list(inspect.signature(fn).parameters.values())[1:]
-                 if p.name != "overrides"]
-        params, ids = [], {}
-        for leaf in settings:
-            ident = "opt_" + leaf.path.replace(".", "__")
-            ids[ident] = leaf
-            if leaf.argument:
-                info = typer.Argument(None, help=_help(leaf), show_default=False,
-                                      metavar=leaf.path.upper())
-                annotation = str | None
-            elif _is_bool(leaf.kind):
-                info = typer.Option(None, f"--{flags[leaf.path]}/--no-{flags[leaf.path]}",
-                                    help=_help(leaf), show_default=False)
-                annotation = bool | None
-            elif leaf.repeatable:
-                info = typer.Option(None, f"--{flags[leaf.path]}", help=_help(leaf) +
-                                    " Repeatable.", show_default=False, metavar="VALUE")
-                annotation = list[str] | None
-            else:
-                names = (f"--{flags[leaf.path]}",) + ((f"-{leaf.short}",) if leaf.short else ())
-                info = typer.Option(None, *names, help=_help(leaf), show_default=False,
-                                    metavar=_metavar(leaf.kind))
-                annotation = str | None
-            params.append(inspect.Parameter(ident, inspect.Parameter.KEYWORD_ONLY,
-                                            default=info, annotation=annotation))
-        params.append(inspect.Parameter(
-            "config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
-            default=typer.Option(None, "--config", help="YAML file of settings, in the "
-                                 "sections the dotted names show; --set and flags win "
-                                 "over it.", show_default=False, metavar="FILE.yaml")))
-        params.append(inspect.Parameter(
-            "overrides", inspect.Parameter.KEYWORD_ONLY,
-            annotation=list[str] | None,
-            default=typer.Option(None, "--set", help="Override one setting by its dotted "
-                                 "name, e.g. --set " + settings[-1].path + "=VALUE; "
-                                 "repeatable.", show_default=False, metavar="KEY=VALUE")))
-        params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in extra]
+        ids = {_ident(leaf): leaf for leaf in settings}
+        params = [*(_setting_param(leaf, flags) for leaf in settings),
+                  *_file_params(settings), *_extra_params(fn)]
 
         @functools.wraps(fn)
         def command(**kwargs):
             config_file = kwargs.pop("config_file")
             overrides = list(kwargs.pop("overrides") or [])
-            for ident, leaf in ids.items():
-                value = kwargs.pop(ident)
-                if value is None:
-                    continue
-                if isinstance(value, bool):
-                    value = "true" if value else "false"
-                elif isinstance(value, list):
-                    value = json.dumps(value)
-                overrides.append(f"{leaf.path}={value}")
+            overrides += _flag_overrides(kwargs, ids)
             try:
                 config = load_config(cls, config_file, overrides)
             except ConfigError as err:
@@ -154,6 +110,77 @@ def config_command(app: typer.Typer, cls, name: str | None = None):
         return fn
 
     return register
+
+
+def _ident(leaf: Leaf) -> str:
+    """The keyword a setting's flag arrives under: a dotted path is no identifier."""
+    return "opt_" + leaf.path.replace(".", "__")
+
+
+def _setting_param(leaf: Leaf, flags: dict[str, str]) -> inspect.Parameter:
+    """The Typer parameter of one setting; every default is None, so a flag left out
+    overrides nothing."""
+    if leaf.argument:
+        info = typer.Argument(None, help=_help(leaf), show_default=False,
+                              metavar=leaf.path.upper())
+        annotation = str | None
+    elif _is_bool(leaf.kind):
+        info = typer.Option(None, f"--{flags[leaf.path]}/--no-{flags[leaf.path]}",
+                            help=_help(leaf), show_default=False)
+        annotation = bool | None
+    elif leaf.repeatable:
+        info = typer.Option(None, f"--{flags[leaf.path]}", help=_help(leaf) +
+                            " Repeatable.", show_default=False, metavar="VALUE")
+        annotation = list[str] | None
+    else:
+        names = (f"--{flags[leaf.path]}",) + ((f"-{leaf.short}",) if leaf.short else ())
+        info = typer.Option(None, *names, help=_help(leaf), show_default=False,
+                            metavar=_metavar(leaf.kind))
+        annotation = str | None
+    return inspect.Parameter(_ident(leaf), inspect.Parameter.KEYWORD_ONLY,
+                             default=info, annotation=annotation)
+
+
+def _file_params(settings: list[Leaf]) -> list[inspect.Parameter]:
+    """--config FILE and --set KEY=VALUE, the options every config command takes."""
+    return [
+        inspect.Parameter(
+            "config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+            default=typer.Option(None, "--config", help="YAML file of settings, in the "
+                                 "sections the dotted names show; --set and flags win "
+                                 "over it.", show_default=False, metavar="FILE.yaml")),
+        inspect.Parameter(
+            "overrides", inspect.Parameter.KEYWORD_ONLY,
+            annotation=list[str] | None,
+            default=typer.Option(None, "--set", help="Override one setting by its dotted "
+                                 "name, e.g. --set " + settings[-1].path + "=VALUE; "
+                                 "repeatable.", show_default=False, metavar="KEY=VALUE")),
+    ]
+
+
+def _extra_params(fn) -> list[inspect.Parameter]:
+    """`fn`'s own options after `config` (but `overrides`, which the command fills)."""
+    hints = typing.get_type_hints(fn)  # the command module's string annotations
+    return [p.replace(annotation=hints.get(p.name, p.annotation),
+                      kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in list(inspect.signature(fn).parameters.values())[1:]
+            if p.name != "overrides"]
+
+
+def _flag_overrides(kwargs: dict, ids: dict[str, Leaf]) -> list[str]:
+    """Takes the settings' flags out of `kwargs` as `path=value` overrides, so flags go
+    through the same conversion and validation as --set."""
+    overrides = []
+    for ident, leaf in ids.items():
+        value = kwargs.pop(ident)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list):
+            value = json.dumps(value)
+        overrides.append(f"{leaf.path}={value}")
+    return overrides
 
 
 def fail(message: str, code: int = 1) -> typing.NoReturn:

@@ -286,7 +286,20 @@ def starter_map(counter: VocabularyCounter, catalog: Path) -> str:
     categories = counter.config.categories
     declared = list(counter.tag_map.declared) if counter.tag_map else []
     bundled = _bundled_maps(categories)
-    lexicon = _lexicon(counter, bundled)
+    entries, drops = _starter_entries(counter, declared, bundled, _lexicon(counter, bundled))
+    _merge_duplicates(entries)
+    drops += _split_collisions(entries, counter)
+    _set_refs(entries, set(categories) | set(declared))
+    return _starter_yaml(counter, catalog, declared, entries, drops)
+
+
+def _starter_entries(counter: VocabularyCounter, declared: list[str], bundled: list[TagMap],
+                     lexicon: set[str]) -> tuple[dict[tuple[str, str], dict],
+                                                 list[tuple[str, str]]]:
+    """Every raw tag, most used first, as an entry of its (category, key) target or a
+    drop with its reason; a target category that is a valid name is appended to
+    `declared`."""
+    categories = counter.config.categories
     entries: dict[tuple[str, str], dict] = {}  # (category, key) -> display, raw, notes
     drops: list[tuple[str, str]] = []
     for key in sorted(counter.raw, key=lambda k: (-counter.raw[k], k)):
@@ -313,9 +326,12 @@ def starter_map(counter: VocabularyCounter, catalog: Path) -> str:
         entry["raw"].append(key)
         if note:
             entry["notes"].append(f"{tag}: {note}")
-    _merge_duplicates(entries)
-    drops += _split_collisions(entries, counter)
-    known = set(categories) | set(declared)
+    return entries, drops
+
+
+def _set_refs(entries: dict[tuple[str, str], dict], known: set[str]) -> None:
+    """Each entry's raw refs as the map writes them: plain where the raw category is the
+    entry's own (or no category) and the tag names one entry only, else qualified."""
     plain_targets = defaultdict(set)  # a plain raw tag under two entries would be ambiguous
     for target, entry in entries.items():
         for raw_category, tag in entry["raw"]:
@@ -330,6 +346,11 @@ def starter_map(counter: VocabularyCounter, catalog: Path) -> str:
                 continue  # the canonical tag's own name needs no ref
             refs.append(tag if plain else f"{raw_category}{RAW_SEPARATOR}{tag}")
         entry["refs"] = refs
+
+
+def _starter_yaml(counter: VocabularyCounter, catalog: Path, declared: list[str],
+                  entries: dict[tuple[str, str], dict], drops: list[tuple[str, str]]) -> str:
+    categories = counter.config.categories
     moves = counter.tag_map.moves if counter.tag_map else {}
     lines = [f"# Starter tag map for {catalog}, written by `adswap tags` from "
              f"{counter.tracks} tracks.",

@@ -452,75 +452,78 @@ class _RowValidator:
             tag_problems += 1
             problem(where, message)
 
-        raw: dict[str, object] = {}
-        nested = row.get("tags")
-        if isinstance(nested, str):
-            tag_problem("tags", "must be an object of category -> list of tags, got a string")
-        elif isinstance(nested, Mapping):
-            raw.update(nested)
-        elif nested is not None:
-            tag_problem("tags",
-                        f"must be an object of category -> list, got {type(nested).__name__}")
-        for key, value in row.items():
-            if key.startswith("tags."):
-                raw[key[len("tags."):]] = value
-
         tags: dict[str, list[str]] = {c: [] for c in self.config.categories}
         seen: set[tuple[str, str]] = set()
         raw_tags: dict[str, tuple[str, ...]] = {}
         removed = Counter()  # why tags went: the message of a track left with none
-        for category, values in raw.items():
-            where = f"tags.{category}"
+        for category, values in _raw_tag_columns(row, tag_problem).items():
             if values is None:
                 continue
-            if isinstance(values, str):
-                values = values.split(TAG_SEPARATOR)
-            if not isinstance(values, (list, tuple)):
-                tag_problem(where, f"must be a list of tags, got {type(values).__name__}")
-                continue
-            if len(values) > self.config.max_tags_per_category:
-                tag_problem(where, f"has {len(values)} tags; the limit is "
-                            f"{self.config.max_tags_per_category} (max_tags_per_category)")
-                continue
-            kept_raw: list[str] = []
-            outside: str | None = None
-            for value in values:
-                if not isinstance(value, str):
-                    tag_problem(where, f"tags must be strings, got {type(value).__name__}")
-                    break
-                resolved = self._resolved.get((category, value), False)
-                if resolved is False:
-                    resolved = self._resolve(category, value)
-                if resolved is None:
-                    continue
-                if isinstance(resolved, str):
-                    tag_problem(where, resolved)
-                    continue
-                kept_raw.append(value.strip())
-                target, display, key = resolved
-                if target is None:
-                    removed["dropped by the tag map"] += 1
-                elif target not in self.categories:
-                    if self.tag_map is not None and target in self.tag_map.declared:
-                        removed[f"in category {target}, which this run does not use"] += 1
-                    else:
-                        outside = target
-                elif (target, key) in self.rare:
-                    removed[f"on fewer than {self.config.min_tag_tracks} tracks "
-                            "(min_tag_tracks)"] += 1
-                elif (target, key) not in seen:
-                    seen.add((target, key))
-                    tags[target].append(display)
-            if outside is not None:
-                moved = "" if outside == category else f"its tags go to '{outside}', which is "
-                tag_problem(where, f"{moved}unknown tag category; known: "
-                            f"{', '.join(self.config.categories)} (add it with --categories)")
-            raw_tags[category] = tuple(kept_raw)
+            kept_raw = self._category_tags(category, values, tag_problem, tags, seen, removed)
+            if kept_raw is not None:
+                raw_tags[category] = kept_raw
         if not tag_problems and not any(tags.values()):
             why = "; ".join(f"{n} {reason}" for reason, n in removed.items())
             problem("tags", "the track has no tags in any category"
                     + (f" ({why})" if why else ""))
         return {c: tuple(v) for c, v in tags.items()}, raw_tags
+
+    def _category_tags(self, category: str, values: object, tag_problem,
+                       tags: dict[str, list[str]], seen: set[tuple[str, str]],
+                       removed: Counter) -> tuple[str, ...] | None:
+        """Adds one raw category's mapped tags to `tags`; returns the raw tags it kept,
+        or None when the whole category is refused."""
+        where = f"tags.{category}"
+        if isinstance(values, str):
+            values = values.split(TAG_SEPARATOR)
+        if not isinstance(values, (list, tuple)):
+            tag_problem(where, f"must be a list of tags, got {type(values).__name__}")
+            return None
+        if len(values) > self.config.max_tags_per_category:
+            tag_problem(where, f"has {len(values)} tags; the limit is "
+                        f"{self.config.max_tags_per_category} (max_tags_per_category)")
+            return None
+        kept_raw: list[str] = []
+        outside: str | None = None
+        for value in values:
+            if not isinstance(value, str):
+                tag_problem(where, f"tags must be strings, got {type(value).__name__}")
+                break
+            resolved = self._resolved.get((category, value), False)
+            if resolved is False:
+                resolved = self._resolve(category, value)
+            if resolved is None:
+                continue
+            if isinstance(resolved, str):
+                tag_problem(where, resolved)
+                continue
+            kept_raw.append(value.strip())
+            outside = self._place_tag(*resolved, tags, seen, removed) or outside
+        if outside is not None:
+            moved = "" if outside == category else f"its tags go to '{outside}', which is "
+            tag_problem(where, f"{moved}unknown tag category; known: "
+                        f"{', '.join(self.config.categories)} (add it with --categories)")
+        return tuple(kept_raw)
+
+    def _place_tag(self, target: str | None, display: str, key: str,
+                   tags: dict[str, list[str]], seen: set[tuple[str, str]],
+                   removed: Counter) -> str | None:
+        """Adds one mapped tag to its category once, or counts why it went; returns its
+        category when that is unknown to both the run and the tag map."""
+        if target is None:
+            removed["dropped by the tag map"] += 1
+        elif target not in self.categories:
+            if self.tag_map is not None and target in self.tag_map.declared:
+                removed[f"in category {target}, which this run does not use"] += 1
+            else:
+                return target
+        elif (target, key) in self.rare:
+            removed[f"on fewer than {self.config.min_tag_tracks} tracks "
+                    "(min_tag_tracks)"] += 1
+        elif (target, key) not in seen:
+            seen.add((target, key))
+            tags[target].append(display)
+        return None
 
     def _resolve(self, category: str, value: str) -> str | tuple | None:
         """Check, normalise and map one raw tag (cached per raw category and value)."""
@@ -541,6 +544,24 @@ class _RowValidator:
             self._resolved.clear()
         self._resolved[(category, value)] = resolved
         return resolved
+
+
+def _raw_tag_columns(row: dict, tag_problem) -> dict[str, object]:
+    """A row's raw tags by category, from a `tags` object and from `tags.<category>`
+    columns (a later column replaces the object's category)."""
+    raw: dict[str, object] = {}
+    nested = row.get("tags")
+    if isinstance(nested, str):
+        tag_problem("tags", "must be an object of category -> list of tags, got a string")
+    elif isinstance(nested, Mapping):
+        raw.update(nested)
+    elif nested is not None:
+        tag_problem("tags",
+                    f"must be an object of category -> list, got {type(nested).__name__}")
+    for key, value in row.items():
+        if key.startswith("tags."):
+            raw[key[len("tags."):]] = value
+    return raw
 
 
 def _has_bad_bytes(value: object) -> bool:

@@ -314,18 +314,7 @@ def _scalars(node, file: str, problems: list[Problem], what: str) -> list:
 
 def _parse_csv(text: str, file: str, problems: list[Problem]) -> _Parsed:
     parsed = _Parsed([], [], [], [])
-    lines = text.splitlines()
-    body = []
-    for number, line in enumerate(lines, start=1):
-        if line.lstrip().startswith("#"):
-            declared = re.match(r"\s*#\s*categories\s*:(.*)", line)
-            if declared:
-                parsed.declared += [(c.strip(), number) for c in declared.group(1).split(",")
-                                    if c.strip()]
-            body.append("")  # keeps csv line numbers equal to file lines
-        else:
-            body.append(line)
-    reader = csv.reader(io.StringIO("\n".join(body)))
+    reader = csv.reader(io.StringIO(_csv_body(text, parsed)))
     header: list[str] | None = None
     entries: dict[tuple[str, str], _Entry] = {}
     for row in reader:
@@ -333,13 +322,8 @@ def _parse_csv(text: str, file: str, problems: list[Problem]) -> _Parsed:
         if not any(cell.strip() for cell in row):
             continue
         if header is None:
-            header = [cell.strip() for cell in row]
-            missing = [c for c in CSV_COLUMNS[:4] if c not in header]
-            unknown = [c for c in header if c not in CSV_COLUMNS]
-            if missing or unknown:
-                problems.append(_problem(file, number, None, f"the header needs "
-                                         f"{', '.join(CSV_COLUMNS)} (missing: {missing}, "
-                                         f"unknown: {unknown})"))
+            header = _csv_header(row, number, file, problems)
+            if header is None:
                 return parsed
             continue
         if len(row) > len(header):
@@ -347,136 +331,84 @@ def _parse_csv(text: str, file: str, problems: list[Problem]) -> _Parsed:
                                      f"has {len(row)} cells; the header has {len(header)}"))
             continue
         cells = {name: (row[i].strip() if i < len(row) else "") for i, name in enumerate(header)}
-        raw_category, raw_tag = cells["raw_category"], cells["raw_tag"]
-        category, display = cells["category"], _SPACES.sub(" ", cells["tag"]).strip()
-        if not raw_category or not raw_tag:
-            problems.append(_problem(file, number, raw_tag or None,
-                                     "needs raw_category and raw_tag"))
-            continue
-        if raw_tag == CSV_MOVE_ALL:
-            if category in ("", CSV_DROP) or display:
-                problems.append(_problem(file, number, None, "a '*' row moves a raw "
-                                         "category: give 'category' and leave 'tag' empty"))
-            else:
-                parsed.moves.append((raw_category, category, number))
-            continue
-        if category == CSV_DROP:
-            if display:
-                problems.append(_problem(file, number, raw_tag,
-                                         "a dropped tag takes no 'tag'"))
-            parsed.refs.append(_Ref(raw_category, None, normalise_tag(raw_tag), None, number))
-            continue
-        category = category or raw_category
-        display = display or _SPACES.sub(" ", raw_tag).strip()
-        key = (category, normalise_tag(display))
-        entry = entries.get(key)
-        if entry is None:
-            entry = entries[key] = _Entry(category, display, [], number)
-            parsed.entries.append(entry)
-        entry.synonyms += [s.strip() for s in cells.get("synonyms", "").split(";")
-                           if s.strip()]
-        parsed.refs.append(_Ref(raw_category, category, normalise_tag(raw_tag), entry, number))
+        _add_csv_row(cells, number, file, problems, parsed, entries)
     return parsed
+
+
+def _csv_body(text: str, parsed: _Parsed) -> str:
+    """The text with comment lines blanked, not removed, so csv line numbers stay equal
+    to file lines; a `# categories: a, b` comment declares categories."""
+    body = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("#"):
+            declared = re.match(r"\s*#\s*categories\s*:(.*)", line)
+            if declared:
+                parsed.declared += [(c.strip(), number) for c in declared.group(1).split(",")
+                                    if c.strip()]
+            body.append("")
+        else:
+            body.append(line)
+    return "\n".join(body)
+
+
+def _csv_header(row: list[str], number: int, file: str,
+                problems: list[Problem]) -> list[str] | None:
+    """The column names, or None (with the problem reported) when they are wrong."""
+    header = [cell.strip() for cell in row]
+    missing = [c for c in CSV_COLUMNS[:4] if c not in header]
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if missing or unknown:
+        problems.append(_problem(file, number, None, f"the header needs "
+                                 f"{', '.join(CSV_COLUMNS)} (missing: {missing}, "
+                                 f"unknown: {unknown})"))
+        return None
+    return header
+
+
+def _add_csv_row(cells: dict[str, str], number: int, file: str, problems: list[Problem],
+                 parsed: _Parsed, entries: dict[tuple[str, str], _Entry]) -> None:
+    """One data row: a move of a whole raw category, a dropped tag, or a raw tag mapped to
+    a canonical one (rows naming the same canonical tag share its entry)."""
+    raw_category, raw_tag = cells["raw_category"], cells["raw_tag"]
+    category, display = cells["category"], _SPACES.sub(" ", cells["tag"]).strip()
+    if not raw_category or not raw_tag:
+        problems.append(_problem(file, number, raw_tag or None,
+                                 "needs raw_category and raw_tag"))
+        return
+    if raw_tag == CSV_MOVE_ALL:
+        if category in ("", CSV_DROP) or display:
+            problems.append(_problem(file, number, None, "a '*' row moves a raw "
+                                     "category: give 'category' and leave 'tag' empty"))
+        else:
+            parsed.moves.append((raw_category, category, number))
+        return
+    if category == CSV_DROP:
+        if display:
+            problems.append(_problem(file, number, raw_tag,
+                                     "a dropped tag takes no 'tag'"))
+        parsed.refs.append(_Ref(raw_category, None, normalise_tag(raw_tag), None, number))
+        return
+    category = category or raw_category
+    display = display or _SPACES.sub(" ", raw_tag).strip()
+    key = (category, normalise_tag(display))
+    entry = entries.get(key)
+    if entry is None:
+        entry = entries[key] = _Entry(category, display, [], number)
+        parsed.entries.append(entry)
+    entry.synonyms += [s.strip() for s in cells.get("synonyms", "").split(";")
+                       if s.strip()]
+    parsed.refs.append(_Ref(raw_category, category, normalise_tag(raw_tag), entry, number))
 
 
 def _build(parsed: _Parsed, run_categories: tuple[str, ...], file: str, sha256: str,
            problems: list[Problem]) -> TagMap:
-    declared = []
-    for name, line in parsed.declared:
-        if not _CATEGORY_NAME.fullmatch(name):
-            problems.append(_problem(file, line, None, f"category '{name}' must be a "
-                                     "lowercase identifier (letters, digits, _)"))
-        elif name not in declared and name not in run_categories:
-            declared.append(name)
+    declared = _declared_categories(parsed, run_categories, file, problems)
     known = set(run_categories) | set(declared)
-
-    def check_category(category: str, line: int, tag: str | None) -> bool:
-        if category in known:
-            return True
-        problems.append(_problem(file, line, tag, f"unknown category '{category}'; known: "
-                                 f"{', '.join(sorted(known))} (declare it under "
-                                 "'categories:' or add it to the run's --categories)"))
-        return False
-
-    moves: dict[str, str] = {}
-    for source, target, line in parsed.moves:
-        if check_category(target, line, None):
-            if source in moves:
-                problems.append(_problem(file, line, None,
-                                         f"raw category '{source}' is moved twice"))
-            moves[source] = target
-
-    # canonical tags by (category, key); the same tag defined twice is a problem
-    by_key: dict[tuple[str, str], _Entry] = {}
-    entries = []
-    for entry in parsed.entries:
-        if not check_category(entry.category, entry.line, entry.display):
-            continue
-        key = (entry.category, normalise_tag(entry.display))
-        if key in by_key:
-            problems.append(_problem(file, entry.line, entry.display,
-                                     f"is defined twice in '{entry.category}' (also at line "
-                                     f"{by_key[key].line})"))
-            continue
-        by_key[key] = entry
-        entries.append(entry)
-
-    # raw refs: each raw tag in one place only
-    explicit: dict[tuple[str, str], _Ref] = {}
-    plain: dict[str, _Ref] = {}
-    drop_any: dict[str, _Ref] = {}
-    for ref in parsed.refs:
-        if ref.target is not None and by_key.get(
-                (ref.target.category, normalise_tag(ref.target.display))) is not ref.target:
-            continue  # its entry was reported (unknown category or defined twice)
-        if ref.raw_category is None and ref.target is None:
-            slot, key = drop_any, ref.tag
-        elif ref.raw_category is None:
-            slot, key = plain, ref.tag
-        else:
-            slot, key = explicit, (ref.raw_category, ref.tag)
-        other = slot.get(key)
-        if other is not None and other.target is not ref.target:
-            problems.append(_problem(file, ref.line, ref.tag, "is in two places: "
-                                     f"{_where(ref)} and {_where(other)} (line {other.line})"
-                                     + (f"; write '{ref.section}{RAW_SEPARATOR}{ref.tag}' "
-                                        "to name its raw category"
-                                        if slot is plain and ref.section else "")))
-            continue
-        slot[key] = ref
-    for tag, ref in drop_any.items():
-        other = plain.get(tag)
-        if other is not None:
-            problems.append(_problem(file, ref.line, tag, "is in two places: dropped and "
-                                     f"{_where(other)} (line {other.line})"))
-
-    # merges: an entry whose own name is a raw ref of another entry goes on to it
-    def ref_for(entry: _Entry) -> _Ref | None:
-        key = normalise_tag(entry.display)
-        ref = explicit.get((entry.category, key))
-        if ref is None and key in plain and plain[key].section == entry.category:
-            ref = plain[key]
-        return ref if ref is not None and ref.target is not entry else None
-
-    final: dict[int, _Entry | None] = {}
-    for entry in entries:
-        path, current = [entry], entry
-        while True:
-            ref = ref_for(current)
-            if ref is None:
-                break
-            current = ref.target
-            if current is None:  # merged into a drop
-                break
-            if any(current is seen for seen in path):
-                cycle = " -> ".join(f"'{e.display}' (line {e.line})" for e in [*path, current])
-                problems.append(_problem(file, entry.line, entry.display,
-                                         f"merges form a cycle: {cycle}"))
-                current = None
-                break
-            path.append(current)
-        final[id(entry)] = current
-
+    moves = _moves(parsed, known, file, problems)
+    by_key, entries = _unique_entries(parsed, known, file, problems)
+    explicit, plain, drop_any = _place_refs(parsed, by_key, file, problems)
+    final = {id(entry): _merge_target(entry, explicit, plain, file, problems)
+             for entry in entries}
     outcome: dict[int, Outcome] = {}
     for entry in entries:
         target = final[id(entry)]
@@ -506,6 +438,130 @@ def _build(parsed: _Parsed, run_categories: tuple[str, ...], file: str, sha256: 
     sections = {e.category for e in entries} | set(moves.values())
     return TagMap(file, sha256, tuple(declared), tags, refs, frozenset(drop_any), foreign,
                   moves, canonical, frozenset(known | sections))
+
+
+def _declared_categories(parsed: _Parsed, run_categories: tuple[str, ...], file: str,
+                         problems: list[Problem]) -> list[str]:
+    """Categories the map declares beyond the run's, each once, in declaration order."""
+    declared = []
+    for name, line in parsed.declared:
+        if not _CATEGORY_NAME.fullmatch(name):
+            problems.append(_problem(file, line, None, f"category '{name}' must be a "
+                                     "lowercase identifier (letters, digits, _)"))
+        elif name not in declared and name not in run_categories:
+            declared.append(name)
+    return declared
+
+
+def _check_category(category: str, known: set[str], line: int, tag: str | None,
+                    file: str, problems: list[Problem]) -> bool:
+    if category in known:
+        return True
+    problems.append(_problem(file, line, tag, f"unknown category '{category}'; known: "
+                             f"{', '.join(sorted(known))} (declare it under "
+                             "'categories:' or add it to the run's --categories)"))
+    return False
+
+
+def _moves(parsed: _Parsed, known: set[str], file: str,
+           problems: list[Problem]) -> dict[str, str]:
+    moves: dict[str, str] = {}
+    for source, target, line in parsed.moves:
+        if _check_category(target, known, line, None, file, problems):
+            if source in moves:
+                problems.append(_problem(file, line, None,
+                                         f"raw category '{source}' is moved twice"))
+            moves[source] = target
+    return moves
+
+
+def _unique_entries(parsed: _Parsed, known: set[str], file: str, problems: list[Problem]
+                    ) -> tuple[dict[tuple[str, str], _Entry], list[_Entry]]:
+    """Canonical tags by (category, key) and in file order; an entry in an unknown
+    category or defined twice is reported and left out."""
+    by_key: dict[tuple[str, str], _Entry] = {}
+    entries = []
+    for entry in parsed.entries:
+        if not _check_category(entry.category, known, entry.line, entry.display, file,
+                               problems):
+            continue
+        key = (entry.category, normalise_tag(entry.display))
+        if key in by_key:
+            problems.append(_problem(file, entry.line, entry.display,
+                                     f"is defined twice in '{entry.category}' (also at line "
+                                     f"{by_key[key].line})"))
+            continue
+        by_key[key] = entry
+        entries.append(entry)
+    return by_key, entries
+
+
+def _place_refs(parsed: _Parsed, by_key: dict[tuple[str, str], _Entry], file: str,
+                problems: list[Problem]) -> tuple[dict[tuple[str, str], _Ref],
+                                                  dict[str, _Ref], dict[str, _Ref]]:
+    """The raw refs as (explicit by (raw category, tag), plain by tag, dropped in any
+    category by tag); a raw tag sent to two places is reported, since a row could not
+    say which one it meant."""
+    explicit: dict[tuple[str, str], _Ref] = {}
+    plain: dict[str, _Ref] = {}
+    drop_any: dict[str, _Ref] = {}
+    for ref in parsed.refs:
+        if ref.target is not None and by_key.get(
+                (ref.target.category, normalise_tag(ref.target.display))) is not ref.target:
+            continue  # its entry was reported (unknown category or defined twice)
+        if ref.raw_category is None and ref.target is None:
+            slot, key = drop_any, ref.tag
+        elif ref.raw_category is None:
+            slot, key = plain, ref.tag
+        else:
+            slot, key = explicit, (ref.raw_category, ref.tag)
+        other = slot.get(key)
+        if other is not None and other.target is not ref.target:
+            problems.append(_problem(file, ref.line, ref.tag, "is in two places: "
+                                     f"{_where(ref)} and {_where(other)} (line {other.line})"
+                                     + (f"; write '{ref.section}{RAW_SEPARATOR}{ref.tag}' "
+                                        "to name its raw category"
+                                        if slot is plain and ref.section else "")))
+            continue
+        slot[key] = ref
+    for tag, ref in drop_any.items():
+        other = plain.get(tag)
+        if other is not None:
+            problems.append(_problem(file, ref.line, tag, "is in two places: dropped and "
+                                     f"{_where(other)} (line {other.line})"))
+    return explicit, plain, drop_any
+
+
+def _merge_ref(entry: _Entry, explicit: dict[tuple[str, str], _Ref],
+               plain: dict[str, _Ref]) -> _Ref | None:
+    """The raw ref an entry's own name matches in another entry: the entry merges into
+    that one."""
+    key = normalise_tag(entry.display)
+    ref = explicit.get((entry.category, key))
+    if ref is None and key in plain and plain[key].section == entry.category:
+        ref = plain[key]
+    return ref if ref is not None and ref.target is not entry else None
+
+
+def _merge_target(entry: _Entry, explicit: dict[tuple[str, str], _Ref],
+                  plain: dict[str, _Ref], file: str,
+                  problems: list[Problem]) -> _Entry | None:
+    """The entry at the end of the entry's chain of merges (itself when it merges into
+    none), or None when the chain ends in a drop or (reported) loops."""
+    path, current = [entry], entry
+    while True:
+        ref = _merge_ref(current, explicit, plain)
+        if ref is None:
+            return current
+        current = ref.target
+        if current is None:  # merged into a drop
+            return None
+        if any(current is seen for seen in path):
+            cycle = " -> ".join(f"'{e.display}' (line {e.line})" for e in [*path, current])
+            problems.append(_problem(file, entry.line, entry.display,
+                                     f"merges form a cycle: {cycle}"))
+            return None
+        path.append(current)
 
 
 def _where(ref: _Ref) -> str:

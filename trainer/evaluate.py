@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -199,29 +200,16 @@ def evaluate(config: EvalConfig) -> dict:
               "sets": {}}
     for folder in config.sets:
         folder = Path(folder)
-        manifest = folder / "manifest.json"
-        name = json.loads(manifest.read_text()).get("name", folder.name) \
-            if manifest.exists() else folder.name
+        name, manifest = _set_name(folder)
         cache = Path(config.run) / "eval" / name / "embeddings.pt"
         key = {"checkpoint": checkpoint_sha, "set": file_sha256(folder / "sizes.json") + (
             file_sha256(manifest) if manifest.exists() else ""), "clip_seconds": audio.clip_seconds}
-        cached = torch.load(cache, weights_only=True) if cache.exists() else None
-        if cached is not None and cached.get("key") == key:
-            data = cached["data"]
-        else:
-            data = embed_set(model, folder, audio.sample_rate, audio.clip_seconds,
-                             config.batch_size, device)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"key": key, "data": data}, cache)
+        data = _cached_embeddings(cache, key, partial(
+            embed_set, model, folder, audio.sample_rate, audio.clip_seconds,
+            config.batch_size, device))
         tracks = pool_tracks(data["clips"], data["clip_track"], len(data["track_ids"]),
                              config.pooling)
-        languages = sorted(set(data["caption_language"]))
-        per_language = {}
-        for language in languages:
-            mask = torch.tensor([lang == language for lang in data["caption_language"]])
-            per_language[language] = subset_metrics(
-                tracks, data["text"][mask], data["caption_track"][mask], config.subsets,
-                config.subset_size, config.seed)
+        per_language = _per_language(data, tracks, config)
         _save_ranks(data, tracks, config, cache.parent / "ranks.npz")
         report["sets"][name] = {"path": str(folder), "tracks": len(data["track_ids"]),
                                 "clips": len(data["clip_track"]),
@@ -230,20 +218,56 @@ def evaluate(config: EvalConfig) -> dict:
                                 "checkpoint_sha256": checkpoint_sha[:16],
                                 "protocol": report["protocol"], "languages": per_language}
     for other in config.compare:
-        # the other run under the same protocol, so both rank the same queries and subsets
-        evaluate(dataclasses.replace(config, run=other, compare=()))
-        report.setdefault("comparisons", {})[str(other)] = {
-            name: {language: paired_runs([config.run], [other], name, language,
+        report.setdefault("comparisons", {})[str(other)] = _compare(config, other, report)
+    _write_report(report, Path(config.run) / "eval")
+    return report
+
+
+def _set_name(folder: Path) -> tuple[str, Path]:
+    """The eval set's name (its manifest's, else the folder's) and its manifest path."""
+    manifest = folder / "manifest.json"
+    name = json.loads(manifest.read_text()).get("name", folder.name) \
+        if manifest.exists() else folder.name
+    return name, manifest
+
+
+def _cached_embeddings(cache: Path, key: dict, embed) -> dict:
+    """The set's embeddings from `cache` when its key (checkpoint, set files, clip
+    length) matches, else from `embed()`, then cached."""
+    cached = torch.load(cache, weights_only=True) if cache.exists() else None
+    if cached is not None and cached.get("key") == key:
+        return cached["data"]
+    data = embed()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "data": data}, cache)
+    return data
+
+
+def _per_language(data: dict, tracks: torch.Tensor, config: EvalConfig) -> dict:
+    per_language = {}
+    for language in sorted(set(data["caption_language"])):
+        mask = torch.tensor([lang == language for lang in data["caption_language"]])
+        per_language[language] = subset_metrics(
+            tracks, data["text"][mask], data["caption_track"][mask], config.subsets,
+            config.subset_size, config.seed)
+    return per_language
+
+
+def _compare(config: EvalConfig, other: Path, report: dict) -> dict:
+    # the other run under the same protocol, so both rank the same queries and subsets
+    evaluate(dataclasses.replace(config, run=other, compare=()))
+    return {name: {language: paired_runs([config.run], [other], name, language,
                                          config.replicates)
                    for language in entry["languages"]}
             for name, entry in report["sets"].items()}
-    out = Path(config.run) / "eval"
+
+
+def _write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report["sets"] = {**_earlier_sets(out / "report.json"), **report["sets"]}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(render(report))
     plot(report, out)
-    return report
 
 
 def _earlier_sets(path: Path) -> dict:

@@ -182,10 +182,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     schema = views_schema(config.categories)
     stats = CaptionStats()
     engine: Engine | None = None
-    per_track = (config.drop.n_views + config.drop.full_view) * len(config.languages)
-    rows_in_catalog = count_rows(config.catalog)
-    total = None if rows_in_catalog is None else \
-        per_track * len(range(config.rank, rows_in_catalog, config.world_size))
+    per_track, total = _views_expected(config)
     session = _EngineSession(engine_factory, config, stats)
     with session, tqdm(total=total, desc="captions", unit="view", file=sys.stderr) as bar:
         for index, chunk in enumerate(_my_chunks(config, stats)):
@@ -193,14 +190,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
             stats.chunks += 1
             if total is not None and stats.test_skipped:  # rows counted that are not ours
                 bar.total = total - per_track * (stats.test_skipped // config.world_size)
-            planned = [
-                _Planned(track, view_id, language, tags,
-                         identity.key(track.track_id, view_id, language, tags))
-                for track in chunk
-                for view_id, tags in enumerate(plan_views(track.track_id, track.tags,
-                                                          config.drop))
-                for language in config.languages
-            ]
+            planned = _plan_chunk(chunk, config, identity)
             stats.views_planned += len(planned)
             path = chunk_path(out, config.rank, config.world_size, index)
             existing = _existing_rows(path, schema)
@@ -213,23 +203,9 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
             if engine is None:
                 engine = session.start()
             bar.update(len(planned) - len(todo))
-            new_rows: dict[str, View] = {}
-            for start in range(0, len(todo), config.batch_requests):
-                batch = todo[start:start + config.batch_requests]
-                new_rows.update(_generate(engine, batch, template, config, stats, banned))
-                bar.update(len(batch))
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                stats.peak_rss_mb = _peak_rss_mb(engine)
-                bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
-                                tok_s=f"{stats.completion_tokens / elapsed:.1f}",
-                                failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
-            rows = []
-            for p in planned:
-                if p.key in existing:
-                    rows.append(existing[p.key])
-                    stats.views_reused += 1
-                elif p.key in new_rows:
-                    rows.append(new_rows[p.key])
+            new_rows = _generate_batches(engine, todo, template, config, stats, banned,
+                                         bar, started)
+            rows = _merge_rows(planned, existing, new_rows, stats)
             with atomic_path(path) as tmp:
                 pq.write_table(records_to_table(rows, schema), tmp)
         bar.total = bar.n  # tracks with few tag subsets plan fewer views than the estimate
@@ -243,6 +219,60 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     stats.seconds = round(time.perf_counter() - started, 3)
     _write_stats(out, config, identity, stats)
     return stats
+
+
+def _views_expected(config: CaptionsConfig) -> tuple[int, int | None]:
+    """Views planned per track, and this rank's total for the progress bar (None when
+    the catalog's rows cannot be counted without reading it)."""
+    per_track = (config.drop.n_views + config.drop.full_view) * len(config.languages)
+    rows_in_catalog = count_rows(config.catalog)
+    total = None if rows_in_catalog is None else \
+        per_track * len(range(config.rank, rows_in_catalog, config.world_size))
+    return per_track, total
+
+
+def _plan_chunk(chunk: list[Track], config: CaptionsConfig,
+                identity: _Identity) -> list[_Planned]:
+    return [
+        _Planned(track, view_id, language, tags,
+                 identity.key(track.track_id, view_id, language, tags))
+        for track in chunk
+        for view_id, tags in enumerate(plan_views(track.track_id, track.tags, config.drop))
+        for language in config.languages
+    ]
+
+
+def _generate_batches(engine: Engine, todo: list[_Planned], template: Template,
+                      config: CaptionsConfig, stats: CaptionStats,
+                      banned: BannedWords | None, bar: tqdm,
+                      started: float) -> dict[str, View]:
+    """Generates a chunk's missing views in batches of `batch_requests`, so the
+    progress bar and its rates move while a large chunk is under way."""
+    new_rows: dict[str, View] = {}
+    for start in range(0, len(todo), config.batch_requests):
+        batch = todo[start:start + config.batch_requests]
+        new_rows.update(_generate(engine, batch, template, config, stats, banned))
+        bar.update(len(batch))
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        stats.peak_rss_mb = _peak_rss_mb(engine)
+        bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
+                        tok_s=f"{stats.completion_tokens / elapsed:.1f}",
+                        failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
+    return new_rows
+
+
+def _merge_rows(planned: list[_Planned], existing: dict[str, View],
+                new_rows: dict[str, View], stats: CaptionStats) -> list[View]:
+    """The chunk's rows in plan order, each kept from the file or freshly generated; a
+    view whose request failed has neither and is left out, for the next run to retry."""
+    rows = []
+    for p in planned:
+        if p.key in existing:
+            rows.append(existing[p.key])
+            stats.views_reused += 1
+        elif p.key in new_rows:
+            rows.append(new_rows[p.key])
+    return rows
 
 
 class _EngineSession:
