@@ -37,7 +37,8 @@ def test_shards_index_holds_every_track_with_pooled_clip_embeddings(demo_indexes
     assert manifest["complete"] and len(manifest["parts"]) == sum(1 for n in sizes.values() if n)
     tracks = pq.read_table(index / "tracks").to_pylist()
     clips = pq.read_table(index / "clips").to_pylist()
-    assert manifest["tracks"] == len(tracks) == 40 and manifest["clips"] == len(clips)
+    # the demo's 32 train/valid tracks: its 8 test tracks are never captioned or sharded
+    assert manifest["tracks"] == len(tracks) == 32 and manifest["clips"] == len(clips)
     # 2 s shard clips and a 1.5 s model input: one window per clip, two clips per track
     assert all(t["clips"] == 2 for t in tracks)
     first = tracks[0]
@@ -97,17 +98,18 @@ def test_a_killed_embed_resumes_to_the_bytes_of_an_uninterrupted_run(trained_run
 def test_embed_refuses_other_settings_and_runs_without_checkpoints(trained_runs, demo_shards,
                                                                    tmp_path):
     out = tmp_path / "index"
-    embed(EmbedConfig(run=trained_runs[0], out=out, shards=demo_shards, splits=("test",),
+    # the demo's test tracks are never captioned, so its shards hold train and valid only
+    embed(EmbedConfig(run=trained_runs[0], out=out, shards=demo_shards, splits=("valid",),
                       device="cpu"))
     with pytest.raises(ValueError, match="other settings; pass --overwrite"):
         embed(EmbedConfig(run=trained_runs[0], out=out, shards=demo_shards,
-                          splits=("valid",), device="cpu"))
+                          splits=("train",), device="cpu"))
     with pytest.raises(ValueError, match="another model"):
         embed(EmbedConfig(run=trained_runs[1], out=out, shards=demo_shards,
-                          splits=("test",), device="cpu"))
+                          splits=("valid",), device="cpu"))
     stats = embed(EmbedConfig(run=trained_runs[1], out=out, shards=demo_shards,
-                              splits=("valid",), device="cpu", overwrite=True))
-    assert not list((out / "tracks").glob("test-*"))
+                              splits=("train",), device="cpu", overwrite=True))
+    assert not list((out / "tracks").glob("valid-*"))
     assert stats.tracks == json.loads((out / "manifest.json").read_text())["tracks"]
 
     bare = tmp_path / "bare_run"
