@@ -107,7 +107,8 @@ def main() -> None:
                 "kept_share": round(kept / max(stats.views_generated, 1), 3),
                 "kept_per_llm_second": round(kept / timed.seconds, 3),
                 "tag_recall_all": round(recall(work / mode / "views", dictionary), 3),
-                "tag_recall_kept": round(recall(work / mode / "curated" / "curated", dictionary), 3),
+                "tag_recall_kept": round(recall(work / mode / "curated" / "curated",
+                                                dictionary), 3),
                 "hallucination_rejects": curated.by_rule.get("hallucination", 0),
                 "rejected_by_rule": {k: v for k, v in curated.by_rule.items() if v}}
     on, off = results["on"], results["off"]
