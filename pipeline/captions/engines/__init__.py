@@ -17,26 +17,29 @@ from schemas.config import Config, setting
 class EngineSpec:
     """A row of the engine table: where its class is, what it is, which languages it
     writes (None: every language of schemas/languages, as an LLM is asked for it by
-    name) and whether it runs a model (`--model`, `--revision`)."""
+    name), whether it runs a model (`--model`, `--revision`) and how many requests a
+    worker process serves when `recycle_requests` is unset (0: no worker)."""
 
     target: str                             # "module:Class"; imported only when made
     help: str
     languages: tuple[str, ...] | None = None
     uses_model: bool = True
+    recycle_requests: int = 0
 
 
+# Requests per vLLM worker process: on CPU (~6 views/s with SmolLM2) a worker lives about
+# 15 minutes against ~15 s to start one (issue 17). The other engines hold nothing that
+# grows, and a pipe would cost the template engine most of its speed.
+RECYCLE_VLLM = 5000
 ENGINES: dict[str, EngineSpec] = {
     "vllm": EngineSpec("pipeline.captions.engines.vllm_engine:VllmEngine",
-                       "offline batch generation (vLLM)"),
+                       "offline batch generation (vLLM)", recycle_requests=RECYCLE_VLLM),
     "openai": EngineSpec("pipeline.captions.engines.openai_engine:OpenAIEngine",
                          "an OpenAI-compatible server"),
     "template": EngineSpec("pipeline.captions.engines.template:TemplateEngine",
                            "rule-based, no model", languages=("en", "de", "fr", "es", "it"),
                            uses_model=False),
 }
-# Requests per vLLM worker process: on CPU (~6 views/s with SmolLM2) a worker lives about
-# 15 minutes against ~15 s to start one (issue 17).
-RECYCLE_VLLM = 5000
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ class EngineConfig(Config):
         """Requests per worker process; 0 runs the engine in the calling process."""
         if self.recycle_requests is not None:
             return self.recycle_requests
-        return RECYCLE_VLLM if self.engine == "vllm" else 0
+        return self.spec.recycle_requests
 
     @property
     def spec(self) -> EngineSpec:
