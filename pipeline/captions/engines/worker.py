@@ -27,7 +27,7 @@ from pipeline.captions.memory import peak_resident_mb
 
 # A worker serves at least this many times as long as it took to start (spawn, imports,
 # model load) before it is replaced, so replacements cost at most ~5% of the run
-# whatever the device: on a GPU, 5,000 requests may take less time than a model load.
+# whatever the device: on a GPU, 2,500 requests may take less time than a model load.
 MIN_LIFE_PER_START = 20.0
 _POLL_S = 0.5
 
