@@ -121,7 +121,8 @@ def recording_engine(progress: Path, config, cache_dir) -> Recording:
     return Recording(make_engine(config, cache_dir), progress)
 
 
-def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, progress: Path) -> None:
+def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, batch_requests: int,
+          progress: Path) -> None:
     """Run the stage with the mode's engine settings (the shipped defaults for `vllm`)."""
     from pipeline.captions.engines import EngineConfig, VllmSettings
     from pipeline.captions.plan import DropConfig
@@ -132,19 +133,21 @@ def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, progress: Path
                                             vllm=VllmSettings(trim_memory=False))}
     engine = engines.get(mode, EngineConfig())
     config = CaptionsConfig(catalog=catalog, out=out, chunk_tracks=chunk_tracks,
+                            batch_requests=batch_requests,
                             drop=DropConfig(n_views=VIEWS_PER_TRACK), engine=engine)
     stats = run(config, engine_factory=functools.partial(recording_engine, progress))
     print(json.dumps({"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb,
                       "recycle_requests": engine.recycle_after}))
 
 
-def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: int) -> dict:
+def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: int,
+            batch_requests: int) -> dict:
     env = dict(os.environ)
     if mode == "vllm-tcmalloc":
         env["LD_PRELOAD"] = tcmalloc_library()  # inherited by the engine's workers
     progress = out.with_suffix(".progress")
     command = [sys.executable, __file__, "--child", str(catalog), str(out), mode,
-               str(chunk_tracks), str(progress)]
+               str(chunk_tracks), str(batch_requests), str(progress)]
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
@@ -258,11 +261,14 @@ def main() -> None:
     parser.add_argument("--chunk-tracks", type=int, default=128,
                         help="the stage's chunk size (its default); the two shorter modes "
                         "and the throughput comparison cover the first two chunks")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-requests", type=int, default=256,
+                        help="requests per engine call (the stage's default)")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        catalog, out, mode, chunk_tracks, progress = args.child
-        child(Path(catalog), Path(out), mode, int(chunk_tracks), Path(progress))
+        catalog, out, mode, chunk_tracks, batch_requests, progress = args.child
+        child(Path(catalog), Path(out), mode, int(chunk_tracks), int(batch_requests),
+              Path(progress))
         return
 
     chosen = args.modes.split(",")
@@ -284,7 +290,8 @@ def main() -> None:
                 make_catalog(catalog, views_of[mode] // VIEWS_PER_TRACK)
             # the template engine writes 10,000 views in about a second
             period = 0.01 if mode == "template" else args.sample_s
-            results[mode] = measure(mode, catalog, tmp / mode, period, args.chunk_tracks)
+            results[mode] = measure(mode, catalog, tmp / mode, period, args.chunk_tracks,
+                                    args.batch_requests)
             brief = {k: v for k, v in results[mode].items() if not isinstance(v, (list, dict))}
             print(f"{mode}: {json.dumps(brief)}", file=sys.stderr)
         differing = {mode: differing_rows(tmp / "vllm-no-trim", tmp / mode, 2)
