@@ -181,7 +181,6 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
     _check_layout(out, config)
     schema = views_schema(config.categories)
     stats = CaptionStats()
-    engine: Engine | None = None
     per_track, total = _views_expected(config)
     session = _EngineSession(engine_factory, config, stats)
     with session, tqdm(total=total, desc="captions", unit="view", file=sys.stderr) as bar:
@@ -200,11 +199,9 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                 stats.views_reused += len(planned)
                 bar.update(len(planned))
                 continue
-            if engine is None:
-                engine = session.start()
             bar.update(len(planned) - len(todo))
-            new_rows = _generate_batches(engine, todo, template, config, stats, banned,
-                                         bar, started)
+            new_rows = _generate_batches(session.engine(), todo, template, config, stats,
+                                         banned, bar, started)
             rows = _merge_rows(planned, existing, new_rows, stats)
             with atomic_path(path) as tmp:
                 pq.write_table(records_to_table(rows, schema), tmp)
@@ -215,7 +212,7 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                          f"({stats.catalog_rejects} rejected rows, {stats.test_skipped} "
                          "test-split tracks skipped: --include-test captions them)")
     _remove_stale_chunks(out, config, stats.chunks)
-    stats.peak_rss_mb = _peak_rss_mb(engine)
+    stats.peak_rss_mb = _peak_rss_mb(session.started)
     stats.seconds = round(time.perf_counter() - started, 3)
     _write_stats(out, config, identity, stats)
     return stats
@@ -276,31 +273,30 @@ def _merge_rows(planned: list[_Planned], existing: dict[str, View],
 
 
 class _EngineSession:
-    """Starts the engine when a chunk first needs it, in a worker process replaced every
-    `recycle_after` requests where the settings ask for one (by default for vllm only:
-    the openai and template engines hold nothing that grows, and the template engine's
-    20,000 views/s would mostly go to the pipe); ends that worker with the run, and
-    turns its death into an error that says what is kept."""
+    """Starts the engine when a chunk first needs it (`engine()`), in a worker process
+    replaced every `recycle_after` requests where the settings ask for one (by default
+    for vllm only: the openai and template engines hold nothing that grows, and the
+    template engine's 20,000 views/s would mostly go to the pipe); ends that worker with
+    the run, and turns its death into an error that says what is kept."""
 
     def __init__(self, factory, config: CaptionsConfig, stats: CaptionStats):
         self.factory, self.config, self.stats = factory, config, stats
-        self.engine: Engine | None = None
+        self.started: Engine | None = None
 
-    def start(self) -> Engine:
-        engine = self.config.engine
-        if engine.recycle_after:
-            self.engine = WorkerEngine(self.factory, engine, self.config.cache_dir,
-                                       engine.recycle_after)
-        else:
-            self.engine = self.factory(engine, self.config.cache_dir)
-        return self.engine
+    def engine(self) -> Engine:
+        if self.started is None:
+            engine = self.config.engine
+            self.started = (WorkerEngine(self.factory, engine, self.config.cache_dir,
+                                         engine.recycle_after) if engine.recycle_after
+                            else self.factory(engine, self.config.cache_dir))
+        return self.started
 
     def __enter__(self) -> _EngineSession:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        if isinstance(self.engine, WorkerEngine):
-            self.engine.close()
+        if isinstance(self.started, WorkerEngine):
+            self.started.close()
         if isinstance(error, EngineWorkerDied):
             advice = (" (if it ran out of memory: with a smaller --recycle-requests or "
                       "--batch-requests)" if error.killed else "")
