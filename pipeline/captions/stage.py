@@ -137,12 +137,13 @@ class _Identity:
 
     def __init__(self, config: CaptionsConfig, template: Template,
                  banned: BannedWords | None):
-        if not config.engine.spec.uses_model:
-            self.engine, self.model_id, self.revision = config.engine.engine, "rules", "1"
-        else:
-            self.engine = config.engine.engine
+        self.engine = config.engine.engine
+        if config.engine.spec.uses_model:
             self.model_id, self.revision = model_identity(config.engine.model,
                                                           config.engine.revision)
+        else:  # its rules are its model: the class says which version
+            engine = config.engine.spec.engine_class()
+            self.model_id, self.revision = engine.model_id, engine.model_revision
         self.template = template
         self.sampling = _sampling_json(config, banned)
         self.seed = config.drop.seed

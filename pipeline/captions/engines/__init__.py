@@ -26,11 +26,16 @@ class EngineSpec:
     uses_model: bool = True
     recycle_requests: int = 0
 
+    def engine_class(self) -> type:
+        """The engine's class, its module imported now."""
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
 
 # Requests per vLLM worker process: on CPU (~6 views/s with SmolLM2) a worker lives about
 # 7 minutes against ~13 s to start one, and its RSS peaks ~0.7 GB lower than over 5,000
-# requests (issue 17). The other engines hold nothing that
-# grows, and a pipe would cost the template engine most of its speed.
+# requests (issue 17). The other engines hold nothing that grows, and a pipe would cost
+# the template engine most of its speed.
 RECYCLE_VLLM = 2500
 ENGINES: dict[str, EngineSpec] = {
     "vllm": EngineSpec("pipeline.captions.engines.vllm_engine:VllmEngine",
@@ -166,5 +171,4 @@ class EngineConfig(Config):
 
 def make_engine(config: EngineConfig, cache_dir) -> Engine:
     """The configured engine: its table row's class, built from this config."""
-    module, _, name = config.spec.target.partition(":")
-    return getattr(importlib.import_module(module), name).from_config(config, cache_dir)
+    return config.spec.engine_class().from_config(config, cache_dir)
