@@ -177,8 +177,7 @@ def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: 
     bounds = readies[1:] + [float("inf")]
     worker_peaks = [round(max((r for t, _, r in samples if begin <= t < end), default=0))
                     for begin, end in zip(readies, bounds, strict=True)]
-    # a replacement's cost: from the batch before it to the new worker's first batch
-    # start, against a batch's usual length
+    # a replacement's cost: from the end of the batch before it to the new worker ready
     restarts = [ready - max(t for _, t, _ in batches if t < ready) for ready in readies[1:]]
     return {
         "views": result["views"], "wall_s": round(time.monotonic() - started, 1),
