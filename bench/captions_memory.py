@@ -122,8 +122,9 @@ def recording_engine(progress: Path, config, cache_dir) -> Recording:
 
 
 def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, batch_requests: int,
-          progress: Path) -> None:
-    """Run the stage with the mode's engine settings (the shipped defaults for `vllm`)."""
+          progress: Path, recycle_requests: int | None) -> None:
+    """Run the stage with the mode's engine settings (the shipped defaults for `vllm`,
+    unless given `recycle_requests`)."""
     from pipeline.captions.engines import EngineConfig, VllmSettings
     from pipeline.captions.plan import DropConfig
     from pipeline.captions.stage import CaptionsConfig, run
@@ -131,7 +132,7 @@ def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, batch_requests
     engines = {"template": EngineConfig(engine="template"),
                "vllm-no-trim": EngineConfig(engine="vllm", recycle_requests=0,
                                             vllm=VllmSettings(trim_memory=False))}
-    engine = engines.get(mode, EngineConfig())
+    engine = engines.get(mode, EngineConfig(recycle_requests=recycle_requests))
     config = CaptionsConfig(catalog=catalog, out=out, chunk_tracks=chunk_tracks,
                             batch_requests=batch_requests,
                             drop=DropConfig(n_views=VIEWS_PER_TRACK), engine=engine)
@@ -141,13 +142,14 @@ def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, batch_requests
 
 
 def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: int,
-            batch_requests: int) -> dict:
+            batch_requests: int, recycle_requests: int | None) -> dict:
     env = dict(os.environ)
     if mode == "vllm-tcmalloc":
         env["LD_PRELOAD"] = tcmalloc_library()  # inherited by the engine's workers
     progress = out.with_suffix(".progress")
     command = [sys.executable, __file__, "--child", str(catalog), str(out), mode,
-               str(chunk_tracks), str(batch_requests), str(progress)]
+               str(chunk_tracks), str(batch_requests), str(progress),
+               "" if recycle_requests is None else str(recycle_requests)]
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
@@ -262,12 +264,15 @@ def main() -> None:
                         "and the throughput comparison cover the first two chunks")
     parser.add_argument("--batch-requests", type=int, default=256,
                         help="requests per engine call (the stage's default)")
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--recycle-requests", type=int,
+                        help="requests per worker process in the vllm and vllm-tcmalloc "
+                        "modes (0: in process); default: the engine's")
+    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        catalog, out, mode, chunk_tracks, batch_requests, progress = args.child
+        catalog, out, mode, chunk_tracks, batch_requests, progress, recycle = args.child
         child(Path(catalog), Path(out), mode, int(chunk_tracks), int(batch_requests),
-              Path(progress))
+              Path(progress), int(recycle) if recycle else None)
         return
 
     chosen = args.modes.split(",")
@@ -290,7 +295,7 @@ def main() -> None:
             # the template engine writes 10,000 views in about a second
             period = 0.01 if mode == "template" else args.sample_s
             results[mode] = measure(mode, catalog, tmp / mode, period, args.chunk_tracks,
-                                    args.batch_requests)
+                                    args.batch_requests, args.recycle_requests)
             brief = {k: v for k, v in results[mode].items() if not isinstance(v, (list, dict))}
             print(f"{mode}: {json.dumps(brief)}", file=sys.stderr)
         differing = {mode: differing_rows(tmp / "vllm-no-trim", tmp / mode, 2)
