@@ -8,16 +8,18 @@ the engine writes after every batch:
   vllm           the vLLM engine as shipped (bundled SmolLM2 on CPU): in a worker process
                  replaced every `recycle_requests` requests, trimming after each batch;
                  --views views
-  vllm-no-trim   in process, with trim_memory off, i.e. the stage before issue 17, over
-                 the first two chunks (2,560 views): its slope, and the throughput baseline
-  vllm-tcmalloc  as `vllm`, with TCMalloc preloaded, over the same 2,560 views (skipped,
+  vllm-no-trim   in process, with trim_memory off, i.e. the stage before issue 17, stopped
+                 once its first two chunks (2,560 views) are on disk: its slope, and the
+                 throughput baseline
+  vllm-tcmalloc  as `vllm`, with TCMalloc preloaded, stopped as vllm-no-trim is (skipped,
                  saying so, where libtcmalloc is not installed)
   template       the rule-based engine, in process, --views views
 
 Prints, per mode, the least-squares slope of RSS against views after the first 1,000
 (goal: under 5 MB per 1,000 views for `vllm`), the slope of each batch's peak, the
 highest RSS each worker process reached, views/s over the first 2,560 views (the same
-requests, seeds and batches in every vLLM mode) and over the whole run (worker
+requests, seeds and batches in every vLLM mode: faithful decoding's banned words depend
+on the whole catalog, so every mode reads the same one) and over the whole run (worker
 replacements included; goal: `vllm` within 5% of `vllm-no-trim`), and which rows of
 the first 2,560 views differ from vllm-no-trim's.
 """
@@ -31,6 +33,7 @@ import glob
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,28 +124,39 @@ def recording_engine(progress: Path, config, cache_dir) -> Recording:
     return Recording(make_engine(config, cache_dir), progress)
 
 
-def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, batch_requests: int,
-          progress: Path, recycle_requests: int | None) -> None:
-    """Run the stage with the mode's engine settings (the shipped defaults for `vllm`,
-    unless given `recycle_requests`)."""
+def engine_config(mode: str, recycle_requests: int | None):
+    """The mode's engine settings: the shipped defaults for `vllm`, unless given
+    `recycle_requests`."""
     from pipeline.captions.engines import EngineConfig, VllmSettings
-    from pipeline.captions.plan import DropConfig
-    from pipeline.captions.stage import CaptionsConfig, run
 
     engines = {"template": EngineConfig(engine="template"),
                "vllm-no-trim": EngineConfig(engine="vllm", recycle_requests=0,
                                             vllm=VllmSettings(trim_memory=False))}
-    engine = engines.get(mode, EngineConfig(recycle_requests=recycle_requests))
+    return engines.get(mode, EngineConfig(recycle_requests=recycle_requests))
+
+
+def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, batch_requests: int,
+          progress: Path, recycle_requests: int | None) -> None:
+    from pipeline.captions.plan import DropConfig
+    from pipeline.captions.stage import CaptionsConfig, run
+
     config = CaptionsConfig(catalog=catalog, out=out, chunk_tracks=chunk_tracks,
-                            batch_requests=batch_requests,
-                            drop=DropConfig(n_views=VIEWS_PER_TRACK), engine=engine)
+                            batch_requests=batch_requests, drop=DropConfig(
+                                n_views=VIEWS_PER_TRACK),
+                            engine=engine_config(mode, recycle_requests))
     stats = run(config, engine_factory=functools.partial(recording_engine, progress))
-    print(json.dumps({"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb,
-                      "recycle_requests": engine.recycle_after}))
+    print(json.dumps({"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb}))
+
+
+def first_chunk_file(out: Path, chunk: int) -> Path:
+    from pipeline.captions.stage import chunk_path
+
+    return chunk_path(out, 0, 1, chunk)
 
 
 def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: int,
-            batch_requests: int, recycle_requests: int | None) -> dict:
+            batch_requests: int, recycle_requests: int | None,
+            stop_after_chunks: int | None) -> dict:
     env = dict(os.environ)
     if mode == "vllm-tcmalloc":
         env["LD_PRELOAD"] = tcmalloc_library()  # inherited by the engine's workers
@@ -151,18 +165,27 @@ def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: 
                str(chunk_tracks), str(batch_requests), str(progress),
                "" if recycle_requests is None else str(recycle_requests)]
     started = time.monotonic()
+    # its own session, so that stopping it stops its engine worker too
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
+                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    last_chunk = first_chunk_file(out, stop_after_chunks - 1) if stop_after_chunks else None
     samples = []  # (time, views done, RSS MB)
     while process.poll() is None:
         views = _views_done(progress)
         rss = tree_rss_mb(process.pid)
         if rss and views is not None:
             samples.append((time.monotonic(), views, rss))
+        if last_chunk and last_chunk.exists():
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            break
         time.sleep(sample_s)
-    if process.returncode:
+    if last_chunk and last_chunk.exists():
+        result = {"views": _views_done(progress), "peak_rss_mb": None}
+    elif process.returncode:
         raise SystemExit(f"{mode}: the stage exited with {process.returncode}")
-    result = json.loads(process.stdout.read().strip().splitlines()[-1])
+    else:
+        result = json.loads(process.stdout.read().strip().splitlines()[-1])
     marks = [line.split() for line in progress.read_text().splitlines()]
     readies = [float(m[2]) for m in marks if m[0] == "ready"]
     batches = [(int(m[1]), float(m[2]), [float(x) for x in m[3:]])
@@ -183,7 +206,8 @@ def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: 
     restarts = [ready - max(t for _, t, _ in batches if t < ready) for ready in readies[1:]]
     return {
         "views": result["views"], "wall_s": round(time.monotonic() - started, 1),
-        "recycle_requests": result["recycle_requests"], "workers": len(readies),
+        "recycle_requests": engine_config(mode, recycle_requests).recycle_after,
+        "workers": len(readies),
         "model_load_s": round(readies[0] - started, 1),
         "restart_s": [round(r, 1) for r in restarts],
         "views_per_s": round(compare / (at[compare] - readies[0]), 3),
@@ -238,8 +262,8 @@ def differing_rows(a: Path, b: Path, chunks: int) -> list[str]:
 
     found = []
     for chunk in range(chunks):
-        name = f"views-r00000-of00001-{chunk:06d}.parquet"
-        left, right = pq.read_table(a / name).to_pylist(), pq.read_table(b / name).to_pylist()
+        left = pq.read_table(first_chunk_file(a, chunk)).to_pylist()
+        right = pq.read_table(first_chunk_file(b, chunk)).to_pylist()
         if len(left) != len(right):
             found.append(f"{chunk}: {len(left)} rows against {len(right)}")
             continue
@@ -279,23 +303,22 @@ def main() -> None:
     if unknown := set(chosen) - set(MODES):
         parser.error(f"--modes: unknown {sorted(unknown)}; known: {', '.join(MODES)}")
     compare = 2 * args.chunk_tracks * VIEWS_PER_TRACK
-    views_of = {"vllm-no-trim": compare, "vllm-tcmalloc": compare,
-                "vllm": args.views, "template": args.views}
+    short = {"vllm-no-trim", "vllm-tcmalloc"}  # stopped after two chunks
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        catalog = tmp / "catalog.jsonl"
+        make_catalog(catalog, args.views // VIEWS_PER_TRACK)
         for mode in (m for m in MODES if m in chosen):
             if mode == "vllm-tcmalloc" and tcmalloc_library() is None:
                 print("vllm-tcmalloc: skipped, no libtcmalloc (Debian: apt-get install "
                       "libtcmalloc-minimal4)", file=sys.stderr)
                 continue
-            catalog = tmp / f"catalog-{views_of[mode]}.jsonl"
-            if not catalog.exists():
-                make_catalog(catalog, views_of[mode] // VIEWS_PER_TRACK)
             # the template engine writes 10,000 views in about a second
             period = 0.01 if mode == "template" else args.sample_s
             results[mode] = measure(mode, catalog, tmp / mode, period, args.chunk_tracks,
-                                    args.batch_requests, args.recycle_requests)
+                                    args.batch_requests, args.recycle_requests,
+                                    2 if mode in short else None)
             brief = {k: v for k, v in results[mode].items() if not isinstance(v, (list, dict))}
             print(f"{mode}: {json.dumps(brief)}", file=sys.stderr)
         differing = {mode: differing_rows(tmp / "vllm-no-trim", tmp / mode, 2)

@@ -104,11 +104,12 @@ class VllmSettings(Config):
     tensor_parallel_size: int = setting(1, help="GPUs per model (vllm).")
     dtype: str = setting("auto", help="Model dtype (vllm); auto = float32 on CPU.")
     max_model_len: int = setting(2048, help="Context length in tokens (vllm).")
-    trim_memory: bool = setting(True, help="After each batch, hand the pages the C "
-                                "allocator holds free back to the system (glibc "
-                                "malloc_trim; vllm). Without it the in-process vLLM engine "
-                                "on CPU gains about 0.45 MB of RSS per view, memory it has "
-                                "already freed.")
+    trim_memory: bool = setting(True, help="Hand the pages the C allocator holds free "
+                                "back to the system (glibc malloc_trim; vllm): during a "
+                                "batch whenever RSS has risen 256 MB since the last trim, "
+                                "and after it. Without it the vLLM engine on CPU gains "
+                                "about 0.45 MB of RSS per view, memory it has already "
+                                "freed.")
 
     def check(self) -> list[str]:
         return [] if self.tensor_parallel_size >= 1 else ["tensor_parallel_size must be >= 1"]
