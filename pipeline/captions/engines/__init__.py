@@ -33,9 +33,10 @@ class EngineSpec:
 
 
 # Requests per vLLM worker process: on CPU (~6 views/s with SmolLM2) a worker lives about
-# 7 minutes against ~13 s to start one, and its RSS peaks ~0.7 GB lower than over 5,000
-# requests (issue 17). The other engines hold nothing that grows, and a pipe would cost
-# the template engine most of its speed.
+# 7 minutes against ~13 s to start one. With trimming, one process held its peak as low
+# but its batches ran ~5% slower after 4,000 views; a fresh worker starts clean (issue
+# 17). The other engines hold nothing that grows, and a pipe would cost the template
+# engine most of its speed.
 RECYCLE_VLLM = 2500
 ENGINES: dict[str, EngineSpec] = {
     "vllm": EngineSpec("pipeline.captions.engines.vllm_engine:VllmEngine",
