@@ -6,8 +6,8 @@ worker processes) from /proc every second, and the views finished from a progres
 the engine writes after every batch:
 
   vllm           the vLLM engine as shipped (bundled SmolLM2 on CPU): in a worker process
-                 replaced every `recycle_requests` requests, trimming after each batch;
-                 --views views
+                 replaced every `recycle_requests` requests, trimming inside and after
+                 each batch; --views views
   vllm-no-trim   in process, with trim_memory off, i.e. the stage before issue 17, stopped
                  once its first two chunks (2,560 views) are on disk: its slope, and the
                  throughput baseline
@@ -141,8 +141,8 @@ def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, batch_requests
     from pipeline.captions.stage import CaptionsConfig, run
 
     config = CaptionsConfig(catalog=catalog, out=out, chunk_tracks=chunk_tracks,
-                            batch_requests=batch_requests, drop=DropConfig(
-                                n_views=VIEWS_PER_TRACK),
+                            batch_requests=batch_requests,
+                            drop=DropConfig(n_views=VIEWS_PER_TRACK),
                             engine=engine_config(mode, recycle_requests))
     stats = run(config, engine_factory=functools.partial(recording_engine, progress))
     print(json.dumps({"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb}))

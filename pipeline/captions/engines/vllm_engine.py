@@ -13,7 +13,8 @@ from pipeline.captions.models import resolve_model
 
 # How far RSS may rise inside a batch before freed buffers are handed back. On CPU a
 # trim takes ~40 ms and 256 MB comes back 15-25 times per 256-request batch (~45 s):
-# peaks stayed within ~0.6 GB of the RSS between batches at 0.97x the speed (issue 17).
+# peaks stayed within ~0.7 GB of the RSS between batches at 0.98x the untrimmed speed
+# (issue 17).
 TRIM_HEADROOM_MB = 256
 
 
