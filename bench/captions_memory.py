@@ -42,6 +42,8 @@ from pathlib import Path
 
 from curate import tree_rss_mb
 
+from pipeline.captions.memory import resident_mb
+
 VIEWS_PER_TRACK = 10
 # The warm-up. Here oneDNN's primitive caches keep filling until ~1,500 views
 # (+0.3 GB of live allocations, then flat), so slopes are also given after 2,000.
@@ -110,8 +112,7 @@ class Recording:
         results = self.inner.generate(requests, sampling)
         self.views += len(requests)
         heap = glibc_heap_mb() or (-1, -1)
-        rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf(
-            "SC_PAGE_SIZE") / 2**20  # after the engine's trim, if it trims
+        rss = resident_mb()  # after the engine's trim, if it trims
         self._log(f"batch {self.views} {time.monotonic()} {heap[0]:.1f} {heap[1]:.1f} "
                   f"{rss:.1f}")
         return results
@@ -170,6 +171,7 @@ def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: 
                                stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     last_chunk = first_chunk_file(out, stop_after_chunks - 1) if stop_after_chunks else None
     samples = []  # (time, views done, RSS MB)
+    stopped = False
     while process.poll() is None:
         views = _views_done(progress)
         rss = tree_rss_mb(process.pid)
@@ -178,9 +180,10 @@ def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: 
         if last_chunk and last_chunk.exists():
             os.killpg(process.pid, signal.SIGTERM)
             process.wait()
+            stopped = True
             break
         time.sleep(sample_s)
-    if last_chunk and last_chunk.exists():
+    if stopped:
         result = {"views": _views_done(progress), "peak_rss_mb": None}
     elif process.returncode:
         raise SystemExit(f"{mode}: the stage exited with {process.returncode}")
