@@ -55,19 +55,22 @@ def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: DuetMC, optimizer, device) -> State:
-    """Weights, optimizer and random generators back as they were saved; the progress."""
+def load_checkpoint(path: Path, model: DuetMC, optimizer) -> State:
+    """Weights, optimizer and random generators back as they were saved; the progress.
+    The weights and the optimizer's state go to the device the model is on."""
     if not path.exists():
         raise ValueError(f"nothing to resume: {path} does not exist")
-    body = _load_weights(path, model, device)
-    optimizer.load_state_dict(body["optimizer"])
+    body = _load_weights(path, model)
+    optimizer.load_state_dict(body["optimizer"])  # moves each state to its parameter
     rng = body["rng"]
     random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
     torch.set_rng_state(rng["torch"].cpu())
     np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32),
                          *rng["numpy"][2:]))
     if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        # one state per GPU rank 0 saw; a node with fewer GPUs restores the ones it has
+        for index, cuda_state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
     return State(**body["state"])
 
 
@@ -86,7 +89,7 @@ def load_model(run: Path, checkpoint: Path, device: str = "cpu") -> tuple[DuetMC
     """A trained model from a run folder and one of its checkpoints (for evaluation)."""
     config = load_config(Path(run) / "config.yaml")
     model = DuetMC(config.model)
-    _load_weights(checkpoint, model, device)
+    _load_weights(checkpoint, model)
     return model.to(device).eval(), config
 
 
@@ -99,9 +102,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_weights(path: Path, model: DuetMC, device) -> dict:
-    """Load a checkpoint's trainable weights; frozen encoders come from their own files."""
-    body = torch.load(path, map_location=device, weights_only=True)
+def _load_weights(path: Path, model: DuetMC) -> dict:
+    """Load a checkpoint's trainable weights into the model wherever it lives; frozen
+    encoders come from their own files. Everything is read onto the CPU first: the
+    random generators' states must stay there (numpy cannot read a GPU tensor, and
+    torch's CPU generator takes only a CPU state), and load_state_dict copies each
+    weight onto its parameter's device."""
+    body = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(body["model"], strict=False)
     trainable = set(model.trainable_state())
     if unexpected or [k for k in missing if k in trainable]:

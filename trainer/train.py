@@ -125,7 +125,7 @@ def train(config: TrainConfig, resume: bool = False) -> State:
     state = State()
     if resume:
         state = load_checkpoint(_checkpoints(config) / "last.pt", learner.model,
-                                learner.optimizer, info.device)
+                                learner.optimizer)
         state.stopped = ""
     swapper = Swapper(SwapDictionary.load(Path(config.data.shards) / "swap_dictionary.json"),
                       config.swap.categories)

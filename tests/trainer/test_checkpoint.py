@@ -55,7 +55,7 @@ def test_a_checkpoint_restores_weights_optimizer_progress_and_random_streams(tmp
     torch.manual_seed(99)
     fresh = DuetMC(config.model)
     fresh_optimizer = torch.optim.AdamW(fresh.trainable_parameters(), lr=1e-3)
-    state = load_checkpoint(path, fresh, fresh_optimizer, "cpu")
+    state = load_checkpoint(path, fresh, fresh_optimizer)
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
     assert state == State(epoch=2, step=7, best_valid_loss=1.5,
                           stopped="run.max_steps=7 reached")
@@ -66,6 +66,31 @@ def test_a_checkpoint_restores_weights_optimizer_progress_and_random_streams(tmp
     for index, moments in saved["state"].items():
         assert torch.equal(loaded["state"][index]["exp_avg"], moments["exp_avg"])
     assert not list(path.parent.glob(".*tmp*"))  # written whole, then renamed
+
+
+@pytest.mark.filterwarnings("ignore:.*to a meta parameter")  # meta holds no values
+def test_a_checkpoint_resumes_a_model_that_is_not_on_the_cpu(tmp_path):
+    """Every GPU rank resumes a model on its own device: the random generators' states
+    must come back on the CPU (numpy cannot read a GPU tensor), the weights and the
+    optimizer's moments on the model's device. `meta` stands in for a GPU: a device
+    that is not the CPU. Before the fix the load mapped everything to the model's
+    device and failed at the numpy state."""
+    config = tiny()
+    model, optimizer = trained(config)
+    path = tmp_path / "last.pt"
+    np.random.seed(5)
+    torch.manual_seed(6)
+    save_checkpoint(path, model, optimizer, State(epoch=1, step=3), config)
+    expected = (np.random.rand(), torch.rand(1))
+
+    away = DuetMC(config.model).to("meta")
+    away_optimizer = torch.optim.AdamW(away.trainable_parameters(), lr=1e-3)
+    away_optimizer.load_state_dict(optimizer.state_dict())  # moments exist to be moved
+    assert load_checkpoint(path, away, away_optimizer) == State(epoch=1, step=3)
+    assert (np.random.rand(), torch.rand(1)) == expected
+    assert all(v.device.type == "meta" for v in away.trainable_state().values())
+    moments = away_optimizer.state_dict()["state"][0]
+    assert moments["exp_avg"].device.type == "meta"
 
 
 def test_a_run_folder_loads_for_evaluation_and_names_its_checkpoint(tmp_path):
@@ -96,6 +121,6 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     save_checkpoint(path, model, optimizer, State(), config)
     bigger = DuetMC(tiny("model.layers=2").model)
     with pytest.raises(ValueError, match=r"last.pt does not fit this model .*model config"):
-        load_checkpoint(path, bigger, torch.optim.AdamW(bigger.trainable_parameters()), "cpu")
+        load_checkpoint(path, bigger, torch.optim.AdamW(bigger.trainable_parameters()))
     with pytest.raises(ValueError, match="nothing to resume"):
-        load_checkpoint(tmp_path / "missing.pt", model, optimizer, "cpu")
+        load_checkpoint(tmp_path / "missing.pt", model, optimizer)
