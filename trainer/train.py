@@ -53,6 +53,11 @@ class Learner:
     def wrap(cls, model: DuetMC, optimizer: torch.optim.Optimizer, info: Dist) -> Learner:
         if info.world == 1:
             return cls(model, optimizer, model)
+        if info.device.type == "cuda":
+            # BatchNorm (HTS-AT) normalises by the whole global batch, as one GPU of
+            # the same batch would; SyncBatchNorm runs on GPUs only, so a CPU (gloo) run
+            # keeps per-process statistics
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         # frozen encoders have requires_grad=False: DDP neither syncs nor stores them.
         # find_unused_parameters stays off: every trainable parameter takes part in
         # every forward (one forward for audio, captions and hard negatives)
@@ -110,9 +115,14 @@ def steps_per_epoch(config: TrainConfig, world: int) -> int:
     return samples // per_step
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """optim.precision bf16, or auto on a GPU."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def autocast_for(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
-    """bf16 autocast for optim.precision bf16, and for auto on a GPU; otherwise none."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    """bf16 autocast where `uses_bf16`; otherwise none."""
+    if uses_bf16(precision, device):
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext
 
@@ -178,7 +188,9 @@ def _check_run(config: TrainConfig, resume: bool, world: int) -> int:
 
 def _new_learner(config: TrainConfig, info: Dist) -> Learner:
     """The model on this process's device, AdamW with weight decay on weights only."""
-    model = DuetMC(config.model).to(info.device)
+    model = _build_in_turns(info, lambda: DuetMC(config.model)).to(info.device)
+    if uses_bf16(config.optim.precision, info.device):
+        model.cast_frozen(torch.bfloat16)
     trainable = model.trainable_parameters()
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]  # biases, norms, the logit scale
@@ -186,6 +198,22 @@ def _new_learner(config: TrainConfig, info: Dist) -> Learner:
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=config.optim.lr)
     return Learner.wrap(model, optimizer, info)
+
+
+def _build_in_turns(info: Dist, build: Callable[[], DuetMC]) -> DuetMC:
+    """Rank 0 builds first, then each other node's first process, then the rest.
+    Loading a model that ships its own code (MERT) copies that code into a module
+    cache, not atomically: 8-32 processes copying at once into one shared cache can
+    import a half-written file. The first process of each node fills a cache local to
+    the node; rank 0 alone fills one on storage the nodes share."""
+    mine = 0 if info.rank == 0 else 1 if info.local_rank == 0 else 2
+    model = None
+    for turn in range(3):
+        if turn and info.world > 1:
+            info.barrier(f"models built (turn {turn})")
+        if turn == mine:
+            model = build()
+    return model
 
 
 def _train_loader(config: TrainConfig, info: Dist, epoch: SharedEpoch):
