@@ -142,10 +142,15 @@ def shards(config: ShardsConfig, card_dir: Path = CARD_DIR) -> None:
 
 
 @config_command(app, TrainConfig)
-def train(config: TrainConfig, overrides: list[str],
+def train(config: TrainConfig, overrides: list[str], config_file: Path | None,
           resume: bool = typer.Option(False, help="Continue the run in run.out from its "
-                                      "last checkpoint, with its saved config (plus any "
-                                      "--set and flags)."),
+                                      "last checkpoint: with its saved config (plus any "
+                                      "--set and flags), or with --config's, which must "
+                                      "then match it."),
+          accept_config_changes: bool = typer.Option(
+              False, help="With --resume: continue the run even where the settings "
+                          "differ from those it was started with (the differences are "
+                          "listed without this flag, and the run refused)."),
           card_dir: Path = CARD_DIR) -> None:
     """Train the DuET-MC dual encoder with view sampling, View Dropout and TextSwap.
 
@@ -156,12 +161,13 @@ def train(config: TrainConfig, overrides: list[str],
     from trainer.train import train as run_training
 
     _exit_on_sigterm()
-    if resume:
+    if resume and config_file is None:
         saved = config.run.out / "config.yaml"
         if not saved.exists():
             fail(f"nothing to resume: {saved} does not exist")
         config = _run(load_config, saved, overrides)
-    state = _run(run_training, config, resume=resume)
+    state = _run(run_training, config, resume=resume,
+                 accept_config_changes=accept_config_changes)
     if card_dir is not None and int(os.environ.get("RANK", 0)) == 0:
         from pipeline.card import update_card
         from trainer.train import card_facts

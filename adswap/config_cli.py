@@ -8,7 +8,8 @@ is the field's help with its default, and a flag is only an override: `--n-views
 `--set drop.n_views=4`, so the file, `--set` and flags go through one conversion and
 one validation, and every problem is reported at once. Parameters of `cmd` after
 `config` are ordinary Typer options for what is not a setting of the stage (where to
-add a data card, whether to resume).
+add a data card, whether to resume); `overrides` and `config_file`, when `cmd` names
+them, receive the --set and flag overrides and the --config file given.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def config_command(app: typer.Typer, cls, name: str | None = None):
     flags = flag_names(cls)
 
     def register(fn):
-        wants_overrides = "overrides" in inspect.signature(fn).parameters
+        wanted = inspect.signature(fn).parameters
+        wants_overrides, wants_file = "overrides" in wanted, "config_file" in wanted
         ids = {_ident(leaf): leaf for leaf in settings}
         params = [*(_setting_param(leaf, flags) for leaf in settings),
                   *_file_params(settings), *_extra_params(fn)]
@@ -99,6 +101,8 @@ def config_command(app: typer.Typer, cls, name: str | None = None):
                 fail(str(err))
             if wants_overrides:  # to load the same overrides onto another base file
                 kwargs["overrides"] = overrides
+            if wants_file:  # whether a base file was given at all
+                kwargs["config_file"] = config_file
             return fn(config, **kwargs)
 
         command.__signature__ = inspect.Signature(params)
@@ -159,12 +163,13 @@ def _file_params(settings: list[Leaf]) -> list[inspect.Parameter]:
 
 
 def _extra_params(fn) -> list[inspect.Parameter]:
-    """`fn`'s own options after `config` (but `overrides`, which the command fills)."""
+    """`fn`'s own options after `config` (but `overrides` and `config_file`, which the
+    command fills)."""
     hints = typing.get_type_hints(fn)  # the command module's string annotations
     return [p.replace(annotation=hints.get(p.name, p.annotation),
                       kind=inspect.Parameter.KEYWORD_ONLY)
             for p in list(inspect.signature(fn).parameters.values())[1:]
-            if p.name != "overrides"]
+            if p.name not in ("overrides", "config_file")]
 
 
 def _flag_overrides(kwargs: dict, ids: dict[str, Leaf]) -> list[str]:

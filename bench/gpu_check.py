@@ -312,8 +312,9 @@ def equivalence_worker(config: GpuCheckConfig, out: Path) -> None:
     from trainer.data import eval_loader
     from trainer.distributed import setup
     from trainer.model import DuetMC
+    from trainer.precision import autocast_for
     from trainer.swap import Swapper
-    from trainer.train import Learner, RunContext, autocast_for, train_step
+    from trainer.train import Learner, RunContext, train_step
 
     info = setup(config.device)
     shards = config.work / "shards"

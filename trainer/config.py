@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.catalog import DEFAULT_CATEGORIES, SPLITS, CatalogConfig, read_setting
-from schemas.config import Config, ConfigError, setting
+from schemas.config import Config, ConfigError, as_dict, setting
 from schemas.config import load_config as load
 from schemas.embeddings import DTYPES
 from schemas.languages import unknown_languages
@@ -417,6 +417,30 @@ class ExportConfig(Config):
     card: Path | None = setting(None, help="The data card (data_cards/<dataset>/README.md) "
                                 "the model card links to.")
     overwrite: bool = setting(False, help="Replace an earlier export in out.")
+
+
+# What a resumed run may change without --accept-config-changes: when it stops, logs and
+# saves, its loader processes and how long a collective waits; not what it trains.
+RESUME_MAY_CHANGE = ("run.max_steps", "run.log_every", "run.checkpoint_every",
+                     "data.workers", "dist.timeout_s")
+
+
+def config_changes(before: TrainConfig, after: TrainConfig) -> list[str]:
+    """'setting: before -> after' for every setting that differs, but those a resumed
+    run may change (RESUME_MAY_CHANGE)."""
+    old, new = _flat(as_dict(before)), _flat(as_dict(after))
+    return [f"{key}: {old.get(key)} -> {new.get(key)}" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key) and key not in RESUME_MAY_CHANGE]
+
+
+def _flat(body: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in body.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def load_config(path: Path | str | None = None, overrides=()) -> TrainConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import multiprocessing
 import random
 from collections.abc import Iterator
@@ -28,6 +29,9 @@ from webdataset.utils import pytorch_worker_info
 
 from schemas.sample import read_sample_json, tags_text
 from trainer.config import AudioConfig, DataConfig
+
+# batches each loader worker prepares ahead of the step
+PREFETCH = 4
 
 
 class SharedEpoch:
@@ -191,5 +195,29 @@ def _loader(pipeline, workers: int, pin_memory: bool = False) -> DataLoader:
     if workers == 0:
         return DataLoader(pipeline, batch_size=None, num_workers=0, pin_memory=pin_memory)
     return DataLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=True,
-                      multiprocessing_context="forkserver", prefetch_factor=4,
+                      multiprocessing_context="forkserver", prefetch_factor=PREFETCH,
                       pin_memory=pin_memory)
+
+
+def shared_memory_need(data: DataConfig, audio: AudioConfig, workers: int) -> int:
+    """Bytes of shared memory (/dev/shm) one process's training loader can hold: each
+    worker hands its batches over in shared memory, PREFETCH of them ahead, and a
+    batch is mostly its float32 audio."""
+    return PREFETCH * workers * data.batch_size * round(audio.clip_seconds *
+                                                        audio.sample_rate) * 4
+
+
+def shared_memory_problem(need: int, processes: int, free: int) -> str | None:
+    """Why the loaders of a node's `processes` processes will not fit in `free` bytes of
+    /dev/shm (a worker that finds it full dies with 'Bus error'), or None."""
+    total = need * processes
+    if total <= free:
+        return None
+    suggest = math.ceil(total * 1.25 / 2**30)  # room for what else the node keeps there
+    return (f"/dev/shm has {free / 2**30:.2f} GB free, but the loader workers of this "
+            f"node's {processes} training process(es) can hold {total / 2**30:.2f} GB of "
+            f"batches there ({PREFETCH} prefetched per worker; {need / 2**30:.2f} GB per "
+            "process); workers that find it full die with 'Bus error'. Give the "
+            f"container more shared memory (docker run --shm-size={suggest}g; "
+            "Kubernetes: an emptyDir volume with medium: Memory on /dev/shm), or lower "
+            "data.workers or data.batch_size")

@@ -203,6 +203,13 @@ def setup(device: str, config: DistConfig = DistConfig()) -> Dist:
                          "or cpu, or a CUDA build of torch on a GPU machine")
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    if world > 1 and device == "auto" and not want_cuda:
+        # a CUDA wheel that cannot see the driver would otherwise train on gloo, on the
+        # CPU, in every process, and say nothing
+        raise ValueError(f"{world} processes were started but torch {torch.__version__} "
+                         "sees no CUDA GPU (torch.cuda.is_available() is False: check "
+                         "nvidia-smi, the driver and CUDA_VISIBLE_DEVICES); set "
+                         "run.device=cpu to train on CPU processes on purpose")
     target = torch.device("cpu")
     if want_cuda:
         visible = torch.cuda.device_count()
@@ -231,7 +238,32 @@ def loader_workers(requested: int, cores: int | None = None,
     its cores (each worker runs one thread: decoding is single-threaded, and PyTorch
     sets one torch thread per worker). `cores`: this process's usable cores (its CPU
     affinity, which SLURM and containers restrict); `processes`: LOCAL_WORLD_SIZE."""
-    cores = cores if cores is not None else len(os.sched_getaffinity(0))
-    processes = processes if processes is not None else int(
-        os.environ.get("LOCAL_WORLD_SIZE", 1))
+    cores = cores if cores is not None else usable_cores()
+    processes = processes if processes is not None else local_processes()
     return min(requested, max(0, cores // processes))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which SLURM and containers
+    restrict)."""
+    return len(os.sched_getaffinity(0))
+
+
+def local_processes() -> int:
+    """Training processes on this node (torchrun's LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def loader_note(requested: int, workers: int, cores: int, processes: int) -> str | None:
+    """What to tell a user whose loader got fewer workers than data.workers."""
+    if workers >= requested:
+        return None
+    where = (f"this process sees {cores} CPU core(s) for the {processes} training "
+             f"process(es) of its node")
+    if workers == 0:
+        return (f"train: {where}, so data.workers {requested} -> 0: audio is decoded in "
+                "the training process, between steps, and the GPU waits for it. Give each "
+                "process cores for its workers (SLURM: --cpus-per-task, e.g. "
+                f"{requested + 1} per GPU; containers: --cpus)")
+    return (f"train: {where}, so data.workers {requested} -> {workers} per process, so "
+            "that the loader workers of this node's processes fit in its cores")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from trainer.config import EvalConfig
 from trainer.data import crop, decode_audio, sample_name, shard_urls
 from trainer.metrics import pool_tracks, ranks
 from trainer.model import DuetMC
+from trainer.precision import autocast_for, uses_bf16
 
 KS = (1, 5, 10)
 CURVE_K = 50
@@ -48,8 +50,9 @@ def card_facts(report: dict) -> dict:
 
 @torch.no_grad()
 def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float,
-              batch_size: int, device) -> dict:
-    """Clip and caption embeddings of an eval set, in shard order."""
+              batch_size: int, device, autocast=nullcontext) -> dict:
+    """Clip and caption embeddings of an eval set, in shard order, each model call
+    under `autocast` (the run's training precision)."""
     frames = round(sample_rate * clip_seconds)
     track_ids: list[str] = []
     clip_track: list[int] = []
@@ -59,7 +62,9 @@ def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float
 
     def flush() -> None:
         if pending:
-            clips.append(model.encode_audio(torch.stack(pending).to(device)).float().cpu())
+            with autocast():
+                clips.append(model.encode_audio(torch.stack(pending).to(device)).float()
+                             .cpu())
             pending.clear()
 
     urls, _ = shard_urls(folder, "test")
@@ -79,9 +84,11 @@ def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float
             flush()
     flush()
     texts = [text for _, _, text in captions]
-    text = torch.cat([model.encode_text(model.tokenize(texts[i:i + batch_size]).to(device))
-                      .float().cpu() for i in range(0, len(texts), batch_size)]) \
-        if texts else torch.zeros(0, model.config.dim)
+    with autocast():
+        text = torch.cat([model.encode_text(model.tokenize(texts[i:i + batch_size])
+                                            .to(device)).float().cpu()
+                          for i in range(0, len(texts), batch_size)]) \
+            if texts else torch.zeros(0, model.config.dim)
     return {"track_ids": track_ids, "clip_track": torch.tensor(clip_track),
             "clips": torch.cat(clips), "caption_track": torch.tensor([c[0] for c in captions]),
             "caption_language": [c[1] for c in captions], "text": text}
@@ -188,6 +195,10 @@ def evaluate(config: EvalConfig) -> dict:
                           torch.cuda.is_available() else "cpu")
     checkpoint = checkpoint_path(config.run, config.checkpoint)
     model, train_config = load_model(config.run, checkpoint, device.type)
+    # scored as it was trained: bf16 autocast on a GPU where the run trained so
+    bf16 = uses_bf16(train_config.optim.precision, device)
+    if bf16:
+        model.cast_frozen(torch.bfloat16)
     checkpoint_sha = file_sha256(checkpoint)
     audio = train_config.model.audio
     report = {"run": str(config.run), "checkpoint": checkpoint.name,
@@ -203,10 +214,11 @@ def evaluate(config: EvalConfig) -> dict:
         name, manifest = _set_name(folder)
         cache = Path(config.run) / "eval" / name / "embeddings.pt"
         key = {"checkpoint": checkpoint_sha, "set": file_sha256(folder / "sizes.json") + (
-            file_sha256(manifest) if manifest.exists() else ""), "clip_seconds": audio.clip_seconds}
+            file_sha256(manifest) if manifest.exists() else ""), "clip_seconds": audio.clip_seconds,
+            "bf16": bf16}
         data = _cached_embeddings(cache, key, partial(
             embed_set, model, folder, audio.sample_rate, audio.clip_seconds,
-            config.batch_size, device))
+            config.batch_size, device, autocast_for(train_config.optim.precision, device)))
         tracks = pool_tracks(data["clips"], data["clip_track"], len(data["track_ids"]),
                              config.pooling)
         per_language = _per_language(data, tracks, config)

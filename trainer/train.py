@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,16 +29,34 @@ from tqdm import tqdm
 from schemas.config import as_dict
 from schemas.swap_dictionary import SwapDictionary
 from trainer.checkpoint import State, load_checkpoint, save_checkpoint
-from trainer.config import TrainConfig
-from trainer.data import SharedEpoch, eval_loader, shard_urls, train_loader
-from trainer.distributed import Dist, loader_workers, setup
+from trainer.config import TrainConfig, config_changes, load_config
+from trainer.data import (
+    SharedEpoch,
+    eval_loader,
+    shard_urls,
+    shared_memory_need,
+    shared_memory_problem,
+    train_loader,
+)
+from trainer.distributed import (
+    Dist,
+    loader_note,
+    loader_workers,
+    local_processes,
+    setup,
+    usable_cores,
+)
 from trainer.loss import contrastive_loss, gather
 from trainer.metrics import pool_tracks, ranks, recall_summary
 from trainer.model import DuetMC
+from trainer.precision import autocast_for, uses_bf16
 from trainer.swap import Swapper, hard_negatives, p_swap
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
+
+# where DataLoader workers hand batches over (Linux)
+SHARED_MEMORY = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -53,16 +72,21 @@ class Learner:
     def wrap(cls, model: DuetMC, optimizer: torch.optim.Optimizer, info: Dist) -> Learner:
         if info.world == 1:
             return cls(model, optimizer, model)
-        if info.device.type == "cuda":
-            # BatchNorm (HTS-AT) normalises by the whole global batch, as one GPU of
-            # the same batch would; SyncBatchNorm runs on GPUs only, so a CPU (gloo) run
-            # keeps per-process statistics
-            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        sync_batch_norm(model, info)
         # frozen encoders have requires_grad=False: DDP neither syncs nor stores them.
         # find_unused_parameters stays off: every trainable parameter takes part in
         # every forward (one forward for audio, captions and hard negatives)
         return cls(model, optimizer, torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None))
+
+
+def sync_batch_norm(model: DuetMC, info: Dist) -> None:
+    """BatchNorm (HTS-AT's) as SyncBatchNorm on GPUs under DDP: normalised by the whole
+    global batch, so N GPUs train as one GPU of the same batch would. It runs on GPUs
+    only; a CPU (gloo) run keeps per-process statistics. The layers keep their
+    parameters, so an optimizer built before still updates them."""
+    if info.world > 1 and info.device.type == "cuda":
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 @dataclass(frozen=True)
@@ -115,21 +139,10 @@ def steps_per_epoch(config: TrainConfig, world: int) -> int:
     return samples // per_step
 
 
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """optim.precision bf16, or auto on a GPU."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-
-def autocast_for(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
-    """bf16 autocast where `uses_bf16`; otherwise none."""
-    if uses_bf16(precision, device):
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext
-
-
-def train(config: TrainConfig, resume: bool = False) -> State:
+def train(config: TrainConfig, resume: bool = False,
+          accept_config_changes: bool = False) -> State:
     info = setup(config.run.device, config.dist)
-    steps = _check_run(config, resume, info.world)
+    steps = _check_run(config, resume, info.world, accept_config_changes)
     torch.manual_seed(config.run.seed)  # identical initial weights on every rank
     learner = _new_learner(config, info)
     state = State()
@@ -169,15 +182,34 @@ def _checkpoints(config: TrainConfig) -> Path:
     return Path(config.run.out) / "checkpoints"
 
 
-def _check_run(config: TrainConfig, resume: bool, world: int) -> int:
-    """Problems found before any work: a run already in run.out (without --resume),
-    shards of another sample rate. Returns the steps per epoch."""
+def _check_run(config: TrainConfig, resume: bool, world: int,
+               accept_config_changes: bool = False) -> int:
+    """Problems found before any work: a run already in run.out (without --resume), a
+    resumed run whose settings changed, shards of another sample rate. Returns the
+    steps per epoch."""
     # every rank checks (run.out must be storage every node sees), so none is left
     # waiting in a collective for a rank that stopped
     if not resume and (_checkpoints(config) / "last.pt").exists():
         raise ValueError(f"{config.run.out} already holds a run; pass --resume to continue "
                          "it or set run.out to a new folder")
+    saved = Path(config.run.out) / "config.yaml"
+    if resume and saved.exists() and not accept_config_changes:
+        changes = config_changes(load_config(saved), config)
+        if changes:
+            raise ValueError(
+                f"{config.run.out} was started with other settings than these "
+                f"({len(changes)} differ): " + "; ".join(changes) + ". To continue it as "
+                "it was, resume without --config (its config.yaml is used) or with the "
+                "same file; to continue it with these, pass --accept-config-changes; "
+                "for a new run, set run.out to a new folder")
     steps = steps_per_epoch(config, world)
+    if SHARED_MEMORY.is_dir():
+        problem = shared_memory_problem(
+            shared_memory_need(config.data, config.model.audio,
+                               loader_workers(config.data.workers)),
+            local_processes(), shutil.disk_usage(SHARED_MEMORY).free)
+        if problem:
+            raise ValueError(problem)
     manifest = json.loads((Path(config.data.shards) / "manifest.json").read_text())
     shard_rate = manifest["settings"]["clips"]["sample_rate"]
     if shard_rate != config.model.audio.sample_rate:
@@ -218,9 +250,9 @@ def _build_in_turns(info: Dist, build: Callable[[], DuetMC]) -> DuetMC:
 
 def _train_loader(config: TrainConfig, info: Dist, epoch: SharedEpoch):
     workers = loader_workers(config.data.workers)
-    if info.main and workers < config.data.workers:
-        print(f"train: data.workers {config.data.workers} -> {workers} per process, so the "
-              f"loader workers of this node's processes fit in its cores", file=sys.stderr)
+    note = loader_note(config.data.workers, workers, usable_cores(), local_processes())
+    if note and info.local_rank == 0:
+        print(note, file=sys.stderr)
     return train_loader(dataclasses.replace(config.data, workers=workers),
                         config.model.audio, config.run.seed, epoch,
                         pin_memory=info.device.type == "cuda")

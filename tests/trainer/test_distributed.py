@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from trainer.config import DistConfig
-from trainer.distributed import BACKEND_GRACE_S, Dist, loader_workers, setup
+from trainer.distributed import BACKEND_GRACE_S, Dist, loader_note, loader_workers, setup
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "ddp_steps.py"
@@ -63,7 +63,8 @@ def small_run(shards, out, *extra) -> list[str]:
 def test_adswap_train_under_torchrun(demo_shards, tmp_path):
     out = tmp_path / "run"
     result = torchrun("-m", "adswap.cli", "train",
-                      *[a for s in small_run(demo_shards, out) for a in ("--set", s)])
+                      *[a for s in small_run(demo_shards, out, "run.device=cpu")
+                        for a in ("--set", s)])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r["type"] == "step"]
@@ -164,6 +165,11 @@ def test_setup_refuses_more_processes_than_gpus_and_cuda_without_a_gpu(monkeypat
         setup("cuda")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert setup("auto") == Dist()  # one process on the CPU: no group
+    # several processes and no GPU: a CUDA wheel that cannot see the driver, say
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.raises(ValueError, match="8 processes were started but torch .* sees no "
+                       "CUDA GPU .* set run.device=cpu to train on CPU processes on purpose"):
+        setup("auto")
 
 
 def test_a_stalled_rank_is_named_after_the_timeout():
@@ -183,3 +189,86 @@ def test_loader_workers_fit_the_node():
     assert loader_workers(2, cores=2, processes=1) == 2
     assert loader_workers(1, cores=2, processes=4) == 0  # the process loads its own data
     assert loader_workers(0, cores=64, processes=1) == 0
+
+
+def test_a_loader_without_workers_says_what_to_give_it():
+    assert loader_note(8, 8, cores=128, processes=8) is None
+    lowered = loader_note(8, 2, cores=16, processes=8)
+    assert "16 CPU core(s) for the 8 training process(es)" in lowered
+    assert "data.workers 8 -> 2 per process" in lowered
+    # SLURM's default of one CPU per task
+    starved = loader_note(8, 0, cores=1, processes=1)
+    assert "data.workers 8 -> 0: audio is decoded in the training process" in starved
+    assert "--cpus-per-task, e.g. 9 per GPU" in starved
+
+
+def test_the_loaders_shared_memory_is_checked_against_dev_shm():
+    from trainer.config import load_config
+    from trainer.data import shared_memory_need, shared_memory_problem
+
+    paper = load_config(Path(__file__).parents[2] / "trainer/configs/paper-mert-clip.yaml")
+    need = shared_memory_need(paper.data, paper.model.audio, paper.data.workers)
+    assert need == 4 * 8 * 128 * 240_000 * 4  # 3.9 GB a process: 4 ahead x 8 workers
+    assert shared_memory_problem(need, 8, free=64 * 2**30) is None
+    problem = shared_memory_problem(need, 8, free=64 * 2**20)  # docker's default
+    for words in ("/dev/shm has 0.06 GB free", "node's 8 training process(es) can hold "
+                  "29.30 GB", "'Bus error'", "--shm-size=37g", "medium: Memory",
+                  "lower data.workers or data.batch_size"):
+        assert words in problem, problem
+
+
+def test_train_stops_before_any_work_when_dev_shm_is_too_small(demo_shards, tmp_path,
+                                                               monkeypatch):
+    from collections import namedtuple
+
+    from trainer import train as train_module
+    from trainer.config import load_config
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(train_module, "SHARED_MEMORY", tmp_path)
+    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda path: usage(1, 1, 2**20))
+    config = load_config(None, small_run(demo_shards, tmp_path / "run", "data.workers=2"))
+    with pytest.raises(ValueError, match=r"/dev/shm has 0.00 GB free.*Bus error"):
+        train_module.train(config)
+    assert not (tmp_path / "run").exists()
+
+
+class Turns:
+    """A process's place in the run, recording its barriers and builds."""
+
+    def __init__(self, rank, local_rank, world=8):
+        self.rank, self.local_rank, self.world, self.events = rank, local_rank, world, []
+
+    def barrier(self, name):
+        self.events.append(name)
+
+
+def test_rank_zero_builds_first_then_each_nodes_first_process_then_the_rest():
+    from trainer.train import _build_in_turns
+
+    order = {}
+    for rank, local_rank in ((0, 0), (4, 0), (1, 1), (5, 1)):  # two nodes of four
+        info = Turns(rank, local_rank)
+        _build_in_turns(info, lambda info=info: info.events.append("build"))
+        order[rank] = info.events
+    assert order[0][0] == "build" and order[0].count("build") == 1
+    assert order[4] == ["models built (turn 1)", "build", "models built (turn 2)"]
+    assert order[1] == order[5] == ["models built (turn 1)", "models built (turn 2)", "build"]
+    alone = Turns(0, 0, world=1)
+    _build_in_turns(alone, lambda: alone.events.append("build"))
+    assert alone.events == ["build"]  # one process: no barriers
+
+
+def test_batch_norm_is_synchronised_across_gpus_only():
+    from trainer.train import sync_batch_norm
+
+    def model():
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+
+    gpus, cpus, one = model(), model(), model()
+    weight = gpus[1].weight
+    sync_batch_norm(gpus, Dist(world=2, device=torch.device("cuda", 0)))
+    assert isinstance(gpus[1], torch.nn.SyncBatchNorm) and gpus[1].weight is weight
+    sync_batch_norm(cpus, Dist(world=2))  # gloo: SyncBatchNorm has no CPU kernel
+    sync_batch_norm(one, Dist(device=torch.device("cuda", 0)))
+    assert type(cpus[1]) is type(one[1]) is torch.nn.BatchNorm2d

@@ -2,6 +2,7 @@
 multi-clip and multi-caption tracks; the importer's faults; `adswap eval` end to end."""
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -9,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+import yaml
 from typer.testing import CliRunner
 
 from adswap.cli import app
@@ -157,6 +159,18 @@ def test_eval_end_to_end_with_cache_and_card(tiny_run, demo_catalog, tmp_path):
     assert str(tiny_run) in card["evaluation"]
     missing = CliRunner().invoke(app, ["eval", str(tmp_path), "--eval-set", str(tmp_path)])
     assert missing.exit_code == 1 and "no checkpoint" in missing.output
+    # a run trained in bf16 is scored under the same autocast, its frozen encoder cast
+    bf16 = tmp_path / "bf16-run"
+    shutil.copytree(tiny_run, bf16)
+    config = yaml.safe_load((bf16 / "config.yaml").read_text())
+    config["optim"]["precision"] = "bf16"
+    (bf16 / "config.yaml").write_text(yaml.safe_dump(config))
+    assert CliRunner().invoke(app, ["eval", str(bf16), *args[2:6]]).exit_code == 0
+    fp32, cached = (torch.load(run / "eval" / "demo-test" / "embeddings.pt",
+                               weights_only=True) for run in (tiny_run, bf16))
+    assert not fp32["key"]["bf16"] and cached["key"]["bf16"]
+    assert not torch.equal(cached["data"]["clips"], fp32["data"]["clips"])
+    assert F.cosine_similarity(cached["data"]["text"], fp32["data"]["text"]).min() > 0.97
 
 
 def test_an_eval_set_of_another_schema_version_says_to_import_it_again(tmp_path):

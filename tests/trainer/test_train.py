@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from adswap.cli import app
+from schemas.config import as_dict
 from trainer.config import load_config
 from trainer.train import learning_rate, train
 
@@ -57,6 +59,38 @@ def test_resume_matches_an_uninterrupted_run(demo_shards, tmp_path):
         assert resumed[step]["hard_negatives"] == row["hard_negatives"]
     for a, b in zip(epochs, resumed_epochs, strict=True):
         assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-6)
+
+
+def test_resuming_with_other_settings_stops_and_names_them(demo_shards, tmp_path):
+    """`make train` reruns with --config TRAIN_CONFIG --resume: a run started with other
+    settings (the README's SLURM example once continued the demo run this way) is
+    refused with the settings that differ, unless the change is asked for."""
+    out = tmp_path / "run"
+    started, other = tmp_path / "started.yaml", tmp_path / "other.yaml"
+    started.write_text(yaml.safe_dump(as_dict(small(demo_shards, out))))
+    other.write_text(yaml.safe_dump(as_dict(small(demo_shards, out, "data.p_cap=0.5",
+                                                  "optim.lr=0.0005"))))
+
+    def cli(*args):
+        return CliRunner().invoke(app, ["train", *map(str, args)])
+
+    assert cli("--config", started, "--set", "run.max_steps=2").exit_code == 0
+    refused = cli("--config", other, "--set", "run.max_steps=4", "--resume")
+    assert refused.exit_code == 1
+    for words in ("was started with other settings than these (2 differ): data.p_cap: "
+                  "1.0 -> 0.5; optim.lr: 0.001 -> 0.0005.", "resume without --config",
+                  "--accept-config-changes"):
+        assert words in " ".join(refused.output.split()), refused.output
+    assert load_config(out / "config.yaml").data.p_cap == 1.0  # untouched
+    # the same file continues it, whatever its stopping point; no file: its own config
+    assert cli("--config", started, "--set", "run.max_steps=3", "--resume").exit_code == 0
+    assert cli("--set", f"run.out={out}", "--set", "run.max_steps=4",
+               "--resume").exit_code == 0
+    accepted = cli("--config", other, "--set", "run.max_steps=5", "--resume",
+                   "--accept-config-changes")
+    assert accepted.exit_code == 0, accepted.output
+    assert load_config(out / "config.yaml").data.p_cap == 0.5
+    assert sorted(losses(out)[0]) == [1, 2, 3, 4, 5]
 
 
 def test_run_folder_holds_config_metrics_plots_and_loadable_checkpoints(demo_shards, tmp_path):
