@@ -10,6 +10,8 @@ sharded), with the demo model (trainer/configs/demo.yaml):
 3. resume after a kill: a run killed (SIGKILL to its process group, as a lost node) two
    steps after its second checkpoint, then resumed, logs each step once and matches the
    uninterrupted run within `tolerance`; with one process, and with two when there are.
+Checks 1-3 run with the first encoder of `audio` (the CNN); the others (HTS-AT, whose
+BatchNorm becomes SyncBatchNorm under DDP) get checks 1 and 2.
 
 Prints one table; writes results/gpu_check.json. Exit status: 0 all passed, 1 a check
 failed, 3 no CUDA GPU here (nothing was checked). `--device cpu` runs the same checks on
@@ -40,6 +42,8 @@ from schemas.config import Config, setting  # noqa: E402
 DEMO_CONFIG = ROOT / "trainer" / "configs" / "demo.yaml"
 EQUIVALENCE_STEPS = 5
 NO_GPU_EXIT = 3  # 2 is argparse's, for bad flags
+# audio encoders with BatchNorm: two processes equal one only with SyncBatchNorm
+BATCH_NORM = {"htsat"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class GpuCheckConfig(Config):
                           "script")
     settings: tuple[str, ...] = setting((), help="extra training settings as "
                                         "section.key=value, e.g. model.dim=64")
+    audio: tuple[str, ...] = setting(("cnn", "htsat"), help="audio encoders to check "
+                                     "(model.audio.kind): the first gets every check, "
+                                     "the others training and 2 processes = 1")
 
     def check(self) -> list[str]:
         problems = []
@@ -76,6 +83,8 @@ class GpuCheckConfig(Config):
             problems.append("tracks must be >= 40 (train, valid and test splits)")
         if not 0.5 <= self.clip_seconds <= 30:
             problems.append("clip_seconds must be in [0.5, 30]")
+        if not self.audio:
+            problems.append("audio must name at least one encoder")
         return problems
 
     @property
@@ -88,15 +97,16 @@ def parse(argv: list[str]) -> tuple[GpuCheckConfig, Path | None]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(GpuCheckConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.name == "settings":
-            parser.add_argument(flag, nargs="*", default=[], help=f.metadata["help"])
+        if f.name in ("settings", "audio"):
+            parser.add_argument(flag, nargs="*", default=list(f.default),
+                                help=f.metadata["help"])
         else:
             kind = {"Path": Path, "int": int, "float": float, "str": str}[f.type]
             parser.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
     parser.add_argument("--equivalence-worker", type=Path, help=argparse.SUPPRESS)
     args = vars(parser.parse_args(argv))
     worker = args.pop("equivalence_worker")
-    args["settings"] = tuple(args["settings"])
+    args["settings"], args["audio"] = tuple(args["settings"]), tuple(args["audio"])
     try:
         return GpuCheckConfig(**args), worker
     except ValueError as err:
@@ -120,7 +130,6 @@ def main(argv: list[str]) -> int:
     config = dataclasses.replace(config, work=config.work.resolve(),
                                  results=config.results.resolve())
     gpus = torch.cuda.device_count() if config.device == "cuda" else 2
-    two = gpus >= 2
     shutil.rmtree(config.work, ignore_errors=True)
     print(f"gpu-check: making a {config.tracks}-track demo catalog and its shards in "
           f"{config.work}", file=sys.stderr)
@@ -128,36 +137,11 @@ def main(argv: list[str]) -> int:
     rows, figures = [], {"device": _device_name(config), "gpus": gpus,
                          "torch": torch.__version__}
 
-    one = train_run(config, shards, "one", processes=1)
-    losses = one["losses"]
-    ok = bool(losses) and all(map(math.isfinite, losses)) and len(losses) == config.steps \
-        and statistics.mean(losses[-5:]) < statistics.mean(losses[:5])
-    rows.append((f"{_precision(config)} training, {config.steps} steps", "1", _verdict(ok),
-                 f"loss {statistics.mean(losses[:5]):.3f} -> {statistics.mean(losses[-5:]):.3f}"
-                 f" (mean of first and last 5 steps), {one['samples_per_s']:.0f} samples/s"
-                 if losses else one["error"]))
-    figures["one_process"] = one
-    if two:
-        difference, detail = equivalence(config, shards)
-        ok = difference is not None and difference <= config.tolerance
-        rows.append(("2 processes = 1 on the same batches", "2 vs 1", _verdict(ok),
-                     detail))
-        figures["equivalence_max_rel_difference"] = difference
-        pair = train_run(config, shards, "two", processes=2)
-        figures["two_processes"] = pair
-        ratio = pair["samples_per_s"] / one["samples_per_s"] if one["samples_per_s"] else 0
-        rows.append(("samples/s", "2", _verdict(bool(pair["losses"])),
-                     f"{pair['samples_per_s']:.0f} samples/s, {ratio:.2f}x one process"
-                     if pair["losses"] else pair["error"]))
-    else:
-        rows.append(("2 processes = 1 on the same batches", "2 vs 1", "skipped",
-                     f"{gpus} GPU visible"))
-    for processes, reference in ((1, one), (2, figures.get("two_processes"))):
-        if reference is None:
-            rows.append(("resume after a kill", "2", "skipped", f"{gpus} GPU visible"))
-            continue
-        ok, detail = resume_after_kill(config, shards, processes, reference["losses"])
-        rows.append(("resume after a kill", str(processes), _verdict(ok), detail))
+    for index, kind in enumerate(config.audio):
+        # the first encoder gets every check; the others train and are compared
+        encoder = dataclasses.replace(config, settings=(*config.settings,
+                                                        f"model.audio.kind={kind}"))
+        rows += check_encoder(encoder, kind, shards, gpus, figures, every=index == 0)
     figures["checks"] = [dict(zip(("check", "processes", "result", "detail"), row,
                                   strict=True)) for row in rows]
     config.results.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +151,53 @@ def main(argv: list[str]) -> int:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     return 0 if all(row[2] in ("pass", "skipped") for row in rows) else 1
+
+
+def check_encoder(config: GpuCheckConfig, kind: str, shards: Path, gpus: int, figures: dict,
+                  every: bool) -> list[tuple[str, str, str, str]]:
+    """The table's rows for one audio encoder; its figures go into `figures` (those of
+    the first encoder at the top level, as before there were several)."""
+    rows = []
+    mine = figures if every else figures.setdefault("encoders", {}).setdefault(kind, {})
+    one = train_run(config, shards, f"one-{kind}", processes=1)
+    losses = one["losses"]
+    ok = bool(losses) and all(map(math.isfinite, losses)) and len(losses) == config.steps \
+        and statistics.mean(losses[-5:]) < statistics.mean(losses[:5])
+    rows.append((f"{kind}: {_precision(config)} training, {config.steps} steps", "1",
+                 _verdict(ok),
+                 f"loss {statistics.mean(losses[:5]):.3f} -> {statistics.mean(losses[-5:]):.3f}"
+                 f" (mean of first and last 5 steps), {one['samples_per_s']:.0f} samples/s"
+                 if losses else one["error"]))
+    mine["one_process"] = one
+    check = f"{kind}: 2 processes = 1 on the same batches"
+    if gpus < 2:
+        rows.append((check, "2 vs 1", "skipped", f"{gpus} GPU visible"))
+    elif kind in BATCH_NORM and config.device == "cpu":
+        rows.append((check, "2 vs 1", "skipped", "BatchNorm: SyncBatchNorm runs on GPUs "
+                     "only, so CPU processes keep their own statistics"))
+    else:
+        difference, detail = equivalence(config, shards, kind)
+        rows.append((check, "2 vs 1", _verdict(difference is not None and
+                                               difference <= config.tolerance), detail))
+        mine["equivalence_max_rel_difference"] = difference
+    if not every:
+        return rows
+    pair = None
+    if gpus >= 2:
+        pair = train_run(config, shards, f"two-{kind}", processes=2)
+        mine["two_processes"] = pair
+        ratio = pair["samples_per_s"] / one["samples_per_s"] if one["samples_per_s"] else 0
+        rows.append((f"{kind}: samples/s", "2", _verdict(bool(pair["losses"])),
+                     f"{pair['samples_per_s']:.0f} samples/s, {ratio:.2f}x one process"
+                     if pair["losses"] else pair["error"]))
+    for processes, reference in ((1, one), (2, pair)):
+        if reference is None:
+            rows.append((f"{kind}: resume after a kill", "2", "skipped",
+                         f"{gpus} GPU visible"))
+            continue
+        ok, detail = resume_after_kill(config, shards, processes, reference["losses"], kind)
+        rows.append((f"{kind}: resume after a kill", str(processes), _verdict(ok), detail))
+    return rows
 
 
 def make_shards(config: GpuCheckConfig) -> Path:
@@ -248,8 +279,8 @@ def train_run(config: GpuCheckConfig, shards: Path, name: str, processes: int) -
 
 
 def resume_after_kill(config: GpuCheckConfig, shards: Path, processes: int,
-                      reference: list[float]) -> tuple[bool, str]:
-    out = config.work / "runs" / f"killed-{processes}"
+                      reference: list[float], kind: str) -> tuple[bool, str]:
+    out = config.work / "runs" / f"killed-{kind}-{processes}"
     kill_after = 2 * config.checkpoint_every + 2
     started = subprocess.Popen(train_command(processes, train_args(config, shards, out,
                                                                    processes)),
@@ -284,9 +315,9 @@ def resume_after_kill(config: GpuCheckConfig, shards: Path, processes: int,
     return difference <= config.tolerance, detail
 
 
-def equivalence(config: GpuCheckConfig, shards: Path) -> tuple[float | None, str]:
+def equivalence(config: GpuCheckConfig, shards: Path, kind: str) -> tuple[float | None, str]:
     """train_step on the same global batches, in one process and in two."""
-    outs = {n: config.work / f"equivalence-{n}.json" for n in (1, 2)}
+    outs = {n: config.work / f"equivalence-{kind}-{n}.json" for n in (1, 2)}
     for n, out in outs.items():
         result = subprocess.run([*launcher(n), str(Path(__file__).resolve()), *_flags(config),
                                  "--equivalence-worker", str(out)],
@@ -357,7 +388,7 @@ def _flags(config: GpuCheckConfig) -> list[str]:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         flag = "--" + f.name.replace("_", "-")
-        flags += [flag, *value] if f.name == "settings" else [flag, str(value)]
+        flags += [flag, *value] if f.name in ("settings", "audio") else [flag, str(value)]
     return flags
 
 

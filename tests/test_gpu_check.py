@@ -43,15 +43,23 @@ def test_every_check_runs_and_passes_on_the_cpu(tmp_path):
                  "--tracks", 40, "--clip-seconds", 1, "--steps", 12, "--batch", 8,
                  "--tolerance", 1e-4, "--settings", "model.audio.channels=[4,8]",
                  "model.dim=32", "model.layers=1", "data.workers=1",
+                 'model.audio.htsat={"depths": [1, 1], "num_attention_heads": [2, 2], '
+                 '"patch_embeds_hidden_size": 16, "hidden_size": 32}',
                  OMP_NUM_THREADS="1")
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
     assert table[:2] == ["| check | processes | result | figures |", "|---|---|---|---|"]
     body = json.loads(results.read_text())
     checks = {(c["check"], c["processes"]): c for c in body["checks"]}
-    assert len(table) == 2 + len(checks) == 2 + 5
-    assert all(c["result"] == "pass" for c in checks.values()), checks
-    assert "killed at step" in checks[("resume after a kill", "2")]["detail"]
+    assert len(table) == 2 + len(checks) == 2 + 5 + 2  # the CNN's five, HTS-AT's two
+    assert all(c["result"] == "pass" for key, c in checks.items()
+               if key != ("htsat: 2 processes = 1 on the same batches", "2 vs 1")), checks
+    assert "killed at step" in checks[("cnn: resume after a kill", "2")]["detail"]
+    assert checks[("htsat: fp32 training, 12 steps", "1")]["result"] == "pass"
+    # on the CPU there is no SyncBatchNorm: said, not failed
+    htsat_pair = checks[("htsat: 2 processes = 1 on the same batches", "2 vs 1")]
+    assert htsat_pair["result"] == "skipped" and "SyncBatchNorm" in htsat_pair["detail"]
     assert body["one_process"]["samples_per_s"] > 0 < body["two_processes"]["samples_per_s"]
+    assert body["encoders"]["htsat"]["one_process"]["samples_per_s"] > 0
     # fp32 on the CPU: two processes match one far inside the bf16 tolerance
     assert body["equivalence_max_rel_difference"] < 1e-4
