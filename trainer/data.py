@@ -213,10 +213,10 @@ def shared_memory_problem(need: int, processes: int, free: int) -> str | None:
     total = need * processes
     if total <= free:
         return None
-    suggest = math.ceil(total * 1.25 / 2**30)  # room for what else the node keeps there
-    return (f"/dev/shm has {free / 2**30:.2f} GB free, but the loader workers of this "
-            f"node's {processes} training process(es) can hold {total / 2**30:.2f} GB of "
-            f"batches there ({PREFETCH} prefetched per worker; {need / 2**30:.2f} GB per "
+    suggest = math.ceil(total * 1.25 / 1e9)  # room for what else the node keeps there
+    return (f"/dev/shm has {free / 1e9:.2f} GB free, but the loader workers of this "
+            f"node's {processes} training process(es) can hold {total / 1e9:.2f} GB of "
+            f"batches there ({PREFETCH} prefetched per worker; {need / 1e9:.2f} GB per "
             "process); workers that find it full die with 'Bus error'. Give the "
             f"container more shared memory (docker run --shm-size={suggest}g; "
             "Kubernetes: an emptyDir volume with medium: Memory on /dev/shm), or lower "

@@ -211,8 +211,9 @@ def test_the_loaders_shared_memory_is_checked_against_dev_shm():
     assert need == 4 * 8 * 128 * 240_000 * 4  # 3.9 GB a process: 4 ahead x 8 workers
     assert shared_memory_problem(need, 8, free=64 * 2**30) is None
     problem = shared_memory_problem(need, 8, free=64 * 2**20)  # docker's default
-    for words in ("/dev/shm has 0.06 GB free", "node's 8 training process(es) can hold "
-                  "29.30 GB", "'Bus error'", "--shm-size=37g", "medium: Memory",
+    for words in ("/dev/shm has 0.07 GB free", "node's 8 training process(es) can hold "
+                  "31.46 GB", "3.93 GB per process", "'Bus error'", "--shm-size=40g",
+                  "medium: Memory",
                   "lower data.workers or data.batch_size"):
         assert words in problem, problem
 
