@@ -82,9 +82,12 @@ def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_sha
     TextSwap on, and with gradient caching."""
     out, record = tmp_path / "run", tmp_path / "record"
     record.mkdir()
+    # fp32: the fake GPU computes on the CPU, where CUDA's autocast does nothing (bf16
+    # training is test_train's on the CPU, and gpu-check's on GPUs)
     result = torchrun(HERE / "fake_cuda_run.py", record, *small_run(
         demo_shards, out, "run.checkpoint_every=2", "swap.warmup_epochs=0",
-        "swap.ramp_epochs=1", "swap.p_max=0.5", f"data.accumulate={accumulate}"))
+        "swap.ramp_epochs=1", "swap.p_max=0.5", f"data.accumulate={accumulate}",
+        "optim.precision=fp32"))
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -93,6 +93,20 @@ def test_resuming_with_other_settings_stops_and_names_them(demo_shards, tmp_path
     assert sorted(losses(out)[0]) == [1, 2, 3, 4, 5]
 
 
+def test_bf16_training_casts_the_frozen_encoder_and_trains(demo_shards, tmp_path):
+    """The GPU's precision on the CPU (optim.precision=bf16): frozen text tower in bf16
+    once, trained parts in float32 under autocast, finite losses, a checkpoint that
+    loads into a float32 model."""
+    from trainer.checkpoint import load_model
+
+    state = train(small(demo_shards, tmp_path / "run", "optim.precision=bf16",
+                        "run.max_steps=3", "run.validate=false"))
+    steps, _ = losses(tmp_path / "run")
+    assert state.step == 3 and all(math.isfinite(r["loss"]) for r in steps.values())
+    model, _ = load_model(tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.pt")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_run_folder_holds_config_metrics_plots_and_loadable_checkpoints(demo_shards, tmp_path):
     out = tmp_path / "run"
     state = train(small(demo_shards, out, "optim.epochs=2"))
