@@ -1,5 +1,6 @@
 """The engine in a worker process that is replaced after a number of requests."""
 
+import multiprocessing
 import os
 import signal
 import time
@@ -36,6 +37,71 @@ def recording_engine(engine_config, cache_dir):  # module level: the worker unpi
     return RecordingEngine(cache_dir)
 
 
+def _sleep():
+    time.sleep(600)
+
+
+def alive(pid: int) -> bool:
+    """Running, not ended (a zombie waits for its parent to read its exit)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+class SpawningEngine(RecordingEngine):
+    """As vLLM on a GPU: loading starts a process of its own (vLLM's engine core is a
+    daemon child of the process that builds the engine), which a daemonic worker may
+    not have ("daemonic processes are not allowed to have children")."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.child = multiprocessing.get_context("spawn").Process(target=_sleep, daemon=True)
+        self.child.start()
+        with (folder / "children").open("a") as f:
+            f.write(f"{self.child.pid}\n")
+
+
+def spawning_engine(engine_config, cache_dir):
+    return SpawningEngine(cache_dir)
+
+
+def test_an_engine_that_starts_processes_runs_in_workers_that_end_them(tmp_path, catalog):
+    (tmp_path / "w").mkdir()
+    recycled = config(tmp_path, out="recycled", batch_requests=16, cache_dir=tmp_path / "w",
+                      engine=EngineConfig(engine="template", recycle_requests=50))
+    assert run(recycled, engine_factory=spawning_engine).views_generated == 120
+    assert rows(tmp_path / "recycled") == rows(_in_process(tmp_path))
+    children = _pids(tmp_path / "w", "children")
+    assert len(children) == 2 and len(set(_pids(tmp_path / "w"))) == 2  # replaced once
+    assert not any(map(alive, children))  # ended with their workers
+
+
+def test_a_killed_worker_takes_the_processes_its_engine_started_with_it(tmp_path, catalog):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "kill-at-t00020").touch()
+    killed = config(tmp_path, out="killed", cache_dir=tmp_path / "w",
+                    engine=EngineConfig(engine="template", recycle_requests=50))
+    with pytest.raises(RuntimeError, match="was killed by SIGKILL"):
+        run(killed, engine_factory=spawning_engine)
+    orphan = _pids(tmp_path / "w", "children")[-1]
+    deadline = time.monotonic() + 10
+    while alive(orphan) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(orphan)  # SIGKILL to the worker's process group
+    again = run(killed, engine_factory=spawning_engine)
+    assert again.views_reused == 64 and again.views_generated == 56
+    assert rows(tmp_path / "killed") == rows(_in_process(tmp_path))
+    assert not any(map(alive, _pids(tmp_path / "w", "children")))
+
+
+def _in_process(tmp_path):
+    if not (tmp_path / "in-process").exists():
+        run(config(tmp_path, out="in-process", batch_requests=16))
+    return tmp_path / "in-process"
+
+
 def failing_engine(engine_config, cache_dir):
     raise OSError("no model at /models/missing")
 
@@ -51,8 +117,8 @@ def replace_on_count_alone(monkeypatch):
     monkeypatch.setattr(worker_module, "MIN_LIFE_PER_START", 0.0)
 
 
-def _pids(folder):
-    return [int(line) for line in (folder / "pids").read_text().split()]
+def _pids(folder, name="pids"):
+    return [int(line) for line in (folder / name).read_text().split()]
 
 
 def test_a_replaced_worker_writes_the_rows_of_an_in_process_run(tmp_path, catalog):

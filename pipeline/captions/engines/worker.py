@@ -11,12 +11,19 @@ answers it as the old one would have (tested with vLLM at temperature 1).
 
 The child is started with the 'spawn' method (no copy of the parent's threads or
 locks) and builds its engine from the picklable factory and EngineConfig; the parent
-sends (requests, sampling) and gets the results back over a pipe.
+sends (requests, sampling) and gets the results back over a pipe. It is not a daemon:
+vLLM on a GPU starts processes of its own (its engine core, one worker per GPU with
+tensor parallelism), which a daemon may not. So it leads a process group of its own,
+and ending it ends the group, the processes its engine started included; it is ended
+with the stage, and before the interpreter exits, so a parent that fails never waits
+on it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
+import os
 import signal
 import time
 import traceback
@@ -43,7 +50,9 @@ class EngineWorkerDied(RuntimeError):
 
 
 def _serve(conn, factory: Callable, config: EngineConfig, cache_dir: Path) -> None:
-    # Ctrl-C reaches the whole process group: the parent handles it and ends this worker
+    # its own group, which its engine's processes join, so one signal ends them all; a
+    # Ctrl-C reaches the parent's group only, and the parent ends this one
+    os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         engine = factory(config, cache_dir)
@@ -96,8 +105,10 @@ class WorkerEngine:
         self._conn, child_end = self._context.Pipe()
         self._process = self._context.Process(
             target=_serve, args=(child_end, self.factory, self.config, self.cache_dir),
-            name="adswap-engine", daemon=True)
+            name="adswap-engine", daemon=False)
         self._process.start()
+        # before multiprocessing joins its non-daemon children at exit
+        self._finalizer = multiprocessing.util.Finalize(self, self.close, exitpriority=10)
         child_end.close()  # so the parent's reads end when the child does
         self.pids.append(self._process.pid)
         self.name, self.model_id, self.model_revision = self._receive(
@@ -162,6 +173,13 @@ class WorkerEngine:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
+        # what the engine started may outlive the worker (killed, or ended without
+        # shutting its engine down): the worker's group goes with it
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._finalizer.cancel()
         self._conn.close()
         self._process.close()
         self._process = self._conn = None
