@@ -112,6 +112,7 @@ class CaptionStats:
     seconds: float = 0.0
     catalog_rejects: int = 0
     test_skipped: int = 0
+    banned_words_cut: int = 0           # banned words a server's caps left unsent
     peak_rss_mb: int = 0                # this process's highest RSS so far, plus its
                                         # engine workers' highest
     flags: Counter = field(default_factory=Counter)
@@ -188,25 +189,29 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
         for index, chunk in enumerate(_my_chunks(config, stats)):
             stats.tracks += len(chunk)
             stats.chunks += 1
-            if total is not None and stats.test_skipped:  # rows counted that are not ours
-                bar.total = total - per_track * (stats.test_skipped // config.world_size)
             planned = _plan_chunk(chunk, config, identity)
             stats.views_planned += len(planned)
             path = chunk_path(out, config.rank, config.world_size, index)
             existing = _existing_rows(path, schema)
             todo = [p for p in planned if p.key not in existing]
+            if bar.total is not None:
+                # the bar counts the work to do: views already on disk are done (so the
+                # rate, and the ETA, are those of generation alone), and the estimate
+                # without an LLM counted views that tracks with few tag subsets lack
+                planned_before = len(planned) if config.engine.spec.uses_model \
+                    else per_track * len(chunk)
+                bar.total -= planned_before - len(todo)
+                bar.refresh()
             if not todo and len(existing) == len(planned):
                 stats.chunks_skipped += 1
                 stats.views_reused += len(planned)
-                bar.update(len(planned))
                 continue
-            bar.update(len(planned) - len(todo))
             new_rows = _generate_batches(session.engine(), todo, template, config, stats,
                                          banned, bar, started)
             rows = _merge_rows(planned, existing, new_rows, stats)
             with atomic_path(path) as tmp:
                 pq.write_table(records_to_table(rows, schema), tmp)
-        bar.total = bar.n  # tracks with few tag subsets plan fewer views than the estimate
+        bar.total = bar.n  # the template engine's estimate counted test and rejected rows
         bar.refresh()
     if stats.tracks == 0 and config.rank == 0:
         raise ValueError(f"catalog {config.catalog} has no valid track to caption "
@@ -220,12 +225,25 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
 
 
 def _views_expected(config: CaptionsConfig) -> tuple[int, int | None]:
-    """Views planned per track, and this rank's total for the progress bar (None when
-    the catalog's rows cannot be counted without reading it)."""
+    """Views planned per track at most, and this rank's total for the progress bar
+    (None when the catalog's rows cannot be counted without reading it). With an LLM
+    the views of this rank's tracks are planned first, in one pass over the catalog
+    (the test split and rejected rows left out, and tracks with fewer tag subsets than
+    views given their own count), so the total and the ETA are the work to be done;
+    the template engine, done in seconds, is given an estimate from the rows."""
     per_track = (config.drop.n_views + config.drop.full_view) * len(config.languages)
-    rows_in_catalog = count_rows(config.catalog)
-    total = None if rows_in_catalog is None else \
-        per_track * len(range(config.rank, rows_in_catalog, config.world_size))
+    if not config.engine.spec.uses_model:
+        rows = count_rows(config.catalog)
+        return per_track, None if rows is None else per_track * len(
+            range(config.rank, rows, config.world_size))
+    total, valid = 0, 0
+    for track, _ in iter_catalog(config.catalog, config.read):
+        if track is None or (track.split == "test" and not config.include_test):
+            continue
+        if valid % config.world_size == config.rank:
+            total += len(plan_views(track.track_id, track.tags, config.drop)) * len(
+                config.languages)
+        valid += 1
     return per_track, total
 
 
@@ -361,6 +379,7 @@ def _generate(engine: Engine, todo: list[_Planned], template: Template,
         stats.views_generated += 1
         stats.prompt_tokens += result.prompt_tokens or 0
         stats.completion_tokens += result.completion_tokens or 0
+        stats.banned_words_cut += result.banned_cut
         rows[p.key] = View(
             track_id=p.track.track_id, view_id=p.view_id, language=p.language,
             tags={c: list(v) for c, v in p.tags.items()}, text=text, raw_text=result.text,

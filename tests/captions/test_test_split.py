@@ -4,9 +4,11 @@ tracks need reference captions only, and LLM captions of them must not reach tra
 import json
 
 import pytest
+from tqdm import tqdm
 from typer.testing import CliRunner
 
 from adswap.cli import app
+from pipeline.captions import stage
 from pipeline.captions.engines import EngineConfig, Result
 from pipeline.captions.engines.template import TemplateEngine
 from pipeline.captions.plan import DropConfig
@@ -81,3 +83,45 @@ def test_a_catalog_of_test_tracks_only_says_why_nothing_was_captioned(tmp_path):
     with pytest.raises(ValueError, match="2 test-split tracks skipped: --include-test"):
         run(CaptionsConfig(catalog=catalog, out=tmp_path / "views",
                            engine=EngineConfig(engine="template")))
+
+
+class Bar(tqdm):
+    """The stage's progress bar, noting its total at every step of progress."""
+
+    seen: list[tuple[int, int]] = []
+
+    def update(self, n=1):
+        result = super().update(n)
+        Bar.seen.append((self.n, self.total))
+        return result
+
+
+def test_an_llm_runs_progress_bar_counts_only_the_views_it_will_generate(tmp_path,
+                                                                        monkeypatch):
+    """A 900-track demo showed 9,900 views and a 1h10m ETA for 4,400 views of work:
+    the total counted its test tracks. With an LLM engine the bar's total is the work
+    to be done from the start, and on a rerun the views already on disk leave it as
+    their chunks are passed (before any generation, for a killed run's rerun)."""
+    monkeypatch.setattr(stage, "tqdm", Bar)
+    catalog = write_catalog(tmp_path / "catalog.jsonl", SPLITS)
+    # tracks 0 and 2 get two instruments, so two tag subsets for their two views; the
+    # others one subset, so one view (planning makes no more views than subsets)
+    lines = catalog.read_text().splitlines()
+    for i in (0, 2):
+        row = json.loads(lines[i])
+        row["tags"]["instrument"] = ["piano", "drums"]
+        lines[i] = json.dumps(row)
+    catalog.write_text("\n".join(lines) + "\n")
+    config = CaptionsConfig(catalog=catalog, out=tmp_path / "views", chunk_tracks=2,
+                            engine=EngineConfig(engine="openai"), drop=DropConfig(n_views=2))
+    Bar.seen = []
+    run(config, engine_factory=lambda *_: Recording())
+    assert Bar.seen[-1] == (7, 7)  # of 5 train/valid tracks: 2 x 2 views + 3 x 1
+    assert {total for _, total in Bar.seen} == {7}  # from the first step on
+    # a run killed after its first chunk file: a rerun's bar counts the rest
+    for path in sorted((tmp_path / "views").glob("views-*.parquet"))[1:]:
+        path.unlink()
+    Bar.seen = []
+    again = run(config, engine_factory=lambda *_: Recording())
+    assert again.views_generated == 3 and again.views_reused == 4
+    assert Bar.seen[-1] == (3, 3) and {total for _, total in Bar.seen} == {3}

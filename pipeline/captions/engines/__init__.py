@@ -88,6 +88,7 @@ class Result:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    banned_cut: int = 0                 # banned words left out to fit a server's caps
 
 
 class Engine(Protocol):
@@ -105,6 +106,11 @@ class VllmSettings(Config):
     tensor_parallel_size: int = setting(1, help="GPUs per model (vllm).")
     dtype: str = setting("auto", help="Model dtype (vllm); auto = float32 on CPU.")
     max_model_len: int = setting(2048, help="Context length in tokens (vllm).")
+    batch_invariant: bool = setting(True, help="On GPUs, make each answer depend on its "
+                                    "request's seed alone, not on the requests batched "
+                                    "with it (vLLM's VLLM_BATCH_INVARIANT), so a rerun or "
+                                    "a fresh worker writes the same text; off is faster. "
+                                    "On CPU the engine's settings are invariant already.")
     trim_memory: bool = setting(True, help="Hand the pages the C allocator holds free "
                                 "back to the system (glibc malloc_trim; vllm): during a "
                                 "batch whenever RSS has risen 256 MB since the last trim, "
@@ -122,9 +128,18 @@ class OpenAISettings(Config):
     concurrency: int = setting(8, help="Requests in flight (openai).")
     timeout_s: float = setting(60.0, flag="timeout", help="Seconds per request (openai).")
     retries: int = setting(3, help="Retries per request on timeouts, 429 and 5xx (openai).")
+    max_bad_words: int = setting(128, help="Token sequences of banned words a request may "
+                                 "carry: the server's VLLM_MAX_NUM_BAD_WORDS (openai; a "
+                                 "word counts as two, bare and after a space).")
+    max_bad_word_tokens: int = setting(1024, help="Tokens of those sequences together: the "
+                                       "server's VLLM_MAX_BAD_WORDS_TOTAL_TOKENS (openai). "
+                                       "Past either cap the rarest banned words are left "
+                                       "out, and counted (banned_words_cut).")
 
     def check(self) -> list[str]:
         problems = []
+        if self.max_bad_words < 2 or self.max_bad_word_tokens < 2:
+            problems.append("max_bad_words and max_bad_word_tokens must be >= 2")
         if self.concurrency < 1:
             problems.append("concurrency must be >= 1")
         if self.timeout_s <= 0:
