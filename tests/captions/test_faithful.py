@@ -140,11 +140,13 @@ def test_the_openai_engine_sends_bad_words_and_explains_a_refusal(serve):  # noq
     request = Request("a", [{"role": "user", "content": "tags"}], {}, "en", seed=1,
                       banned=("rock", "Rock"))
     engine(server.url).generate([request], Sampling())
-    assert server.calls[0]["bad_words"] == ["rock", "Rock"]
+    chats = [c for c in server.calls if "messages" in c]  # the others ask for tokens
+    assert chats[0]["bad_words"] == ["rock", "Rock"]
     plain = Request("b", [{"role": "user", "content": "tags"}], {}, "en", seed=2)
     engine(server.url).generate([plain], Sampling())
-    assert "bad_words" not in server.calls[1]
+    assert "bad_words" not in [c for c in server.calls if "messages" in c][1]
     refusing = serve(lambda n, body: (400, {"error": {
         "message": "Too many bad words after tokenization: 300.", "param": "bad_words"}}))
-    with pytest.raises(RuntimeError, match="VLLM_MAX_NUM_BAD_WORDS=8192.*--no-faithful"):
+    with pytest.raises(RuntimeError, match="VLLM_MAX_NUM_BAD_WORDS and "
+                       "VLLM_MAX_BAD_WORDS_TOTAL_TOKENS.*--no-faithful"):
         engine(refusing.url).generate([request], Sampling())

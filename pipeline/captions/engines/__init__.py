@@ -159,7 +159,8 @@ class EngineConfig(Config):
     recycle_requests: int | None = setting(None, help="Generate in a worker process that "
                                            "is replaced after this many requests, which "
                                            "gives back all the memory the engine gathered "
-                                           "(outputs do not change); 0 = in this process. "
+                                           "(outputs do not change; on GPUs, with "
+                                           "batch_invariant); 0 = in this process. "
                                            f"Unset: {RECYCLE_VLLM:,} for vllm (whose memory "
                                            "on CPU climbs), 0 for openai and template.")
     vllm: VllmSettings = setting(factory=VllmSettings, help="Settings of the vllm engine.")

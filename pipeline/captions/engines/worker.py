@@ -7,7 +7,8 @@ in one process batches ran ~5% slower after 4,000 views than before. A process t
 ends gives all of it back, so the stage bounds a long run by generating in a worker
 that is shut down after `recycle_requests` requests and started afresh for the next
 batch. Outputs do not change: every request carries its own seed, so a fresh engine
-answers it as the old one would have (tested with vLLM at temperature 1).
+answers it as the old one would have (tested with vLLM on CPU at temperature 1; on GPUs
+this holds with vLLM's batch invariance, the vllm engine's default there).
 
 The child is started with the 'spawn' method (no copy of the parent's threads or
 locks) and builds its engine from the picklable factory and EngineConfig; the parent
