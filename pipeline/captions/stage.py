@@ -236,15 +236,10 @@ def _views_expected(config: CaptionsConfig) -> tuple[int, int | None]:
         rows = count_rows(config.catalog)
         return per_track, None if rows is None else per_track * len(
             range(config.rank, rows, config.world_size))
-    total, valid = 0, 0
-    for track, _ in iter_catalog(config.catalog, config.read):
-        if track is None or (track.split == "test" and not config.include_test):
-            continue
-        if valid % config.world_size == config.rank:
-            total += len(plan_views(track.track_id, track.tags, config.drop)) * len(
-                config.languages)
-        valid += 1
-    return per_track, total
+    # the tracks the run will take, chosen as it chooses them (its stats are its own)
+    total = sum(len(plan_views(track.track_id, track.tags, config.drop))
+                for chunk in _my_chunks(config, CaptionStats()) for track in chunk)
+    return per_track, total * len(config.languages)
 
 
 def _plan_chunk(chunk: list[Track], config: CaptionsConfig,
