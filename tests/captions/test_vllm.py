@@ -328,6 +328,10 @@ def test_both_of_vllms_loaders_take_what_the_engine_registers():
     with pytest.raises(VLLMValidationError, match="must be a list of non-empty lists of "
                        "token ids"):
         validate(SamplingParams(extra_args={EXTRA_ARG: [[1], []]}))
+    # V1 admits a request through the same check
+    with pytest.raises(ValueError, match="must be a list of non-empty lists of token ids"):
+        BannedSequences.validate_params(SamplingParams(extra_args={EXTRA_ARG: [[-3]]}))
+    BannedSequences.validate_params(SamplingParams(extra_args={EXTRA_ARG: BANS}))
 
 
 def test_the_v2_processor_masks_what_the_v1_one_does_for_a_whole_batch():

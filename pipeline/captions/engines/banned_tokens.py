@@ -70,16 +70,19 @@ class Sequences:
 
 
 def request_sequences(params) -> Sequences | None:
-    """The request's sequences, or None when it bans nothing; a malformed list is refused
-    by name (it would otherwise fail inside the engine's step)."""
+    """The request's sequences, or None when it bans nothing."""
     sequences = (params.extra_args or {}).get(EXTRA_ARG)
-    if not sequences:
-        return None
+    return Sequences(sequences) if sequences else None
+
+
+def check_sequences(params) -> None:
+    """Refuse a malformed list by name when vLLM admits the request (both runners call
+    `validate_params` then); inside the engine's step it would fail the whole batch."""
+    sequences = (params.extra_args or {}).get(EXTRA_ARG) or []
     if not all(isinstance(s, (list, tuple)) and s and all(isinstance(t, int) and t >= 0
                                                             for t in s) for s in sequences):
         raise ValueError(f"extra_args[{EXTRA_ARG!r}] must be a list of non-empty lists of "
                          "token ids")
-    return Sequences(sequences)
 
 
 class BannedSequences(AdapterLogitsProcessor):
@@ -89,6 +92,10 @@ class BannedSequences(AdapterLogitsProcessor):
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
         super().__init__(vllm_config, device, is_pin_memory)
         self.device = device
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        check_sequences(sampling_params)
 
     def is_argmax_invariant(self) -> bool:
         return False  # it changes which token greedy decoding picks
@@ -128,7 +135,7 @@ class BannedSequencesV2(V2LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
-        request_sequences(sampling_params)
+        check_sequences(sampling_params)
 
     def add_request(self, req_idx: int, sampling_params) -> bool:
         sequences = request_sequences(sampling_params)
