@@ -44,6 +44,8 @@ EQUIVALENCE_STEPS = 5
 NO_GPU_EXIT = 3  # 2 is argparse's, for bad flags
 # audio encoders with BatchNorm: two processes equal one only with SyncBatchNorm
 BATCH_NORM = {"htsat"}
+# the settings given as several values after their flag
+LISTS = ("settings", "audio")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def parse(argv: list[str]) -> tuple[GpuCheckConfig, Path | None]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(GpuCheckConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.name in ("settings", "audio"):
+        if f.name in LISTS:
             parser.add_argument(flag, nargs="*", default=list(f.default),
                                 help=f.metadata["help"])
         else:
@@ -106,7 +108,7 @@ def parse(argv: list[str]) -> tuple[GpuCheckConfig, Path | None]:
     parser.add_argument("--equivalence-worker", type=Path, help=argparse.SUPPRESS)
     args = vars(parser.parse_args(argv))
     worker = args.pop("equivalence_worker")
-    args["settings"], args["audio"] = tuple(args["settings"]), tuple(args["audio"])
+    args.update({name: tuple(args[name]) for name in LISTS})
     try:
         return GpuCheckConfig(**args), worker
     except ValueError as err:
@@ -388,7 +390,7 @@ def _flags(config: GpuCheckConfig) -> list[str]:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         flag = "--" + f.name.replace("_", "-")
-        flags += [flag, *value] if f.name in ("settings", "audio") else [flag, str(value)]
+        flags += [flag, *value] if f.name in LISTS else [flag, str(value)]
     return flags
 
 
