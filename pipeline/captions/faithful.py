@@ -5,7 +5,7 @@ descriptor of the view's categories that is not one of the track's own tags. The
 engine masks the last token of a banned word's token sequence whenever the tokens
 before it were just written (the word bare and after a space), so the model cannot
 finish writing it and picks another word: the vllm engine with its own logits
-processor (engines/banned_tokens.py), the openai engine through the server's
+processor (banned_tokens.py), the openai engine through the server's
 `bad_words` (vLLM's OpenAI server takes them).
 
 The dictionary is the one curation checks captions against: the catalog's tag

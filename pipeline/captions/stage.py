@@ -29,13 +29,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.captions.engines import ENGINES, Engine, EngineConfig, Request, Sampling, make_engine
-from pipeline.captions.engines.worker import EngineWorkerDied, WorkerEngine
 from pipeline.captions.faithful import BannedWords, FaithfulConfig, build_banned_words
 from pipeline.captions.memory import peak_resident_mb
 from pipeline.captions.models import default_cache_dir, model_identity
 from pipeline.captions.parse import MAX_WORDS, parse_caption
 from pipeline.captions.plan import DropConfig, plan_views
 from pipeline.captions.prompts import DEFAULT_TEMPLATE, LANGUAGES, Template, load_template
+from pipeline.captions.worker import EngineWorkerDied, WorkerEngine
 from pipeline.sharding import check_rank, rank_setting, resolve_rank, world_size_setting
 from schemas.atomic import atomic_path, write_text_atomic
 from schemas.catalog import CatalogConfig, Track, count_rows, iter_catalog, read_setting
@@ -143,7 +143,7 @@ class _Identity:
             self.model_id, self.revision = model_identity(config.engine.model,
                                                           config.engine.revision)
         else:  # its rules are its model: the class says which version
-            engine = config.engine.spec.engine_class()
+            engine = config.engine.spec.engine
             self.model_id, self.revision = engine.model_id, engine.model_revision
         self.template = template
         self.sampling = _sampling_json(config, banned)

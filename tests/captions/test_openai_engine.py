@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.captions.engines import EngineConfig, OpenAISettings, Request, Sampling
-from pipeline.captions.engines.openai_engine import OpenAIEngine
+from pipeline.captions.engines import EngineConfig, Request, Sampling
+from pipeline.captions.engines.openai_engine import OpenAIEngine, OpenAISettings
 
 
 class Server:

@@ -319,8 +319,7 @@ class ShoutingEngine(TemplateEngine):
 
 def test_an_engine_is_one_row_of_the_table(tmp_path, catalog, monkeypatch):
     monkeypatch.setitem(ENGINES, "shout", EngineSpec(
-        "tests.captions.test_stage:ShoutingEngine", "capitals", languages=("en",),
-        uses_model=False))
+        "shout", "capitals", ShoutingEngine, languages=("en",), uses_model=False))
     run(config(tmp_path, engine=EngineConfig(engine="shout")))
     written = rows(tmp_path / "views")
     assert written and all(r["engine"] == "shout" and r["text"].isupper() for r in written)

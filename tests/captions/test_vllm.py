@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.captions.engines import EngineConfig, OpenAISettings, Request, Sampling
+from pipeline.captions.engines import EngineConfig, Request, Sampling
+from pipeline.captions.engines.openai_engine import OpenAISettings
 from pipeline.captions.prompts import load_template
 from tests.captions.test_stage import make_catalog, rows
 
@@ -117,7 +118,7 @@ def test_fresh_vllm_workers_write_the_rows_of_the_in_process_engine(tiny_engine,
     its engine core in a process of its own, as on a GPU node (there
     VLLM_ENABLE_V1_MULTIPROCESSING stays at its default, 1): a daemonic worker could
     not start it."""
-    from pipeline.captions.engines import worker
+    from pipeline.captions import worker
     from pipeline.captions.plan import DropConfig
     from pipeline.captions.stage import CaptionsConfig, run
 
@@ -279,7 +280,7 @@ EXPECTED = [([9, 1, 2], {5, 7}), ([3], {5, 7, 8}), ([2], {5}), ([], {5}),
 def test_banned_sequences_mask_the_last_token_after_its_prefix():
     import torch
 
-    from pipeline.captions.engines.banned_tokens import (
+    from pipeline.captions.banned_tokens import (
         EXTRA_ARG,
         BannedSequences,
         token_sequences,
@@ -311,7 +312,7 @@ def test_both_of_vllms_loaders_take_what_the_engine_registers():
         build_custom_logits_processors_params_validator,
     )
 
-    from pipeline.captions.engines.banned_tokens import BannedSequences, BannedSequencesV2
+    from pipeline.captions.banned_tokens import BannedSequences, BannedSequencesV2
 
     assert _load_logitsprocs_by_fqcns([BannedSequences]) == [BannedSequences]
     validate = build_custom_logits_processors_params_validator([BannedSequencesV2])
@@ -322,7 +323,7 @@ def test_both_of_vllms_loaders_take_what_the_engine_registers():
     from vllm import SamplingParams
     from vllm.exceptions import VLLMValidationError
 
-    from pipeline.captions.engines.banned_tokens import EXTRA_ARG
+    from pipeline.captions.banned_tokens import EXTRA_ARG
 
     validate(SamplingParams(extra_args={EXTRA_ARG: BANS}))
     with pytest.raises(VLLMValidationError, match="must be a list of non-empty lists of "
@@ -344,7 +345,7 @@ def test_the_v2_processor_masks_what_the_v1_one_does_for_a_whole_batch():
     from vllm import SamplingParams
     from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext
 
-    from pipeline.captions.engines.banned_tokens import EXTRA_ARG, BannedSequencesV2
+    from pipeline.captions.banned_tokens import EXTRA_ARG, BannedSequencesV2
 
     slots, vocab, width = 8, 12, 32
     tokens = torch.zeros(slots, width, dtype=torch.int32)

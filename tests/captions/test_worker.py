@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from pipeline.captions.engines import RECYCLE_VLLM, EngineConfig, Request, Sampling
-from pipeline.captions.engines import worker as worker_module
+from pipeline.captions import worker as worker_module
+from pipeline.captions.engines import EngineConfig, Request, Sampling
 from pipeline.captions.engines.template import TemplateEngine
-from pipeline.captions.engines.worker import EngineWorkerDied, WorkerEngine
+from pipeline.captions.engines.vllm_engine import RECYCLE_VLLM
 from pipeline.captions.stage import run
+from pipeline.captions.worker import EngineWorkerDied, WorkerEngine
 from schemas.config import ConfigError
 from tests.captions.test_stage import config, make_catalog, rows
 

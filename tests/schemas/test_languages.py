@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.captions.engines.template import _FRAMES, SUPPORTED_LANGUAGES
+from pipeline.captions.engines import ENGINES
+from pipeline.captions.engines.template import _AND, _FRAMES
 from pipeline.captions.prompts import load_template
 from pipeline.curate.language import FUNCTION_WORDS, LATIN_LANGUAGES, script_problem
 from pipeline.translate import TranslateConfig
@@ -12,8 +13,8 @@ from trainer.config import DataConfig
 
 
 def test_every_consumer_supports_only_languages_of_the_table():
-    # the engine table's row for the template engine lists the languages it has frames for
-    assert set(SUPPORTED_LANGUAGES) == set(_FRAMES) <= set(LANGUAGES)
+    # the template engine's row lists the languages it has frames and a conjunction for
+    assert set(ENGINES["template"].languages) == set(_FRAMES) == set(_AND) <= set(LANGUAGES)
     assert set(FUNCTION_WORDS) <= set(LANGUAGES)
     assert LATIN_LANGUAGES == {c for c, lang in LANGUAGES.items() if lang.script == "latin"}
     assert all(code == lang.code and lang.name for code, lang in LANGUAGES.items())

@@ -20,12 +20,45 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.captions.engines import EngineConfig, Request, Result, Sampling
+from pipeline.captions.engine_api import EngineSpec, Request, Result, Sampling
 from pipeline.captions.faithful import MAX_WORDS_LIMIT
+from schemas.config import Config, setting
+
+if TYPE_CHECKING:
+    from pipeline.captions.engines import EngineConfig
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class OpenAISettings(Config):
+    url: str = setting("http://127.0.0.1:8000", help="Server address (openai).")
+    concurrency: int = setting(8, help="Requests in flight (openai).")
+    timeout_s: float = setting(60.0, flag="timeout", help="Seconds per request (openai).")
+    retries: int = setting(3, help="Retries per request on timeouts, 429 and 5xx (openai).")
+    max_bad_words: int = setting(128, help="Token sequences of banned words a request may "
+                                 "carry: the server's VLLM_MAX_NUM_BAD_WORDS (openai; a "
+                                 "word counts as two, bare and after a space).")
+    max_bad_word_tokens: int = setting(1024, help="Tokens of those sequences together: the "
+                                       "server's VLLM_MAX_BAD_WORDS_TOTAL_TOKENS (openai). "
+                                       "Past either cap the rarest banned words are left "
+                                       "out, and counted (banned_words_cut).")
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.max_bad_words < 2 or self.max_bad_word_tokens < 2:
+            problems.append("max_bad_words and max_bad_word_tokens must be >= 2")
+        if self.concurrency < 1:
+            problems.append("concurrency must be >= 1")
+        if self.timeout_s <= 0:
+            problems.append("timeout_s must be > 0")
+        if self.retries < 0:
+            problems.append("retries must be >= 0")
+        return problems
 
 
 class OpenAIEngine:
@@ -133,3 +166,7 @@ class OpenAIEngine:
                 f"the server to ban more, up to {2 * MAX_WORDS_LIMIT} sequences); servers "
                 "other than vLLM's may not take bad_words at all: run with --no-faithful "
                 "there.")
+
+
+ENGINE = EngineSpec("openai", "an OpenAI-compatible server", OpenAIEngine,
+                    settings=OpenAISettings)

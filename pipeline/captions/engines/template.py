@@ -6,11 +6,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.captions.engines import ENGINES, EngineConfig, Request, Result, Sampling
+from pipeline.captions.engine_api import EngineSpec, Request, Result, Sampling
 
-# The languages this engine writes (its row of ENGINES lists them, so configs are checked
-# without importing this module), each with its sentence frames and the word that joins
+if TYPE_CHECKING:
+    from pipeline.captions.engines import EngineConfig
+
+# The languages this engine writes, each with its sentence frames and the word that joins
 # the last two items of a list.
 _FRAMES = {
     "en": ("A {mood} {genre} track with {instrument}.",
@@ -22,7 +25,7 @@ _FRAMES = {
     "it": ("Un brano {genre} {mood} con {instrument}.",),
 }
 _AND = {"en": "and", "de": "und", "fr": "et", "es": "y", "it": "e"}
-SUPPORTED_LANGUAGES = ENGINES["template"].languages
+SUPPORTED_LANGUAGES = tuple(_FRAMES)
 
 
 def _join(words: Sequence[str], conjunction: str) -> str:
@@ -69,3 +72,8 @@ class TemplateEngine:
             text = "An " + text[2:]
         return Result(request.request_id, text, "stop", prompt_tokens=0,
                       completion_tokens=len(text.split()))
+
+
+# Writes from tags, not prompts: it has no model and cannot translate a caption.
+ENGINE = EngineSpec("template", "rule-based, no model", TemplateEngine,
+                    languages=SUPPORTED_LANGUAGES, uses_model=False, translates=False)

@@ -5,17 +5,51 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.captions.engines import EngineConfig, Request, Result, Sampling
+from pipeline.captions.engine_api import EngineSpec, Request, Result, Sampling
 from pipeline.captions.memory import trimmed
 from pipeline.captions.models import resolve_model
+from schemas.config import Config, setting
+
+if TYPE_CHECKING:
+    from pipeline.captions.engines import EngineConfig
 
 # How far RSS may rise inside a batch before freed buffers are handed back. On CPU a
 # trim takes ~40 ms and 256 MB comes back 15-25 times per 256-request batch (~45 s):
 # peaks stayed within ~0.7 GB of the RSS between batches at 0.98x the untrimmed speed
 # (issue 17).
 TRIM_HEADROOM_MB = 256
+
+# Requests per vLLM worker process: on CPU (~6 views/s with SmolLM2) a worker lives about
+# 7 minutes against ~13 s to start one. With trimming, one process held its peak as low
+# but its batches ran ~5% slower after 4,000 views; a fresh worker starts clean (issue
+# 17). The other engines hold nothing that grows, and a pipe would cost the template
+# engine most of its speed.
+RECYCLE_VLLM = 2500
+
+
+@dataclass(frozen=True)
+class VllmSettings(Config):
+    tensor_parallel_size: int = setting(1, help="GPUs per model (vllm).")
+    dtype: str = setting("auto", help="Model dtype (vllm); auto = float32 on CPU.")
+    max_model_len: int = setting(2048, help="Context length in tokens (vllm).")
+    batch_invariant: bool = setting(True, help="On GPUs, make each answer depend on its "
+                                    "request's seed alone, not on the requests batched "
+                                    "with it (vLLM's VLLM_BATCH_INVARIANT), so a rerun or "
+                                    "a fresh worker writes the same text; off is faster. "
+                                    "On CPU the engine's settings are invariant already.")
+    trim_memory: bool = setting(True, help="Hand the pages the C allocator holds free "
+                                "back to the system (glibc malloc_trim; vllm): during a "
+                                "batch whenever RSS has risen 256 MB since the last trim, "
+                                "and after it. Without it the vLLM engine on CPU gains "
+                                "about 0.45 MB of RSS per view, memory it has already "
+                                "freed.")
+
+    def check(self) -> list[str]:
+        return [] if self.tensor_parallel_size >= 1 else ["tensor_parallel_size must be >= 1"]
 
 
 def _on_cpu() -> bool:
@@ -63,7 +97,7 @@ class VllmEngine:
         try:
             from vllm import LLM
 
-            from pipeline.captions.engines.banned_tokens import (
+            from pipeline.captions.banned_tokens import (
                 BannedSequences,
                 BannedSequencesV2,
             )
@@ -99,7 +133,7 @@ class VllmEngine:
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
         from vllm import SamplingParams
 
-        from pipeline.captions.engines.banned_tokens import EXTRA_ARG, token_sequences
+        from pipeline.captions.banned_tokens import EXTRA_ARG, token_sequences
 
         tokenizer = self.llm.get_tokenizer()
         params = [SamplingParams(
@@ -130,3 +164,7 @@ class VllmEngine:
                 prompt_tokens=len(output.prompt_token_ids or ()),
                 completion_tokens=len(completion.token_ids)))
         return results
+
+
+ENGINE = EngineSpec("vllm", "offline batch generation (vLLM)", VllmEngine,
+                    settings=VllmSettings, recycle_requests=RECYCLE_VLLM)
