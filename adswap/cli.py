@@ -106,10 +106,16 @@ def captions(config: CaptionsConfig) -> None:
 
 
 @config_command(app, CurateConfig)
-def curate(config: CurateConfig) -> None:
+def curate(config: CurateConfig, settings: Path | None = typer.Option(
+        None, "--settings", hidden=True, help="Gone: see --config.")) -> None:
     """Filter views with DuckDB rules, assign leakage-free splits, build the TextSwap
     dictionary, and report what each rule removed and why."""
     from pipeline.curate.stage import run
+
+    if settings is not None:  # the curation YAML of earlier versions
+        fail(f"--settings is gone: {settings}'s rules: and splits: sections are curate's "
+             f"own settings now, so pass it as --config {settings} (or set one value, "
+             "e.g. --set rules.length.min_words=5)")
 
     stats = _run(run, config)
     removed = ", ".join(f"{rule} {n}" for rule, n in stats.by_rule.items() if n)

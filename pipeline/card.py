@@ -228,9 +228,9 @@ def _curation_section(curation: dict) -> list[str]:
              f"{t['views']} views in, {t['curated']} kept, {t['rejected']} rejected, "
              f"from `{curation['source']}`.", "", "| rule | settings | rows removed |",
              "|---|---|---|"]
-    from pipeline.curate.stage import rule_files
+    from pipeline.curate.rules_config import RULES
 
-    order = [name for name, _ in rule_files()]
+    order = [rule.name for rule in RULES]
     for rule, removed in sorted(curation["rejected_by_rule"].items(),
                                 key=lambda item: order.index(item[0])
                                 if item[0] in order else len(order)):

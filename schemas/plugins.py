@@ -5,6 +5,8 @@ an engine or a reader in its own package without editing this one.
 
 A module declares its row as a module-level constant (`ENGINE`, `ENCODER`, `READER`);
 the folder's other modules are helpers only if their names start with an underscore.
+Entries that are data files (curation rules) come from the folders of the packages a
+group names.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import pkgutil
+from pathlib import Path
 from types import ModuleType
 
 
@@ -22,9 +25,21 @@ def discover(package: str, group: str) -> list[ModuleType]:
     names = [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(folder.__path__),
                                                     key=lambda m: m.name)
              if not m.name.startswith("_")]
-    found = sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name)
-    names += [e.value for e in found if e.value not in names]
+    names += [name for name in plugin_modules(group) if name not in names]
     return [importlib.import_module(name) for name in names]
+
+
+def plugin_modules(group: str) -> list[str]:
+    """The module paths other distributions name under the entry-point `group`."""
+    found = sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name)
+    return [entry.value for entry in found]
+
+
+def plugin_folders(group: str) -> list[Path]:
+    """The folders of the packages named under `group`, for entries that are data files
+    (curation rules are SQL files), imported so their location is the installed one."""
+    return [Path(importlib.import_module(name).__file__).parent
+            for name in plugin_modules(group)]
 
 
 def rows(package: str, group: str, constant: str) -> list:

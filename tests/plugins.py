@@ -11,11 +11,16 @@ import textwrap
 from pathlib import Path
 
 
-def plugin_env(folder: Path, group: str, name: str, module: str, source: str) -> dict:
-    """Writes `module`.py and its distribution's metadata into `folder`; the environment
-    a subprocess needs to see them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+def plugin_env(folder: Path, group: str, name: str, module: str, source: str,
+               data: dict[str, str] | None = None) -> dict:
+    """Writes the package `module` (its `__init__.py` is `source`; `data`: more files
+    in it, by name) and its distribution's metadata into `folder`; the environment a
+    subprocess needs to see them."""
+    package = folder / module
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    for file_name, text in (data or {}).items():
+        (package / file_name).write_text(textwrap.dedent(text), encoding="utf-8")
     info = folder / f"{module}_plugin-0.1.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}-plugin\n"

@@ -8,10 +8,10 @@ Output folder:
   report.json, report.md     counts per rule, category and split; distributions; examples
   _analysed/                 cached descriptor analysis, one file per views file
 
-Each rule is one SQL file in pipeline/curate/rules/, run in name order over the rows
-still standing; a rule selects (row_id, reason) of the rows it rejects, and its
-settings come from the curation config as $parameters. Nothing is dropped without a
-rule and a reason.
+Each rule is one SQL file in pipeline/curate/rules/ (pipeline/curate/rules_config.py),
+run in name order over the rows still standing; a rule selects (row_id, reason) of the
+rows it rejects, and its settings (`rules.<name>.*`, declared in its header) come in
+as $parameters. Nothing is dropped without a rule and a reason.
 
 Only the columns rules decide on enter DuckDB (RULE_EXCLUDED stay out): at 10M rows
 the full views would not fit its memory and the table would spill to disk. The
@@ -36,24 +36,22 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 from tqdm import tqdm
 
 from pipeline.curate.analysis import ROWS_PER_FILE, analyse_file, analysed_name
 from pipeline.curate.dictionary import build_dictionary
 from pipeline.curate.language import normalise_text
 from pipeline.curate.report import write_report
+from pipeline.curate.rules_config import RULES, RulesConfig, SplitsConfig, rule_values
 from pipeline.curate.splits import assign_split
 from pipeline.parallel import map_jobs
 from pipeline.sql import sql_string
 from schemas.catalog import CatalogConfig, iter_catalog, read_setting, tag_map_for
-from schemas.config import Config, setting
+from schemas.config import Config, as_dict, setting
 from schemas.problems import SchemaError
 from schemas.tabular import iter_rows
 from schemas.views import curated_schema, rejected_schema, views_schema
 
-RULES_DIR = Path(__file__).parent / "rules"
-DEFAULT_SETTINGS = Path(__file__).parent / "curation.yaml"
 PART_ROWS = 250_000  # rows per output part, whole views files each; bounds writer memory
 ROW_GROUP_ROWS = 100_000  # several row groups per part, so readers can split a part
 # Views columns no rule needs, kept out of DuckDB; the outputs take them from the files.
@@ -68,8 +66,10 @@ class CurateConfig(Config):
     catalog: Path = setting(help="The catalog the views were written from.")
     out: Path = setting(help="Folder for curated/, rejected/, the swap dictionary and the "
                         "report.")
-    settings: Path = setting(DEFAULT_SETTINGS, help="Curation YAML: thresholds, rules on "
-                             "or off.")
+    rules: RulesConfig = setting(factory=RulesConfig, help="Each rule's switch and "
+                                 "thresholds, one section per rule file.")
+    splits: SplitsConfig = setting(factory=SplitsConfig, help="How tracks without a "
+                                   "split of their own are assigned one.")
     extras: Path | None = setting(None, help="YAML of extra descriptors and synonyms for "
                                   "the swap dictionary.")
     eval_sets: tuple[Path, ...] = setting((), flag="eval-set", help="Evaluation sets to "
@@ -106,44 +106,14 @@ class CurateStats:
     seconds: float = 0.0
 
 
-def load_settings(path: Path) -> dict:
-    """The curation YAML, checked against the rules that exist, all problems at once."""
-    try:
-        body = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"cannot read curation settings {path}: {err}") from err
-    defaults = yaml.safe_load(DEFAULT_SETTINGS.read_text(encoding="utf-8"))
-    problems = []
-    rules = {name: dict(values) for name, values in defaults["rules"].items()}
-    for name, values in (body.get("rules") or {}).items():
-        if name not in rules:
-            problems.append(f"unknown rule {name!r}; rules: {', '.join(rules)}")
-            continue
-        unknown = set(values or {}) - set(rules[name])
-        if unknown:
-            problems.append(f"rule {name!r} has no settings {sorted(unknown)}")
-        rules[name].update(values or {})
-    splits = {**defaults["splits"], **(body.get("splits") or {})}
-    if not 0 <= splits["valid_fraction"] + splits["test_fraction"] < 1:
-        problems.append("splits: valid_fraction + test_fraction must be in [0, 1)")
-    if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems))
-    return {"rules": rules, "splits": splits}
-
-
-def rule_files() -> list[tuple[str, Path]]:
-    return [(p.stem.split("_", 1)[1], p) for p in sorted(RULES_DIR.glob("*.sql"))]
-
-
 def run(config: CurateConfig) -> CurateStats:
     started = time.perf_counter()
-    settings = load_settings(config.settings)
     eval_lists = _read_eval_sets(config.eval_sets)
     out = Path(config.out)
     cache = out / "_analysed"
     cache.mkdir(parents=True, exist_ok=True)
 
-    tracks, tags = _tracks(config, settings["splits"])
+    tracks, tags = _tracks(config, config.splits)
     dictionary_path, dictionary_hash = _write_dictionary(config, tags, out)
     catalog_done = time.perf_counter()
 
@@ -157,13 +127,14 @@ def run(config: CurateConfig) -> CurateStats:
     con = _connect(config, out)
     _load_rows(con, tracks, [job[3] for job in jobs])
     _load_eval_sets(con, eval_lists)
-    stats.by_rule = _apply_rules(con, settings["rules"])
+    stats.by_rule = _apply_rules(con, config.rules)
     stats.curated, stats.rejected = _write_outputs(
         con, [(job[3], job[1], n) for job, n in zip(jobs, sizes, strict=True)], out,
         config.categories, config.threads)
     stats.sql_seconds = round(time.perf_counter() - analysis_done, 3)
     stats.seconds = round(time.perf_counter() - started, 3)
-    write_report(con, out, stats, settings, config)
+    write_report(con, out, stats, {"rules": rule_values(config.rules),
+                                   "splits": as_dict(config.splits)}, config)
     con.close()
     shutil.rmtree(out / "_duckdb_tmp", ignore_errors=True)
     return stats
@@ -237,22 +208,17 @@ def _load_rows(con, tracks: pa.Table, analysed: list[str]) -> None:
         FROM rows WHERE rule IS NULL""")
 
 
-def _apply_rules(con, rules: dict) -> dict[str, int | None]:
+def _apply_rules(con, rules: RulesConfig) -> dict[str, int | None]:
     """Run each enabled rule in name order, marking the rows it rejects; returns the rows
     each rule rejected (None for a rule turned off)."""
     by_rule: dict[str, int | None] = {}
-    for name, path in rule_files():
-        values = rules.get(name, {"enabled": True})
-        if not values.get("enabled", True):
+    for rule in RULES:
+        name, values = rule.name, rule_values(rules)[rule.name]
+        if not values["enabled"]:
             by_rule[name] = None
             continue
-        rule_sql = path.read_text(encoding="utf-8")
-        used = set(_PARAM.findall(rule_sql))
-        missing = sorted(used - set(values))
-        if missing:
-            raise ValueError(f"rule {path} uses {', '.join('$' + m for m in missing)}: "
-                             f"declare it under rules: {name}: in {DEFAULT_SETTINGS}")
-        params = {p: values[p] for p in used}
+        rule_sql = rule.sql
+        params = {p: values[p] for p in set(_PARAM.findall(rule_sql))}
         _sql(con, f"CREATE TEMP TABLE hits AS SELECT row_id, any_value(reason) AS reason "
              f"FROM ({rule_sql}) GROUP BY row_id", params)
         by_rule[name] = _sql(con, "SELECT count(*) FROM hits")[0][0]
@@ -280,7 +246,8 @@ TRACK_FACTS = pa.schema([
 TRACK_BATCH = 50_000  # tracks per Arrow batch: the Python lists stay small at 1M tracks
 
 
-def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str, str]]]:
+def _tracks(config: CurateConfig, splits: SplitsConfig
+            ) -> tuple[pa.Table, set[tuple[str, str]]]:
     """The catalog facts the rules join on, one row per valid track. Rejected catalog
     rows were reported by `captions`; their views fall to the unknown_track rule."""
     batches: list[pa.RecordBatch] = []
@@ -292,8 +259,8 @@ def _tracks(config: CurateConfig, splits: dict) -> tuple[pa.Table, set[tuple[str
         pairs = track.all_tags()
         columns["track_id"].append(track.track_id)
         columns["artist_norm"].append(track.artist.strip().lower() if track.artist else None)
-        columns["split"].append(assign_split(track, splits["valid_fraction"],
-                                             splits["test_fraction"], splits["seed"]))
+        columns["split"].append(assign_split(track, splits.valid_fraction,
+                                             splits.test_fraction, splits.seed))
         columns["n_tags"].append(len(pairs))
         columns["min_category_tags"].append(min(len(v) for v in track.tags.values()))
         # display forms ('R&B') against the dictionary's lower-cased terms

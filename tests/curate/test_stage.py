@@ -1,13 +1,14 @@
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.curate.rules_config import read_rule
 from pipeline.curate.splits import assign_split
-from pipeline.curate.stage import CurateConfig, load_settings, run
+from pipeline.curate.stage import CurateConfig, run
 from schemas.catalog import Track
+from schemas.config import ConfigError, load_config
 from schemas.problems import SchemaError
 from schemas.views import View, curated_schema, read_table, records_to_table, views_schema
 
@@ -126,15 +127,39 @@ def test_report_counts_match_the_parquet(curated):
     assert "| hallucination | 1 |" in (out / "report.md").read_text()
 
 
-def test_rules_can_be_switched_off_and_bad_settings_are_reported(tmp_path, curated):
-    settings = tmp_path / "s.yaml"
+def test_rules_can_be_switched_off_and_bad_settings_are_reported(tmp_path):
+    base = ["views=v", "catalog=c", "out=o"]
+    settings = tmp_path / "s.yaml"  # a curation YAML of earlier versions reads as --config
     settings.write_text("rules:\n  hallucination: {enabled: false}\n"
                         "  tag_recall: {min_tag_recall: 0.0}\n")
-    assert load_settings(settings)["rules"]["hallucination"]["enabled"] is False
-    settings.write_text("rules:\n  vibes: {enabled: true}\n  length: {max_lines: 3}\n")
-    with pytest.raises(ValueError) as err:
-        load_settings(settings)
-    assert "unknown rule 'vibes'" in str(err.value) and "max_lines" in str(err.value)
+    config = load_config(CurateConfig, settings, base + ["rules.length.min_words=5"])
+    assert config.rules.hallucination.enabled is False
+    assert config.rules.tag_recall.min_tag_recall == 0.0 and config.rules.length.min_words == 5
+    assert config.rules.length.max_words == 60  # the rest keep the rule file's defaults
+    settings.write_text("rules:\n  vibes: {enabled: true}\n  length: {max_lines: 3}\n"
+                        "splits: {valid_fraction: 0.6, test_fraction: 0.5}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(CurateConfig, settings, base)
+    assert "rules.vibes: unknown setting" in str(err.value)
+    assert "rules.length.max_lines: unknown setting" in str(err.value)
+    assert "splits.valid_fraction and test_fraction" in str(err.value)
+
+
+def test_a_rule_declares_the_settings_it_uses(tmp_path):
+    rule = tmp_path / "11_short.sql"
+    rule.write_text("-- Short captions.\n-- $min_jazz_words (int, 3): fewest words.\n"
+                    "SELECT row_id, 'short' AS reason FROM candidates "
+                    "WHERE n_words < $min_jazz_words")
+    read = read_rule(rule)
+    assert (read.name, read.help) == ("short", "Short captions.")
+    assert read.settings == (("min_jazz_words", int, 3, "fewest words."),)
+    rule.write_text("SELECT row_id, 'short' AS reason FROM candidates WHERE n_words < $n\n")
+    with pytest.raises(ValueError, match=r"11_short.sql: uses \$n without declaring it"):
+        read_rule(rule)
+    rule.write_text("-- $n (int, many): x.\nSELECT row_id, '' AS reason FROM candidates "
+                    "WHERE n_words < $n")
+    with pytest.raises(ValueError, match="line 1: default 'many' is not int"):
+        read_rule(rule)
 
 
 def test_bad_stage_settings():
@@ -144,14 +169,15 @@ def test_bad_stage_settings():
     assert "workers" in str(err.value)
 
 
-def test_the_default_settings_file_names_flags_curate_has():
-    import re
+def test_the_old_settings_flag_names_the_new_way(tmp_path):
+    from typer.testing import CliRunner
 
-    from adswap.config_cli import flag_names
-    from pipeline.curate.stage import DEFAULT_SETTINGS
+    from adswap.cli import app
 
-    named = re.findall(r"--[a-z][a-z-]*", DEFAULT_SETTINGS.read_text(encoding="utf-8"))
-    assert named and set(n[2:] for n in named) <= set(flag_names(CurateConfig).values())
+    result = CliRunner().invoke(app, ["curate", "--views", "v", "--catalog", "c", "--out",
+                                      "o", "--settings", "mine.yaml"])
+    assert result.exit_code == 1
+    assert "pass it as --config mine.yaml" in result.output
 
 
 def test_splits_are_deterministic_and_keep_artists_together():
@@ -224,11 +250,11 @@ def test_rerun_reuses_the_analysis_and_applies_new_thresholds(tmp_path, curated)
     cached = sorted((out / "_analysed").glob("*.parquet"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
-    settings = tmp_path / "s.yaml"
-    settings.write_text("rules:\n  hallucination: {enabled: false}\n")
     (out / ".curated.tmp-999999").mkdir()  # as a killed run leaves it
-    second = run(CurateConfig(views=out.parent / "views", catalog=out.parent / "catalog.jsonl",
-                              out=out, settings=settings, eval_sets=(out.parent / "eval.csv",)))
+    second = run(load_config(CurateConfig, None, [
+        f"views={out.parent / 'views'}", f"catalog={out.parent / 'catalog.jsonl'}",
+        f"out={out}", f"eval_sets={out.parent / 'eval.csv'}",
+        "rules.hallucination.enabled=false"]))
     assert cached[0].stat().st_mtime_ns == stamp  # analysis was not redone
     assert not list(out.glob(".*.tmp-*"))  # the killed run's half-written parts are gone
     assert second.by_rule["hallucination"] is None
@@ -282,23 +308,31 @@ def test_outputs_keep_the_views_order_in_parts_and_do_not_depend_on_threads(
         "train", "valid", "test"}
 
 
-def test_a_new_rule_file_runs_and_an_undeclared_setting_is_named(tmp_path, monkeypatch,
-                                                                   curated):
-    import pipeline.curate.stage as stage
+def test_a_rule_from_another_package_is_one_file(tmp_path, curated):
+    from tests.plugins import adswap, plugin_env
 
     out, first = curated
-    rules = tmp_path / "rules"
-    shutil.copytree(stage.RULES_DIR, rules)
-    (rules / "11_no_jazz.sql").write_text(
-        "SELECT row_id, 'jazz is out' AS reason FROM candidates WHERE text ILIKE '%jazz%'")
-    monkeypatch.setattr(stage, "RULES_DIR", rules)
-    config = CurateConfig(views=out.parent / "views", catalog=out.parent / "catalog.jsonl",
-                          out=tmp_path / "out", eval_sets=(out.parent / "eval.csv",))
-    stats = run(config)
-    assert stats.by_rule["no_jazz"] == 1 and stats.curated == first.curated - 1
-    rejected = pq.read_table(tmp_path / "out" / "rejected").to_pylist()
+    env = plugin_env(tmp_path / "plugin", "adswap.curation_rules", "jazz", "jazz_rules", "",
+                     {"11_no_jazz.sql": """\
+                         -- Captions that name a genre this catalog does not want.
+                         -- $genre (str, '%jazz%'): the pattern (ILIKE) a caption must not match.
+                         SELECT row_id, 'names ' || $genre AS reason FROM candidates
+                         WHERE text ILIKE $genre
+                         """})
+    args = ["curate", "--views", str(out.parent / "views"), "--catalog",
+            str(out.parent / "catalog.jsonl"), "--eval-set", str(out.parent / "eval.csv")]
+    shown = adswap(env, "curate", "--help")
+    assert "--genre" in shown.stdout and "--rule-no-jazz" in shown.stdout
+    done = adswap(env, *args, "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["rejected_by_rule"]["no_jazz"] == 1
+    assert report["totals"]["curated"] == first.curated - 1
+    assert report["settings"]["rules"]["no_jazz"] == {"enabled": True, "genre": "%jazz%"}
+    rejected = pq.read_table(tmp_path / "a" / "rejected").to_pylist()
     assert [r["track_id"] for r in rejected if r["rule"] == "no_jazz"] == ["t2"]
-    (rules / "11_no_jazz.sql").write_text(
-        "SELECT row_id, 'short' AS reason FROM candidates WHERE n_words < $min_jazz_words")
-    with pytest.raises(ValueError, match=r"11_no_jazz.sql uses \$min_jazz_words"):
-        run(config)
+    other = adswap(env, *args, "--out", str(tmp_path / "b"), "--set",
+                   "rules.no_jazz.genre=%polka%")
+    assert other.returncode == 0, other.stderr
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["rejected_by_rule"][
+        "no_jazz"] == 0

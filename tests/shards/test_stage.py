@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from adswap.cli import app
 from pipeline.card import update_card
+from pipeline.curate.rules_config import SplitsConfig
 from pipeline.rejects import KINDS
 from pipeline.shards.audio import ClipConfig
 from pipeline.shards.stage import ShardsConfig, card_facts, run
@@ -231,7 +232,7 @@ def test_bad_audio_is_rejected_with_its_reason_and_never_stops_the_stage(demo_ca
     captions(CaptionsConfig(catalog=tmp_path / "catalog.parquet", out=tmp_path / "views",
                             engine=EngineConfig(engine="template")))
     curate(CurateConfig(views=tmp_path / "views", catalog=tmp_path / "catalog.parquet",
-                        out=tmp_path / "curated", settings=_all_splits_train(tmp_path)))
+                        out=tmp_path / "curated", splits=ALL_TRAIN))
     stats = run(ShardsConfig(curated=tmp_path / "curated", catalog=tmp_path / "catalog.parquet",
                              out=tmp_path / "shards", clips=CLIPS, workers=1))
     rejects = {r["track_id"] or r["reason"]: r for r in map(
@@ -260,10 +261,7 @@ def test_bad_audio_is_rejected_with_its_reason_and_never_stops_the_stage(demo_ca
                                   for i in (0, 1))
 
 
-def _all_splits_train(tmp_path):
-    path = tmp_path / "curation.yaml"
-    path.write_text("splits:\n  valid_fraction: 0\n  test_fraction: 0\n")
-    return path
+ALL_TRAIN = SplitsConfig(valid_fraction=0, test_fraction=0)
 
 
 def test_the_plan_is_written_in_its_declared_schema_and_checked_when_read(shards,

@@ -7,6 +7,7 @@ import pytest
 from pipeline.captions.engines import EngineConfig
 from pipeline.captions.stage import CaptionsConfig
 from pipeline.captions.stage import run as captions
+from pipeline.curate.rules_config import SplitsConfig
 from pipeline.curate.stage import CurateConfig
 from pipeline.curate.stage import run as curate
 from pipeline.demo_data import DemoConfig
@@ -26,15 +27,13 @@ def shards_300(tmp_path_factory):
     catalog = work / "demo" / "catalog.parquet"
     captions(CaptionsConfig(catalog=catalog, out=work / "views",
                             engine=EngineConfig(engine="template")))
-    settings = work / "curation.yaml"
-    settings.write_text("splits:\n  valid_fraction: 0.15\n  test_fraction: 0\n")
     # the demo assigns its own splits; drop them so the curation fractions decide
     import pyarrow.parquet as pq
 
     table = pq.read_table(catalog)
     pq.write_table(table.drop_columns(["split"]), catalog)
     curate(CurateConfig(views=work / "views", catalog=catalog, out=work / "curated",
-                        settings=settings))
+                        splits=SplitsConfig(valid_fraction=0.15, test_fraction=0)))
     shards(ShardsConfig(curated=work / "curated", catalog=catalog, out=work / "shards",
                         clips=ClipConfig(sample_rate=16_000, clip_seconds=2,
                                          clips_per_track=3), max_samples=48, workers=2))
