@@ -8,8 +8,11 @@ file, the overrides and the values, is listed at once before any work starts.
 
 - `setting(default, help=...)` declares a field; `choices` are checked for you.
 - `Config` is the base: a subclass lists its value problems in `check()`, each
-  starting with the field's name, and construction raises `ConfigError` with all.
-- `load_config(Cls, path, overrides)` builds one; `as_dict(config)` is its YAML form;
+  starting with the field's name, and construction raises `ConfigError` with all; its
+  class attribute `renamed` (old name -> new dotted name) turns a setting an earlier
+  version had into a message saying where it is now.
+- `load_config(Cls, path, overrides)` builds one, `config_from_dict(Cls, data, source)`
+  one from plain data; `as_dict(config)` is its YAML form;
   `leaves(Cls)` lists every setting with its dotted path, type, default and help.
 """
 
@@ -146,7 +149,7 @@ def load_config(cls, path: Path | str | None = None, overrides: typing.Iterable[
             continue
         if key not in kinds:
             problems.append(f"override {item!r}: unknown setting {key!r}"
-                            + _suggest(key, kinds))
+                            + (_renamed_hint(cls, key) or _suggest(key, kinds)))
             continue
         value = _from_text(kinds[key], text)
         if value is _BAD:
@@ -165,6 +168,29 @@ def load_config(cls, path: Path | str | None = None, overrides: typing.Iterable[
     return config
 
 
+def config_from_dict(cls, body: dict, source: str):
+    """`cls` from plain data (as `as_dict` wrote it), checked as load_config checks."""
+    problems: list[str] = []
+    config = _build(cls, body, "", problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _renamed_hint(cls, key: str) -> str:
+    """Where a setting an earlier version had lives now, from the `renamed` map
+    (old name -> new dotted name) of the section that held it."""
+    where, section = "", cls
+    *parents, name = key.split(".")
+    for part in parents:
+        kind = typing.get_type_hints(section).get(part)
+        if not dataclasses.is_dataclass(kind):
+            return ""
+        where, section = f"{where}{part}.", kind
+    new = getattr(section, "renamed", {}).get(name)
+    return f" (it is {where}{new} now)" if new else ""
+
+
 def _suggest(key: str, kinds: dict) -> str:
     leaf = key.rsplit(".", 1)[-1]
     near = [k for k in kinds if k.rsplit(".", 1)[-1] == leaf]
@@ -180,8 +206,11 @@ def _build(cls, body, where: str, problems: list[str]):
         body = {}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "renamed", {})
     for key in sorted(set(body) - names):
-        problems.append(f"{where}{key}: unknown setting (known: {', '.join(sorted(names))})")
+        problems.append(f"{where}{key}: unknown setting " + (
+            f"(it is {where}{renamed[key]} now)" if key in renamed
+            else f"(known: {', '.join(sorted(names))})"))
     values, buildable = {}, True
     for f in dataclasses.fields(cls):
         kind, name = hints[f.name], f"{where}{f.name}"

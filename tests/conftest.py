@@ -70,7 +70,7 @@ def trained_runs(demo_shards, tmp_path_factory):
         train(load_config(None, [
             f"data.shards={demo_shards}", f"run.out={out}", f"run.seed={seed}",
             "data.batch_size=8", "data.workers=1", "model.audio.clip_seconds=1.5",
-            "model.audio.channels=[4,8]", "model.dim=32", "model.layers=1", "optim.epochs=2",
+            "model.audio.cnn.channels=[4,8]", "model.dim=32", "model.layers=1", "optim.epochs=2",
             "optim.warmup_epochs=1"]))
         runs.append(out)
     return runs

@@ -61,7 +61,7 @@ def test_flags_set_and_config_file_agree(tmp_path):
     config = seen["config"]
     assert config.optim.lr == 0.25 and config.optim.epochs == 7  # --set wins over the file
     assert config.data.p_cap == 0.5 and config.swap.enabled is False
-    assert config.model.audio.channels == (8, 16) and config.optim.warmup_epochs == 2.0
+    assert config.model.audio.cnn.channels == (8, 16) and config.optim.warmup_epochs == 2.0
     assert config.swap.warmup_epochs == 5  # the other section's warmup_epochs is untouched
 
 

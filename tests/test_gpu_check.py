@@ -41,7 +41,7 @@ def test_every_check_runs_and_passes_on_the_cpu(tmp_path):
     results = tmp_path / "gpu_check.json"
     result = run("--device", "cpu", "--work", tmp_path / "work", "--results", results,
                  "--tracks", 40, "--clip-seconds", 1, "--steps", 12, "--batch", 8,
-                 "--tolerance", 1e-4, "--settings", "model.audio.channels=[4,8]",
+                 "--tolerance", 1e-4, "--settings", "model.audio.cnn.channels=[4,8]",
                  "model.dim=32", "model.layers=1", "data.workers=1",
                  'model.audio.htsat={"depths": [1, 1], "num_attention_heads": [2, 2], '
                  '"patch_embeds_hidden_size": 16, "hidden_size": 32}',

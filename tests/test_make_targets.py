@@ -21,7 +21,7 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
         "SHARDS_ARGS": "--max-samples 8 --clip-seconds 5 --workers 2",
         "TRAIN_ARGS": "--set optim.epochs=2 --set optim.warmup_epochs=1 "
                       "--set data.batch_size=4 --set data.workers=1 "
-                      "--set model.audio.channels=[4,8] --set model.dim=32",
+                      "--set model.audio.cnn.channels=[4,8] --set model.dim=32",
     }
     result = subprocess.run(["make", "-C", str(ROOT), "demo",
                              *[f"{k}={v}" for k, v in settings.items()]],
@@ -52,7 +52,7 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
 
     tiny = ("--train-set optim.epochs=1 --train-set optim.warmup_epochs=1 "
             "--train-set data.batch_size=4 --train-set data.workers=1 "
-            "--train-set model.audio.channels=[4,8] --train-set model.dim=32")
+            "--train-set model.audio.cnn.channels=[4,8] --train-set model.dim=32")
     ablation = subprocess.run(["make", "-C", str(ROOT), "ablation", "ABLATION_SEEDS=0",
                                f"ABLATION_ARGS=--out {tmp_path / 'ablation'} --subsets 2 "
                                f"{tiny}",

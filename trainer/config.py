@@ -4,51 +4,112 @@ problem is listed at once."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from schemas.catalog import DEFAULT_CATEGORIES, SPLITS, CatalogConfig, read_setting
 from schemas.config import Config, ConfigError, as_dict, setting
 from schemas.config import load_config as load
 from schemas.embeddings import DTYPES
 from schemas.languages import unknown_languages
+from schemas.plugins import plugin_modules
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
 class AudioEncoder:
-    """An audio encoder `model.audio.kind` can name. `target` ('module:Class') is
-    imported only when a model is built, so reading configs (and `adswap --help`) never
-    imports torch; the class takes the AudioConfig and returns [batch, time, width]
-    features (see trainer/encoders.py)."""
+    """An audio encoder `model.audio.kind` can name: a row of AUDIO_ENCODERS.
+    - `target` ('module:Class') is imported only when a model is built, so reading
+      configs (and `adswap --help`) never imports torch; the class takes the AudioConfig
+      and returns [batch, time, width] features (see trainer/encoders.py);
+    - `settings`: its own section, `model.audio.<name>` (dashes as underscores), or None;
+    - `needs_path`: model.audio.path must name its weights;
+    - `frozen_weights`: its weights are not trained, so an export names them (path and
+      revision, checked when loaded) instead of copying them;
+    - `check`: problems of the settings it reads, given the AudioConfig."""
 
+    name: str
     target: str
     description: str
-    needs_path: bool = False  # model.audio.path must name its weights
-    check: Callable[[AudioConfig], list[str]] | None = None  # its own settings' problems
+    settings: type[Config] | None = None
+    needs_path: bool = False
+    frozen_weights: bool = False
+    check: Callable[[AudioConfig], list[str]] | None = None
+
+    @property
+    def section(self) -> str:
+        return self.name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class CnnSettings(Config):
+    channels: tuple[int, ...] = setting((16, 32, 64, 128), help="Widths of the cnn's "
+                                        "blocks.")
+
+    def check(self) -> list[str]:
+        if not self.channels or any(ch < 1 for ch in self.channels):
+            return ["channels must list positive widths"]
+        return []
+
+
+@dataclass(frozen=True)
+class HtsatSettings(Config):
+    overrides: dict = setting(factory=dict, help="ClapAudioConfig overrides for htsat from "
+                              "scratch (YAML mapping).")
+
+
+@dataclass(frozen=True)
+class HfFrozenSettings(Config):
+    trust_remote_code: bool = setting(False, help="Run the code the model ships (MERT "
+                                      "does).")
 
 
 def _cnn_problems(config: AudioConfig) -> list[str]:
-    pools = 2 ** len(config.channels)  # each cnn block halves frequency and time
+    pools = 2 ** len(config.cnn.channels)  # each cnn block halves frequency and time
     if config.n_mels < pools or config.clip_seconds * config.sample_rate / config.hop < pools:
-        return [f"channels: {len(config.channels)} cnn blocks need n_mels and clip "
+        return [f"cnn.channels: {len(config.cnn.channels)} cnn blocks need n_mels and clip "
                 f"frames >= {pools}"]
     return []
 
 
-# To add an audio encoder: write its class (trainer/encoders.py shows three) and add a
-# row here; the config's check, its --help and the model read this table.
-AUDIO_ENCODERS = {
-    "cnn": AudioEncoder("trainer.encoders:CnnEncoder", "log-mel CNN trained from "
-                        "scratch, the CPU default", check=_cnn_problems),
-    "htsat": AudioEncoder("trainer.encoders:HtsatEncoder", "HTS-AT, transformers' CLAP "
-                          "audio model, trained; from scratch or a CLAP checkpoint (path)"),
-    "hf-frozen": AudioEncoder("trainer.encoders:FrozenHFAudio", "a frozen Hugging Face "
-                              "audio model such as MERT (path), its layers mixed by a "
-                              "trained convolution", needs_path=True),
-}
+# The built-in encoders. Their rows live here, not in their modules, because reading a
+# config must not import torch; another package adds one as a module declaring
+# `ENCODER = AudioEncoder(...)` under the entry-point group adswap.audio_encoders.
+BUILT_IN_ENCODERS = (
+    AudioEncoder("cnn", "trainer.encoders:CnnEncoder", "log-mel CNN trained from scratch, "
+                 "the CPU default", settings=CnnSettings, check=_cnn_problems),
+    AudioEncoder("htsat", "trainer.encoders:HtsatEncoder", "HTS-AT, transformers' CLAP "
+                 "audio model, trained; from scratch or a CLAP checkpoint (path)",
+                 settings=HtsatSettings),
+    AudioEncoder("hf-frozen", "trainer.encoders:FrozenHFAudio", "a frozen Hugging Face "
+                 "audio model such as MERT (path), its layers mixed by a trained "
+                 "convolution", settings=HfFrozenSettings, needs_path=True,
+                 frozen_weights=True),
+)
+ENCODER_GROUP = "adswap.audio_encoders"
+
+
+def _encoder_table() -> dict[str, AudioEncoder]:
+    found = list(BUILT_IN_ENCODERS)
+    for name in plugin_modules(ENCODER_GROUP):
+        row = getattr(importlib.import_module(name), "ENCODER", None)
+        if not isinstance(row, AudioEncoder):
+            raise ImportError(f"{name}, named under {ENCODER_GROUP}, declares no ENCODER = "
+                              "AudioEncoder(...)")
+        found.append(row)
+    table: dict[str, AudioEncoder] = {}
+    for row in found:
+        if row.section in {r.section for r in table.values()}:
+            raise ImportError(f"two audio encoders are named {row.name!r}")
+        table[row.name] = row
+    return table
+
+
+AUDIO_ENCODERS = _encoder_table()
 
 
 @dataclass(frozen=True)
@@ -86,26 +147,11 @@ class DataConfig(Config):
         return p + unknown_languages(self.languages)  # a typo would train on no caption
 
 
-@dataclass(frozen=True)
-class AudioConfig(Config):
-    kind: str = setting("cnn", flag="audio", help="Audio encoder: " + "; ".join(
-        f"{name} ({encoder.description})" for name, encoder in AUDIO_ENCODERS.items()) + ".")
-    sample_rate: int = setting(16_000, help="Input rate in Hz; must match the shards.")
-    clip_seconds: float = setting(5.0, help="Model input length; longer clips are cropped "
-                                  "at random.")
-    n_mels: int = setting(64, help="Mel bands.")
-    n_fft: int = setting(1024, help="FFT size of the spectrogram.")
-    hop: int = setting(320, help="Spectrogram hop in samples.")
-    f_min: float = setting(20.0, help="Lowest mel frequency in Hz.")
-    f_max: float = setting(0.0, help="Highest mel frequency in Hz; 0 = Nyquist.")
-    channels: tuple[int, ...] = setting((16, 32, 64, 128), help="Widths of the cnn's "
-                                        "blocks.")
-    path: str = setting("", flag="audio-path", help="htsat: an optional pretrained CLAP "
-                        "checkpoint; hf-frozen: the model's folder or hub id.")
-    trust_remote_code: bool = setting(False, help="hf-frozen models such as MERT ship "
-                                      "their own code.")
-    htsat: dict = setting(factory=dict, help="ClapAudioConfig overrides for htsat from "
-                          "scratch (YAML mapping).")
+class _AudioSection(Config):
+    """The behaviour of model.audio; its fields come from the encoder table."""
+
+    renamed: ClassVar[dict[str, str]] = {
+        "channels": "cnn.channels", "trust_remote_code": "hf_frozen.trust_remote_code"}
 
     def check(self) -> list[str]:
         p = []
@@ -117,14 +163,46 @@ class AudioConfig(Config):
             p.append("n_mels, n_fft, hop: need n_mels >= 8, n_fft >= 64, hop >= 1")
         if not (self.f_max == 0 or self.f_min < self.f_max <= self.sample_rate / 2):
             p.append("f_max must be 0 or in (f_min, sample_rate / 2]")
-        if not self.channels or any(ch < 1 for ch in self.channels):
-            p.append("channels must list positive widths")
         encoder = AUDIO_ENCODERS.get(self.kind)
         if encoder is None:
             return p + [f"kind must be one of {', '.join(AUDIO_ENCODERS)}, got {self.kind!r}"]
         if encoder.needs_path and not self.path:
             p.append(f"path must name the model for kind {self.kind}")
         return p + (encoder.check(self) if encoder.check else [])
+
+    @property
+    def encoder(self) -> AudioEncoder:
+        return AUDIO_ENCODERS[self.kind]
+
+
+def _audio_config() -> type:
+    fields = [
+        ("kind", str, setting("cnn", flag="audio", help="Audio encoder: " + "; ".join(
+            f"{name} ({encoder.description})" for name, encoder in AUDIO_ENCODERS.items())
+            + ".")),
+        ("sample_rate", int, setting(16_000, help="Input rate in Hz; must match the "
+                                     "shards.")),
+        ("clip_seconds", float, setting(5.0, help="Model input length; longer clips are "
+                                        "cropped at random.")),
+        ("n_mels", int, setting(64, help="Mel bands.")),
+        ("n_fft", int, setting(1024, help="FFT size of the spectrogram.")),
+        ("hop", int, setting(320, help="Spectrogram hop in samples.")),
+        ("f_min", float, setting(20.0, help="Lowest mel frequency in Hz.")),
+        ("f_max", float, setting(0.0, help="Highest mel frequency in Hz; 0 = Nyquist.")),
+        ("path", str, setting("", flag="audio-path", help="The encoder's weights, for "
+                              "those that take them: htsat, an optional pretrained CLAP "
+                              "checkpoint; hf-frozen, the model's folder or hub id.")),
+    ]
+    fields += [(e.section, e.settings, setting(factory=e.settings, help=f"Settings of the "
+                                               f"{e.name} encoder."))
+               for e in AUDIO_ENCODERS.values() if e.settings is not None]
+    config = make_dataclass("AudioConfig", fields, bases=(_AudioSection,), frozen=True)
+    config.__module__ = __name__  # pickled into loader workers and DDP processes
+    return config
+
+
+# Settings every encoder reads, then one section per encoder with settings of its own.
+AudioConfig = _audio_config()
 
 
 @dataclass(frozen=True)

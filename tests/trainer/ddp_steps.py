@@ -30,7 +30,7 @@ CAPTIONS = ["a happy rock song with guitar", "sad jazz on piano", "calm pop with
 def main(out: Path, accumulate: int) -> None:
     info = setup("cpu")
     config = load_config(None, [
-        "model.audio.clip_seconds=0.5", "model.audio.channels=[4, 8]", "model.dim=32",
+        "model.audio.clip_seconds=0.5", "model.audio.cnn.channels=[4, 8]", "model.dim=32",
         "model.layers=1", "model.dropout=0.0", "model.learn_temperature=true",
         "model.max_positions=64", f"data.accumulate={accumulate}", "run.device=cpu",
         f"data.batch_size={GLOBAL_BATCH // info.world // accumulate}"])

@@ -14,7 +14,7 @@ from trainer.ablation import run_ablation
 from trainer.config import AblationConfig
 
 TINY = ["data.batch_size=8", "data.workers=1", "model.audio.clip_seconds=1.5",
-        "model.audio.channels=[4,8]", "model.dim=32", "model.layers=1", "optim.epochs=1",
+        "model.audio.cnn.channels=[4,8]", "model.dim=32", "model.layers=1", "optim.epochs=1",
         "optim.warmup_epochs=1"]
 
 

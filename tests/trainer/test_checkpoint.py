@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 
 
 def tiny(*extra):
-    return load_config(None, ["model.audio.clip_seconds=0.5", "model.audio.channels=[4, 8]",
+    return load_config(None, ["model.audio.clip_seconds=0.5", "model.audio.cnn.channels=[4, 8]",
                               "model.dim=32", "model.layers=1", "model.max_positions=64",
                               "model.learn_temperature=true", *extra])
 

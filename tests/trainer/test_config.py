@@ -20,14 +20,21 @@ def test_defaults_are_the_paper_settings():
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  p_cap: 0.5\n  languages: [en, de]\nmodel:\n  audio:\n"
-                    "    channels: [8, 16]\n")
+                    "    cnn: {channels: [8, 16]}\n")
     config = load_config(path, ["optim.lr=5e-4", "data.languages=en", "run.out=runs/x",
                                 "swap.enabled=false"])
     assert config.data.p_cap == 0.5 and config.data.languages == ("en",)
-    assert config.model.audio.channels == (8, 16) and config.optim.lr == 5e-4
+    assert config.model.audio.cnn.channels == (8, 16) and config.optim.lr == 5e-4
     assert str(config.run.out) == "runs/x" and config.swap.enabled is False
     assert as_dict(load_config(None, ["optim.epochs=3", "optim.warmup_epochs=1"]))[
         "optim"]["epochs"] == 3
+    # a setting an earlier version had says where it lives now, in a file or a --set
+    path.write_text("model:\n  audio:\n    channels: [8, 16]\n")
+    with pytest.raises(ConfigError, match=r"model.audio.channels: unknown setting \(it is "
+                       r"model.audio.cnn.channels now\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"it is model.audio.hf_frozen.trust_remote_code"):
+        load_config(None, ["model.audio.trust_remote_code=true"])
 
 
 def test_every_problem_is_listed_at_once(tmp_path):

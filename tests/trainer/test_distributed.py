@@ -54,7 +54,7 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path):
 
 def small_run(shards, out, *extra) -> list[str]:
     return [f"data.shards={shards}", f"run.out={out}", "data.batch_size=4", "data.workers=1",
-            "model.audio.clip_seconds=1", "model.audio.channels=[4,8]", "model.dim=32",
+            "model.audio.clip_seconds=1", "model.audio.cnn.channels=[4,8]", "model.dim=32",
             "optim.epochs=2", "optim.warmup_epochs=1", "run.log_every=1",
             "data.samples_per_epoch=24", *extra]
 

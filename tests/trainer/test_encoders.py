@@ -10,8 +10,14 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from schemas.config import ConfigError
-from trainer.config import AUDIO_ENCODERS, AudioConfig, AudioEncoder, ModelConfig, TextConfig
+from trainer.config import (
+    AudioConfig,
+    CnnSettings,
+    HfFrozenSettings,
+    HtsatSettings,
+    ModelConfig,
+    TextConfig,
+)
 from trainer.encoders import LogMel, mel_filterbank
 from trainer.model import DuetMC
 
@@ -32,7 +38,8 @@ def test_mel_filterbank_and_log_mel_put_a_tone_in_its_band():
 
 
 def small(kind="cnn", **audio):
-    return ModelConfig(audio=AudioConfig(kind=kind, clip_seconds=1.0, channels=(4, 8), **audio),
+    return ModelConfig(audio=AudioConfig(kind=kind, clip_seconds=1.0,
+                                         cnn=CnnSettings(channels=(4, 8)), **audio),
                        dim=32, layers=1, heads=2, dropout=0.0, max_positions=64)
 
 
@@ -61,8 +68,8 @@ def test_padding_does_not_change_a_text_embedding():
 
 def test_htsat_from_scratch():
     config = small("htsat", sample_rate=48_000, hop=480,
-                   htsat={"depths": [1, 1], "num_attention_heads": [2, 2],
-                          "patch_embeds_hidden_size": 16, "hidden_size": 32})
+                   htsat=HtsatSettings({"depths": [1, 1], "num_attention_heads": [2, 2],
+                                        "patch_embeds_hidden_size": 16, "hidden_size": 32}))
     model = DuetMC(config)
     a = model.encode_audio(torch.randn(2, 48_000) * 0.1)
     assert a.shape == (2, 32)
@@ -165,7 +172,7 @@ def test_a_model_whose_forward_returns_no_hidden_states_is_mixed_from_its_layers
         assert remote(audio, output_hidden_states=True).hidden_states is None
         expected = reference(audio, output_hidden_states=True).hidden_states
     model = DuetMC(small("hf-frozen", path=str(tmp_path), sample_rate=24_000,
-                         trust_remote_code=True))
+                         hf_frozen=HfFrozenSettings(trust_remote_code=True)))
     assert type(model.audio.model).__name__ == "MERTModel"
     for ours, theirs in zip(model.audio._layer_states(audio), expected, strict=True):
         assert torch.allclose(ours, theirs, atol=1e-6)
@@ -204,7 +211,7 @@ def test_bf16_training_keeps_the_layer_states_in_bf16_for_the_mix(tmp_path):
     float32 stack of them and its reshaped copy (the code before) held 4x more."""
     mert_like(tmp_path)
     model = DuetMC(small("hf-frozen", path=str(tmp_path), sample_rate=24_000,
-                         trust_remote_code=True))
+                         hf_frozen=HfFrozenSettings(trust_remote_code=True)))
     model.cast_frozen(torch.bfloat16)
     assert next(model.audio.model.parameters()).dtype == torch.bfloat16
     assert next(model.audio.mix.parameters()).dtype == torch.float32  # trained: as it was
@@ -258,7 +265,7 @@ def test_clip_text_keeps_its_end_token_for_the_projection(tmp_path):
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     model = DuetMC(ModelConfig(text=TextConfig(path=str(tmp_path), max_length=32), dim=32,
                                layers=1, heads=2, dropout=0.0, max_positions=64,
-                               audio=AudioConfig(clip_seconds=1.0, channels=(4, 8))))
+                               audio=AudioConfig(clip_seconds=1.0, cnn=CnnSettings((4, 8)))))
     texts = ["rock", "calm piano", "a dark ambient drone"]
     tokens = model.tokenize(texts)
     states, padding = model.text(tokens)
@@ -280,8 +287,8 @@ def test_trained_batchnorm_statistics_are_kept_in_a_checkpoint():
     """HTS-AT normalises its mel bins with BatchNorm: the running statistics a run
     learned are part of the model it evaluates."""
     config = small("htsat", sample_rate=48_000, hop=480,
-                   htsat={"depths": [1, 1], "num_attention_heads": [2, 2],
-                          "patch_embeds_hidden_size": 16, "hidden_size": 32})
+                   htsat=HtsatSettings({"depths": [1, 1], "num_attention_heads": [2, 2],
+                                        "patch_embeds_hidden_size": 16, "hidden_size": 32}))
     model = DuetMC(config)
     model.encode_audio(torch.randn(2, 48_000))  # train mode: the statistics move
     stats = {k for k in model.trainable_state() if k.endswith(("running_mean", "running_var"))}
@@ -305,33 +312,6 @@ def test_long_sequences_are_pooled_to_the_projection_positions():
     mask[1, 40:] = True
     assert head(torch.randn(2, 95, 8), mask).shape == (2, 16)
     assert np.isfinite(out.detach().numpy()).all()
-
-
-class TinyEncoder(torch.nn.Module):
-    """An audio encoder that lives outside trainer/encoders.py: 10 ms frames, projected."""
-
-    def __init__(self, config: AudioConfig):
-        super().__init__()
-        self.hop = config.sample_rate // 100
-        self.proj = torch.nn.Linear(self.hop, 12)
-        self.out_dim = 12
-
-    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, None]:
-        frames = audio[:, :audio.shape[1] // self.hop * self.hop]
-        return self.proj(frames.reshape(len(audio), -1, self.hop)), None
-
-
-def test_an_audio_encoder_is_one_row_of_the_table(monkeypatch):
-    monkeypatch.setitem(AUDIO_ENCODERS, "tiny", AudioEncoder(
-        "tests.trainer.test_encoders:TinyEncoder", "10 ms frames", needs_path=True))
-    with pytest.raises(ConfigError, match="path must name the model for kind tiny"):
-        AudioConfig(kind="tiny")
-    model = DuetMC(small("tiny", path="weights/none-needed"))
-    assert isinstance(model.audio, TinyEncoder)
-    embedding = model.encode_audio(torch.randn(2, 16_000) * 0.1)
-    assert embedding.shape == (2, 32)
-    with pytest.raises(ConfigError, match="kind must be one of cnn, htsat, hf-frozen, tiny"):
-        AudioConfig(kind="resnet")
 
 
 def test_reading_configs_and_help_never_import_torch():

@@ -85,7 +85,7 @@ def tiny_run(demo_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval_run")
     train(load_config(None, [
         f"data.shards={demo_shards}", f"run.out={out}", "data.batch_size=8", "data.workers=1",
-        "model.audio.clip_seconds=1.5", "model.audio.channels=[4,8]", "model.dim=32",
+        "model.audio.clip_seconds=1.5", "model.audio.cnn.channels=[4,8]", "model.dim=32",
         "model.layers=1", "optim.epochs=2", "optim.warmup_epochs=1"]))
     return out
 

@@ -19,7 +19,7 @@ def small(shards, out, *extra):
     return load_config(None, [
         f"data.shards={shards}", f"run.out={out}", "data.batch_size=8", "data.workers=2",
         "data.shuffle_buffer=16", "data.shuffle_initial=8", "model.audio.clip_seconds=1.5",
-        "model.audio.channels=[4, 8]", "model.dim=32", "model.layers=1", "model.dropout=0.1",
+        "model.audio.cnn.channels=[4, 8]", "model.dim=32", "model.layers=1", "model.dropout=0.1",
         "optim.epochs=3", "optim.warmup_epochs=1", "swap.warmup_epochs=0",
         "swap.ramp_epochs=1", "swap.p_max=0.5", "run.log_every=1", *extra])
 
@@ -166,7 +166,7 @@ def test_the_loss_is_float32_outside_bf16_autocast(monkeypatch, accumulate):
 
     monkeypatch.setattr(training, "contrastive_loss", spy)
     config = load_config(None, [
-        "model.audio.clip_seconds=0.5", "model.audio.channels=[4, 8]", "model.dim=32",
+        "model.audio.clip_seconds=0.5", "model.audio.cnn.channels=[4, 8]", "model.dim=32",
         "model.layers=1", "model.max_positions=64", "data.batch_size=2",
         f"data.accumulate={accumulate}"])
     model = DuetMC(config.model)
