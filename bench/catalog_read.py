@@ -1,41 +1,52 @@
-"""Benchmark: reading and mapping a 1M-track catalog against today's read (issue 14).
+"""Reading and mapping a 1M-track catalog against today's read (issue 14).
 
 Goal: reading a catalog with a tag map costs at most 10% more than reading it before
 tag maps existed. The baseline is that code itself: `schemas/catalog.py` as of
---before (the commit before tag maps), loaded from git and run in the same process, on
+`before` (the commit before tag maps), loaded from git and run in the same process, on
 the same machine, in the same run, on the same native Parquet catalog. Then:
 - native:        today's code, the same Parquet catalog, no tag map (the default path);
 - native+map:    the same catalog read through a tag map (MTG-Jamendo's bundled one,
                  whose vocabulary the tags are drawn from: display forms, merges, moves);
 - mtg-jamendo:   the same tracks as an MTG-Jamendo autotagging.tsv, bundled map.
-Each read is repeated --rounds times, interleaved, and the fastest counts (the machine
+Each read is repeated `rounds` times, interleaved, and the fastest counts (the machine
 is shared). Tracks carry 1-2 genres, 2-4 moods/themes and 3-5 instruments.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.harness import ROOT, Outcome, measure
+from schemas.catalog import CatalogConfig, catalog_schema, iter_catalog
+from schemas.config import Config, setting
+from schemas.tagmap import bundled_map_path
+from tests.public_vocabularies import MTG_JAMENDO
 
-from schemas.catalog import CatalogConfig, catalog_schema, iter_catalog  # noqa: E402
-from schemas.tagmap import bundled_map_path  # noqa: E402
-from tests.public_vocabularies import MTG_JAMENDO  # noqa: E402
-
-BEFORE = "ed3d0a8"  # the last commit whose catalog reader had no tag maps
 BATCH = 50_000
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    tracks: int = setting(1_000_000, help="catalog tracks")
+    rounds: int = setting(2, help="reads of each kind, interleaved; the fastest counts")
+    before: str = setting("ed3d0a8", help="the baseline's commit: the last whose catalog "
+                          "reader had no tag maps")
+    work: Path | None = setting(None, help="folder for the catalogs, kept and reused "
+                                "(default: a temporary one)")
+
+    def check(self) -> list[str]:
+        return [] if self.tracks >= 1 and self.rounds >= 1 else \
+            ["tracks and rounds must be >= 1"]
 
 
 def track_tags(i: int) -> dict[str, list[str]]:
@@ -84,29 +95,22 @@ def load_before(commit: str, work: Path):
 
 
 def timed_read(read, path: Path, config) -> tuple[float, int, int]:
-    started = time.perf_counter()
     valid = rejected = 0
-    for track, _ in read(path, config):
-        if track is None:
-            rejected += 1
-        else:
-            valid += 1
-    return time.perf_counter() - started, valid, rejected
+    with measure() as measured:
+        for track, _ in read(path, config):
+            if track is None:
+                rejected += 1
+            else:
+                valid += 1
+    return measured.wall_s, valid, rejected
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tracks", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--before", default=BEFORE)
-    parser.add_argument("--work", type=Path, default=None)
-    args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-catalog-"))
+def run(settings: Settings) -> Outcome:
+    work = settings.work or Path(tempfile.mkdtemp(prefix="bench-catalog-"))
     work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    native, tsv = write_catalogs(work, args.tracks)
-    generated = time.perf_counter() - started
-    before = load_before(args.before, work)
+    with measure() as generated:
+        native, tsv = write_catalogs(work, settings.tracks)
+    before = load_before(settings.before, work)
     mapped = CatalogConfig(tag_map=str(bundled_map_path("mtg-jamendo")))
     runs = {
         "before (today's read)": (before.iter_catalog, native, before.CatalogConfig()),
@@ -116,7 +120,7 @@ def main() -> None:
     }
     best: dict[str, float] = {}
     counts: dict[str, tuple[int, int]] = {}
-    for _ in range(args.rounds):
+    for _ in range(settings.rounds):
         for name, (read, path, config) in runs.items():
             seconds, valid, rejected = timed_read(read, path, config)
             best[name] = min(best.get(name, seconds), seconds)
@@ -124,20 +128,17 @@ def main() -> None:
             print(f"  {name}: {seconds:.1f} s ({valid:,} valid, {rejected:,} rejected)",
                   file=sys.stderr)
     baseline = best["before (today's read)"]
-    report = {"tracks": args.tracks, "rounds": args.rounds, "before_commit": args.before,
-              "generation_s": round(generated, 1),
-              "seconds": {k: round(v, 2) for k, v in best.items()},
-              "tracks_per_s": {k: round(args.tracks / v) for k, v in best.items()},
-              "ratio_to_before": {k: round(v / baseline, 3) for k, v in best.items()},
-              "valid_rejected": counts, "goal": "ratio <= 1.10"}
-    print(json.dumps(report, indent=2))
-    print(f"catalog read, {args.tracks:,} tracks: before {baseline:.1f} s; " + "; ".join(
-        f"{k} {best[k]:.1f} s ({best[k] / baseline:.2f}x)" for k in list(runs)[1:])
+    figures = {"generation_s": round(generated.wall_s, 1),
+               "seconds": {k: round(v, 2) for k, v in best.items()},
+               "tracks_per_s": {k: round(settings.tracks / v) for k, v in best.items()},
+               "ratio_to_before": {k: round(v / baseline, 3) for k, v in best.items()},
+               "valid_rejected": counts, "goal": "ratio <= 1.10"}
+    if settings.work is None:  # a gigabyte at the default size
+        shutil.rmtree(work, ignore_errors=True)
+    return Outcome(figures, {
+        f"ratio_to_before.{k}": f"schemas/catalog.py at {settings.before} reading the same "
+                                "Parquet catalog, same run (goal <= 1.10)"
+        for k in list(runs)[1:]},
+        f"catalog read, {settings.tracks:,} tracks: before {baseline:.1f} s; " + "; ".join(
+            f"{k} {best[k]:.1f} s ({best[k] / baseline:.2f}x)" for k in list(runs)[1:])
         + " (goal <= 1.10x)")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "catalog_read.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,34 +1,33 @@
-"""Benchmark: curation of 10 million view rows (1M tracks x 10 views) on 2 cores.
+"""Curation of 10 million view rows (1M tracks x 10 views) on 2 cores.
 
 Goals (issue 4): the SQL curation under 60 s within 4 GB, at least 5x the same rules
 in pandas (measured in the same run, on the same rows), and the descriptor analysis
 at 100,000 captions/s per core or more, reported separately.
 
 Views are written by the rule-based `template` engine from random tag subsets, in
-files of --rows-per-file rows (the caption stage writes 128 tracks per file by default,
+files of `rows_per_file` rows (the caption stage writes 128 tracks per file by default,
 1,280 rows at 10 views; the default here is 200,000). The
 curate stage runs in a child process, so its peak memory (with its analysis workers)
-is its own. pandas runs on the first --pandas-rows rows (it needs several GB per 10M
+is its own. pandas runs on the first `pandas_rows` rows (it needs several GB per 10M
 rows), and so does a second DuckDB run, for a like-for-like ratio.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
 import os
 import random
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from bench.harness import Outcome, in_child
+from schemas.config import Config, setting
 
 GENRES = ["rock", "pop", "jazz", "blues", "funk", "reggae", "country", "ambient", "hip hop",
           "electronic", "classical", "bossa nova"]
@@ -36,6 +35,22 @@ MOODS = ["happy", "sad", "calm", "dark", "tense", "playful", "dreamy", "energeti
          "romantic", "melancholic", "aggressive", "uplifting"]
 INSTRUMENTS = ["drums", "bass", "piano", "flute", "violin", "organ", "synthesizer", "cello",
                "trumpet", "saxophone", "strings", "acoustic guitar", "electric guitar"]
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    tracks: int = setting(1_000_000, help="catalog tracks")
+    views: int = setting(10, help="template-engine views per track")
+    pandas_rows: int = setting(2_000_000, help="rows of the pandas and like-for-like "
+                               "DuckDB runs")
+    rows_per_file: int = setting(200_000, help="view rows per views file")
+    work: Path | None = setting(None, help="folder for the catalog and views, kept and "
+                                "reused (default: a temporary one)")
+
+    def check(self) -> list[str]:
+        return [f"{name} must be >= 1" for name in ("tracks", "views", "pandas_rows",
+                                                    "rows_per_file")
+                if getattr(self, name) < 1]
 
 
 def track_tags(i: int) -> dict:
@@ -85,42 +100,18 @@ def write_views(job: tuple[int, int, int, str]) -> int:
     return last - first
 
 
-def curate_child(views: Path, catalog: Path, out: Path) -> dict:
-    from pipeline.curate.stage import CurateConfig, run
+def curate_child(views: str, catalog: str, out: str) -> dict:
+    from pipeline.curate.stage import CurateConfig
+    from pipeline.curate.stage import run as curate
 
     started = time.perf_counter()
-    stats = run(CurateConfig(views=views, catalog=catalog, out=out, workers=2))
+    stats = curate(CurateConfig(views=Path(views), catalog=Path(catalog), out=Path(out),
+                                workers=2))
     wall = time.perf_counter() - started
     return {"views": stats.views, "curated": stats.curated, "rejected": stats.rejected,
             "catalog_s": stats.catalog_seconds, "analysis_s": stats.analysis_seconds,
             "sql_s": stats.sql_seconds,
-            "report_s": round(wall - stats.seconds, 3), "total_s": round(wall, 3),
-            "peak_rss_mb_main": round(
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-
-
-def tree_rss_mb(root: int) -> float:
-    """Resident memory of a process and all its descendants (the analysis workers are
-    children of a forkserver, which getrusage does not see)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    tree, grew = {root}, True
-    while grew:
-        more = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= more
-        grew = bool(more)
-    total = 0
-    for pid in tree:
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-        except OSError:
-            continue
-    return total * resource.getpagesize() / 2**20
+            "report_s": round(wall - stats.seconds, 3), "total_s": round(wall, 3)}
 
 
 def pandas_rules(analysed: list[Path], catalog: Path, out: Path) -> float:
@@ -178,30 +169,18 @@ def matcher_rate(views_file: str, dictionary: Path) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tracks", type=int, default=1_000_000)
-    parser.add_argument("--views", type=int, default=10)
-    parser.add_argument("--pandas-rows", type=int, default=2_000_000)
-    parser.add_argument("--rows-per-file", type=int, default=200_000)
-    parser.add_argument("--work", type=Path, default=None)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(curate_child(*map(Path, args.child))))
-        return
-
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-curate-"))
+def run(settings: Settings) -> Outcome:
+    work = settings.work or Path(tempfile.mkdtemp(prefix="bench-curate-"))
     work.mkdir(parents=True, exist_ok=True)
     catalog, views = work / "catalog.parquet", work / "views"
     started = time.perf_counter()
     if not catalog.exists():
-        write_catalog(catalog, args.tracks)
+        write_catalog(catalog, settings.tracks)
     views.mkdir(exist_ok=True)
-    per_file = max(1, args.rows_per_file // args.views)
-    jobs = [(f, min(f + per_file, args.tracks), args.views,
+    per_file = max(1, settings.rows_per_file // settings.views)
+    jobs = [(f, min(f + per_file, settings.tracks), settings.views,
              str(views / f"views-{f // per_file:05d}.parquet"))
-            for f in range(0, args.tracks, per_file)]
+            for f in range(0, settings.tracks, per_file)]
     todo = [j for j in jobs if not Path(j[3]).exists()]
     with multiprocessing.get_context("forkserver").Pool(2) as pool:
         pool.map(write_views, todo)
@@ -209,36 +188,27 @@ def main() -> None:
 
     def child(views_dir: Path, out: Path) -> dict:
         shutil.rmtree(out, ignore_errors=True)
-        process = subprocess.Popen([sys.executable, __file__, "--child", str(views_dir),
-                                    str(catalog), str(out)], stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, text=True)
-        peak = 0.0
-        while process.poll() is None:
-            peak = max(peak, tree_rss_mb(process.pid))
-            time.sleep(0.5)
-        if process.returncode:
-            raise SystemExit(f"curate child failed with exit code {process.returncode}")
-        result = json.loads(process.stdout.read().strip().splitlines()[-1])
-        # sampled every 0.5 s over all its processes; ru_maxrss catches a short spike
-        return {**result, "peak_rss_mb": round(max(peak, result["peak_rss_mb_main"]))}
+        # sampled every 0.5 s over all its processes; the kernel's peak of the largest
+        # process catches a short spike
+        result, measured = in_child(curate_child, views_dir, catalog, out, sample_s=0.5)
+        return {**result, "peak_rss_mb": round(measured.peak_rss_mb)}
 
     full = child(views, work / "out-full")
     subset = work / "views-subset"
     subset.mkdir(exist_ok=True)
-    rows, chosen = 0, []
+    rows = 0
     for job in jobs:
-        if rows >= args.pandas_rows:
+        if rows >= settings.pandas_rows:
             break
         link = subset / Path(job[3]).name
         if not link.exists():
             os.symlink(job[3], link)
-        rows += (job[1] - job[0]) * args.views
-        chosen.append(job)
+        rows += (job[1] - job[0]) * settings.views
     duck = child(subset, work / "out-subset")
     analysed = sorted((work / "out-subset" / "_analysed").glob("*.parquet"))
     pandas_s = pandas_rules(analysed, catalog, work)
-    report = {
-        "rows": full["views"], "rows_per_views_file": per_file * args.views,
+    figures = {
+        "rows": full["views"], "rows_per_views_file": per_file * settings.views,
         "generation_s": round(generated_s, 1), "full": full,
         "curation_rows_per_s": round(full["views"] / full["sql_s"]),
         "descriptor_matching_captions_per_s_one_core": round(
@@ -248,24 +218,16 @@ def main() -> None:
         "pandas_subset_s": round(pandas_s, 2),
         "duckdb_over_pandas": round(pandas_s / duck["sql_s"], 2),
     }
-    print(json.dumps(report, indent=2))
-    print(f"curate: {full['views']:,} rows; SQL curation {full['sql_s']:.1f} s "
-          f"({report['curation_rows_per_s']:,} rows/s, goal < 60 s) + report "
-          f"{full['report_s']:.1f} s, peak RSS "
-          f"{full['peak_rss_mb']} MB (goal < 4096); "
-          f"{report['duckdb_over_pandas']}x pandas on {duck['views']:,} rows (goal 5x); "
-          f"descriptor matching {report['descriptor_matching_captions_per_s_one_core']:,} "
-          f"captions/s on one core (goal 100,000); whole analysis pass "
-          f"{report['analysis_pass_rows_per_s_per_core']:,} rows/s per core; "
-          f"reading and checking the catalog {full['catalog_s']:.1f} s")
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    name = "curate.json" if args.rows_per_file == 200_000 else \
-        f"curate-{args.rows_per_file}-rows-per-file.json"
-    (out / name).write_text(json.dumps(report, indent=2) + "\n")
-    if args.work is None:
+    if settings.work is None:
         shutil.rmtree(work, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()
+    return Outcome(figures, {
+        "duckdb_over_pandas": "the same rules in pandas on the same rows, same run "
+                              "(goal: 5x)"},
+        f"curate: {full['views']:,} rows; SQL curation {full['sql_s']:.1f} s "
+        f"({figures['curation_rows_per_s']:,} rows/s, goal < 60 s) + report "
+        f"{full['report_s']:.1f} s, peak RSS {full['peak_rss_mb']} MB (goal < 4096); "
+        f"{figures['duckdb_over_pandas']}x pandas on {duck['views']:,} rows (goal 5x); "
+        f"descriptor matching {figures['descriptor_matching_captions_per_s_one_core']:,} "
+        f"captions/s on one core (goal 100,000); whole analysis pass "
+        f"{figures['analysis_pass_rows_per_s_per_core']:,} rows/s per core; "
+        f"reading and checking the catalog {full['catalog_s']:.1f} s")

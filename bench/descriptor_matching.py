@@ -1,6 +1,6 @@
-"""Benchmark: descriptor matching with a 200-tag vocabulary of compound tags (issue 14).
+"""Descriptor matching with a 200-tag vocabulary of compound tags (issue 14).
 
-Goal: at least 100,000 captions/s on one core. The vocabulary is --tags compound tags:
+Goal: at least 100,000 captions/s on one core. The vocabulary is `tags` compound tags:
 the multi-word display forms of MTG-Jamendo's bundled tag map ("electric guitar",
 "drum and bass", "acoustic bass guitar", ...) filled up with two-word tags ("warm
 strings", "desert blues"); captions name 3-5 of them in spaced, hyphenated, joined and
@@ -11,20 +11,15 @@ and, as the baseline of the same run, the demo's vocabulary of 39 mostly one-wor
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import sys
-import time
-from pathlib import Path
+from dataclasses import dataclass
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pipeline.curate.dictionary import build_dictionary  # noqa: E402
-from pipeline.demo.vocabulary import GENRES, INSTRUMENTS, MOODS  # noqa: E402
-from schemas.descriptors import DescriptorMatcher  # noqa: E402
-from schemas.tagmap import bundled_map_path, load_tag_map  # noqa: E402
+from bench.harness import Outcome, measure
+from pipeline.curate.dictionary import build_dictionary
+from pipeline.demo.vocabulary import GENRES, INSTRUMENTS, MOODS
+from schemas.config import Config, setting
+from schemas.descriptors import DescriptorMatcher
+from schemas.tagmap import bundled_map_path, load_tag_map
 
 CATEGORIES = ("genre", "mood", "instrument", "theme")
 FRAMES = ["A {0} track with {1} and {2}, {3} and {4}.",
@@ -36,6 +31,17 @@ EXTRA_WORDS = ["bright", "warm", "lo-fi", "analog", "vintage", "nordic", "desert
                "cosmic", "tropical", "hazy", "glassy", "dusty", "velvet", "neon", "mountain"]
 EXTRA_HEADS = ["groove", "strings", "choir", "pads", "brass", "beats", "blues", "bells",
                "tape", "keys", "waves", "bloom"]
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    tags: int = setting(200, help="compound tags in the vocabulary")
+    captions: int = setting(200_000, help="captions matched by each vocabulary")
+    rounds: int = setting(3, help="rounds, interleaved; the fastest counts")
+
+    def check(self) -> list[str]:
+        return [f"{name} must be >= 1" for name in ("tags", "captions", "rounds")
+                if getattr(self, name) < 1]
 
 
 def vocabulary(size: int, compound_only: bool = True) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -70,18 +76,13 @@ def captions(tags: list[str], n: int, seed: int = 0) -> list[str]:
 
 
 def rate(matcher: DescriptorMatcher, texts: list[str]) -> tuple[float, int]:
-    started = time.perf_counter()
-    found = sum(len(matcher.find(text)) for text in texts)
-    return len(texts) / (time.perf_counter() - started), found
+    with measure() as measured:
+        found = sum(len(matcher.find(text)) for text in texts)
+    return len(texts) / measured.wall_s, found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tags", type=int, default=200)
-    parser.add_argument("--captions", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    vocab = vocabulary(args.tags)
+def run(settings: Settings) -> Outcome:
+    vocab = vocabulary(settings.tags)
     compound = sum(" " in d or "-" in d for _, d, _ in vocab)
     dictionary = build_dictionary([(c, d) for c, d, _ in vocab], CATEGORIES)
     tag_map_matcher = DescriptorMatcher(build_dictionary(
@@ -91,30 +92,25 @@ def main() -> None:
     demo = DescriptorMatcher(build_dictionary(
         [("genre", g) for g in GENRES] + [("mood", m) for m in MOODS]
         + [("instrument", i) for i in INSTRUMENTS], ("genre", "mood", "instrument")))
-    texts = captions([d for _, d, _ in vocab], args.captions)
+    texts = captions([d for _, d, _ in vocab], settings.captions)
     results: dict[str, float] = {}
     found: dict[str, int] = {}
-    for _ in range(args.rounds):  # interleaved; the fastest round counts (shared machine)
+    for _ in range(settings.rounds):  # interleaved; the fastest round counts (shared machine)
         for name, matcher in (("compound", DescriptorMatcher(dictionary)),
                               ("compound+synonyms", tag_map_matcher), ("demo", demo)):
             speed, n = rate(matcher, texts)
             results[name] = max(results.get(name, 0.0), speed)
             found[name] = n
-    report = {"tags": len(vocab), "compound_tags": compound, "captions": len(texts),
-              "forms_with_whole_map": whole,
-              "captions_per_s_one_core": {k: round(v) for k, v in results.items()},
-              "descriptors_found": found,
-              "ratio_to_demo_vocabulary": round(results["compound"] / results["demo"], 3),
-              "goal": ">= 100,000 captions/s per core"}
-    print(json.dumps(report, indent=2))
-    print(f"descriptor matching, {len(vocab)} tags ({compound} compound): "
-          f"{results['compound']:,.0f} captions/s on one core (goal 100,000); with the "
-          f"whole bundled map too {results['compound+synonyms']:,.0f}; the demo's 39 tags "
-          f"{results['demo']:,.0f} ({report['ratio_to_demo_vocabulary']}x)")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "descriptor_matching.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    figures = {"tags": len(vocab), "compound_tags": compound, "captions": len(texts),
+               "forms_with_whole_map": whole,
+               "captions_per_s_one_core": {k: round(v) for k, v in results.items()},
+               "descriptors_found": found,
+               "ratio_to_demo_vocabulary": round(results["compound"] / results["demo"], 3),
+               "goal": ">= 100,000 captions/s per core"}
+    return Outcome(figures, {
+        "ratio_to_demo_vocabulary": "the demo's vocabulary of 39 mostly one-word tags on the "
+                                    "same captions, same run"},
+        f"descriptor matching, {len(vocab)} tags ({compound} compound): "
+        f"{results['compound']:,.0f} captions/s on one core (goal 100,000); with the "
+        f"whole bundled map too {results['compound+synonyms']:,.0f}; the demo's 39 tags "
+        f"{results['demo']:,.0f} ({figures['ratio_to_demo_vocabulary']}x)")

@@ -1,18 +1,19 @@
-"""Benchmark: using a trained model (`adswap embed`, `search`, `serve`), on 2 cores.
+"""Using a trained model (`adswap embed`, `search`, `serve`), on 2 cores.
 
 1. Embedding throughput of the demo model (trainer/configs/demo.yaml: log-mel CNN, 5 s
    windows at 16 kHz, frozen MiniLM), `adswap embed --catalog` over rendered demo
    tracks (10-15 s at 22.05 kHz: decode, resample, two or three windows each), tracks/s;
    baseline: the model's forward pass alone on the same number of windows.
-2. Exact search, one query at a time, at 10k, 100k and 1M tracks (256-d): p50 and p99
-   latency of `top_k` (chunked, as `adswap search` runs it); baseline: one unchunked
-   numpy matrix-vector product and argpartition over the same matrix.
-3. The approximate index at 1M tracks: build time (k-means, adding, tuning nprobe), the
-   nprobe its build chose, recall@10 against exact search on 500 queries it did not
-   tune on, p50/p99 latency; baseline: exact search at 1M.
+2. Exact search, one query at a time, at each of `sizes` (default 10k, 100k and 1M
+   tracks; 256-d): p50 and p99 latency of `top_k` (chunked, as `adswap search` runs it);
+   baseline: one unchunked numpy matrix-vector product and argpartition over the same
+   matrix.
+3. The approximate index at `ann_size` (1M) tracks: build time (k-means, adding, tuning
+   nprobe), the nprobe its build chose, recall@10 against exact search on `queries`
+   (500) queries it did not tune on, p50/p99 latency; baseline: exact search at that size.
 4. The page: p50 round trip of a text search (HTTP GET of the result page, through
-   uvicorn on 127.0.0.1) on a 100k-track index; baseline: the same query in process
-   (text encoder + exact search), so the ratio is what HTTP and the page add.
+   uvicorn on 127.0.0.1) on a `page_size` (100k) track index; baseline: the same query
+   in process (text encoder + exact search), so the ratio is what HTTP and the page add.
 
 Synthetic embeddings have the shape of learned ones: a 2,000-component Gaussian mixture
 in a 32-d latent space, mapped to 256-d by a fixed random matrix, plus small isotropic
@@ -22,7 +23,6 @@ index look worse than it does on real embeddings; a real catalog's numbers will 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -30,12 +30,40 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.data import check_demo, demo_folder
+from bench.harness import ROOT, WORK, Outcome
+from schemas.config import Config, as_dict, setting
+
 DIM = 256
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    tracks: int = setting(200, help="demo tracks to embed")
+    test_tracks: int = setting(500, help="held-out test tracks rendered beside them (not "
+                               "embedded)")
+    duration_s: tuple[float, ...] = setting((10.0, 15.0), help="shortest and longest track")
+    sizes: tuple[int, ...] = setting((10_000, 100_000, 1_000_000), help="tracks of each "
+                                     "exact-search measurement")
+    ann_size: int = setting(1_000_000, help="tracks of the approximate index")
+    queries: int = setting(500, help="queries of the approximate index's recall and "
+                           "latency")
+    page_size: int = setting(100_000, help="tracks of the page's index")
+    requests: int = setting(50, help="searches through the page")
+    work: Path = setting(WORK, help="folder for the demo catalog and indexes, kept and "
+                         "reused")
+
+    def check(self) -> list[str]:
+        problems = check_demo(self.tracks, self.test_tracks, self.duration_s)
+        return problems + [f"{name} must be >= 1" for name in ("ann_size", "queries",
+                                                               "page_size", "requests")
+                           if getattr(self, name) < 1]
 
 
 def synthetic(n: int, seed: int = 0) -> np.ndarray:
@@ -70,23 +98,22 @@ def fake_run(folder: Path) -> Path:
     if not (run / "checkpoints" / "last.pt").exists():
         import yaml
 
-        config = load_config(Path("trainer/configs/demo.yaml"), [f"run.out={run}"])
+        config = load_config(ROOT / "trainer" / "configs" / "demo.yaml",
+                             [f"run.out={run}"])
         torch.manual_seed(0)
         model = DuetMC(config.model)
         (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (run / "config.yaml").write_text(yaml.safe_dump(as_dict(config), sort_keys=False))
         torch.save({"model": model.trainable_state()}, run / "checkpoints" / "last.pt")
     return run
 
 
-def embedding_throughput(work: Path, tracks: int) -> dict:
-    from pipeline.demo_data import DemoConfig
-    from pipeline.demo_data import run as render
+def embedding_throughput(settings: Settings) -> dict:
     from trainer.embed import EmbedConfig, embed
     from trainer.inference import Encoder
 
-    demo = work / f"demo-{tracks}"
-    render(DemoConfig(out=demo, tracks=tracks, seed=0, workers=0))
+    work = settings.work
+    demo = demo_folder(work, settings.tracks, settings.test_tracks, settings.duration_s)
     run = fake_run(work)
     out = work / "embed-out"
     shutil.rmtree(out, ignore_errors=True)
@@ -247,29 +274,31 @@ def page_round_trip(work: Path, n: int, requests: int) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--work", type=Path, default=Path("bench/results/search-work"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--tracks", type=int, default=200, help="demo tracks to embed")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--ann-size", type=int, default=1_000_000)
-    parser.add_argument("--page-size", type=int, default=100_000)
-    args = parser.parse_args()
+def run(settings: Settings) -> Outcome:
     torch.set_num_threads(2)
-    args.work.mkdir(parents=True, exist_ok=True)
-    results = {"threads": torch.get_num_threads()}
-    results["embedding"] = embedding_throughput(args.work, args.tracks)
-    print(json.dumps(results["embedding"]), file=sys.stderr)
-    results["exact"] = [exact_latency(n, 200 if n <= 100_000 else 50) for n in args.sizes]
-    print(json.dumps(results["exact"]), file=sys.stderr)
-    results["approximate"] = approximate(args.work, args.ann_size, 500)
-    print(json.dumps(results["approximate"]), file=sys.stderr)
-    results["page"] = page_round_trip(args.work, args.page_size, 50)
-    print(json.dumps(results, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "search.json").write_text(json.dumps(results, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    settings.work.mkdir(parents=True, exist_ok=True)
+    figures = {"threads": torch.get_num_threads()}
+    figures["embedding"] = embedding_throughput(settings)
+    print(json.dumps(figures["embedding"]), file=sys.stderr)
+    figures["exact"] = {f"tracks_{n}": exact_latency(n, 200 if n <= 100_000 else 50)
+                        for n in settings.sizes}
+    print(json.dumps(figures["exact"]), file=sys.stderr)
+    figures["approximate"] = approximate(settings.work, settings.ann_size, settings.queries)
+    print(json.dumps(figures["approximate"]), file=sys.stderr)
+    figures["page"] = page_round_trip(settings.work, settings.page_size, settings.requests)
+    ann, page = figures["approximate"], figures["page"]
+    return Outcome(figures, {
+        "embedding.ratio_to_forward_only": "the model's forward pass alone on as many "
+                                           "windows, same run (its time over embed's)",
+        **{f"exact.tracks_{n}.ratio_p50_to_baseline": "one unchunked numpy matrix-vector "
+           "product and argpartition over the same matrix, same run" for n in settings.sizes},
+        "approximate.speedup_p50_over_exact": "exact search at the same size, same run "
+                                              "(its p50 over the index's)",
+        "page.ratio_p50_to_in_process": "the same query in process (text encoder + exact "
+                                        "search), same run"},
+        f"search: embed {figures['embedding']['tracks_per_s_after_load']} tracks/s after "
+        f"load; exact top-10 p50 " + ", ".join(
+            f"{e['p50_ms']} ms at {e['tracks']:,}" for e in figures["exact"].values())
+        + f"; approximate at {ann['tracks']:,}: recall@10 {ann['recall@10']}, p50 "
+        f"{ann['p50_ms']} ms ({ann['speedup_p50_over_exact']}x exact); page p50 "
+        f"{page['p50_ms']} ms ({page['ratio_p50_to_in_process']}x in process)")

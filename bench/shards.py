@@ -1,4 +1,4 @@
-"""Benchmark: `adswap shards` against a bare decode-resample-encode loop.
+"""`adswap shards` against a bare decode-resample-encode loop.
 
 Goals (issue 5): at least 0.8 of the floor's speed per worker, near-linear scaling
 from 1 to 2 workers, and peak memory that does not grow with the catalog. Measured on
@@ -8,69 +8,57 @@ the demo catalog (400 tracks) and a 2,000-track synthetic one, both rendered by
 The floor, measured in the same run on the same tracks and settings, only decodes each
 file, downmixes, resamples with soxr and encodes the same clips to FLAC: the work no
 shard writer can skip. Each stage run is a child process, so its peak memory (the
-largest of its processes) is its own.
+largest of its processes) is its own. The catalogs stay in `work` for the next run
+(and bench/train.py's) to reuse.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-CLIP_ARGS = ["--sample-rate", "16000", "--clip-seconds", "10", "--clips-per-track", "1",
-             "--position", "centre", "--max-samples", "50"]
+from bench.data import check_demo, curated_demo
+from bench.harness import WORK, Outcome, measure, run_measured
+from schemas.config import Config, setting
 
 
-def prepare(work: Path, tracks: int) -> Path:
-    """Demo audio, template captions and curation, reused between bench runs."""
-    from pipeline.captions.engines import EngineConfig
-    from pipeline.captions.stage import CaptionsConfig
-    from pipeline.captions.stage import run as captions
-    from pipeline.curate.stage import CurateConfig
-    from pipeline.curate.stage import run as curate
-    from pipeline.demo_data import DemoConfig
-    from pipeline.demo_data import run as demo
+@dataclass(frozen=True)
+class Settings(Config):
+    sizes: tuple[int, ...] = setting((400, 2000), help="train/valid tracks of each catalog")
+    test_tracks: int = setting(500, help="held-out test tracks rendered beside them (the "
+                               "floor decodes these too; the stage packs curated views "
+                               "only)")
+    duration_s: tuple[float, ...] = setting((10.0, 15.0), help="shortest and longest track")
+    clip_seconds: float = setting(10.0, help="clip length at 16 kHz, one centred clip "
+                                  "per track")
+    work: Path = setting(WORK, help="folder for the catalogs and shards, kept and reused")
 
-    folder = work / f"demo-{tracks}"
-    demo(DemoConfig(out=folder, tracks=tracks, seed=0, workers=0))
-    if not (folder / "curated" / "report.json").exists():
-        captions(CaptionsConfig(catalog=folder / "catalog.parquet", out=folder / "views",
-                                engine=EngineConfig(engine="template")))
-        curate(CurateConfig(views=folder / "views", catalog=folder / "catalog.parquet",
-                            out=folder / "curated"))
-    return folder
+    def check(self) -> list[str]:
+        return check_demo(min(self.sizes, default=0), self.test_tracks, self.duration_s)
 
 
-# Runs a command and prints the peak RSS (KiB) of its largest process, workers included.
-_PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-         "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-
-
-def stage(folder: Path, workers: int, out: Path) -> dict:
+def stage(folder: Path, workers: int, out: Path, clip_seconds: float) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    started = time.perf_counter()
-    peak = subprocess.run([sys.executable, "-c", _PEAK, sys.executable, "-m", "adswap.cli",
-                           "shards", "--curated", str(folder / "curated"), "--catalog",
-                           str(folder / "catalog.parquet"), "--out", str(out), "--workers",
-                           str(workers), *CLIP_ARGS], check=True, capture_output=True,
-                          text=True).stdout
-    seconds = time.perf_counter() - started
+    _, measured = run_measured([
+        sys.executable, "-m", "adswap.cli", "shards", "--curated", str(folder / "curated"),
+        "--catalog", str(folder / "catalog.parquet"), "--out", str(out), "--workers",
+        str(workers), "--sample-rate", "16000", "--clip-seconds", str(clip_seconds),
+        "--clips-per-track", "1", "--position", "centre", "--max-samples", "50"])
     report = json.loads((out / "report.json").read_text())
-    return {"seconds": round(seconds, 2), "tracks": report["totals"]["tracks"],
-            "tracks_per_s": round(report["totals"]["tracks"] / seconds, 1),
+    return {"seconds": round(measured.wall_s, 2), "tracks": report["totals"]["tracks"],
+            "tracks_per_s": round(report["totals"]["tracks"] / measured.wall_s, 1),
             # the stage's own time, without the interpreter start and imports
             "stage_seconds": report["this_run"]["seconds"],
             "clip_hours": report["totals"]["audio_hours"],
-            "peak_rss_mb": round(int(peak) / 1024, 1)}
+            "cpu_s": round(measured.cpu_s, 2),
+            "peak_rss_mb": round(measured.peak_rss_mb, 1)}
 
 
-def floor(folder: Path) -> dict:
+def floor(folder: Path, clip_seconds: float) -> dict:
     """Decode, resample, encode the same clips in one process: nothing else."""
     import numpy as np
     import soundfile as sf
@@ -78,49 +66,49 @@ def floor(folder: Path) -> dict:
     from pipeline.shards.audio import ClipConfig, clip_starts, encode, load_mono
     from schemas.catalog import read_catalog
 
-    config = ClipConfig(sample_rate=16_000, clip_seconds=10)
+    config = ClipConfig(sample_rate=16_000, clip_seconds=clip_seconds)
     catalog = read_catalog(folder / "catalog.parquet")
-    started = time.perf_counter()
     source_seconds = 0.0
-    for track in catalog.tracks:
-        path = folder / track.audio
-        source_seconds += sf.info(path).duration
-        mono = load_mono(path, config.sample_rate)
-        for start in clip_starts(len(mono), config, track.track_id):
-            encode(np.clip(mono[start:start + config.clip_frames], -1, 1), config.sample_rate,
-                   "flac")
-    seconds = time.perf_counter() - started
+    with measure() as measured:
+        for track in catalog.tracks:
+            path = folder / track.audio
+            source_seconds += sf.info(path).duration
+            mono = load_mono(path, config.sample_rate)
+            for start in clip_starts(len(mono), config, track.track_id):
+                encode(np.clip(mono[start:start + config.clip_frames], -1, 1),
+                       config.sample_rate, "flac")
+    seconds = measured.wall_s
     return {"seconds": round(seconds, 2), "tracks": len(catalog.tracks),
             "tracks_per_s": round(len(catalog.tracks) / seconds, 1),
             "source_hours": round(source_seconds / 3600, 3)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--work", type=Path, default=Path("bench/results/shards-work"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--sizes", type=int, nargs="+", default=[400, 2000])
-    args = parser.parse_args()
-    results: dict = {"cores": os.cpu_count()}
-    for tracks in args.sizes:
-        folder = prepare(args.work, tracks)
-        bare = floor(folder)
+def run(settings: Settings) -> Outcome:
+    figures: dict = {"cores": os.cpu_count()}
+    baseline: dict[str, str] = {}
+    for tracks in settings.sizes:
+        folder = curated_demo(settings.work, tracks, settings.test_tracks, settings.duration_s)
+        bare = floor(folder, settings.clip_seconds)
         entry = {"floor": bare}
         for workers in (1, 2):
-            run = stage(folder, workers, args.work / f"shards-{tracks}-{workers}")
-            run["audio_hours_per_s"] = round(bare["source_hours"] / run["seconds"], 3)
-            run["ratio_to_floor_per_worker"] = round(
-                run["tracks_per_s"] / (bare["tracks_per_s"] * workers), 3)
-            run["stage_ratio_to_floor_per_worker"] = round(
-                bare["seconds"] / (run["stage_seconds"] * workers), 3)
-            entry[f"workers_{workers}"] = run
+            result = stage(folder, workers, settings.work / f"shards-{tracks}-{workers}",
+                           settings.clip_seconds)
+            result["audio_hours_per_s"] = round(bare["source_hours"] / result["seconds"], 3)
+            result["ratio_to_floor_per_worker"] = round(
+                result["tracks_per_s"] / (bare["tracks_per_s"] * workers), 3)
+            result["stage_ratio_to_floor_per_worker"] = round(
+                bare["seconds"] / (result["stage_seconds"] * workers), 3)
+            entry[f"workers_{workers}"] = result
+            baseline[f"tracks_{tracks}.workers_{workers}.ratio_to_floor_per_worker"] = (
+                "decode, resample and FLAC-encode of the same clips in one process, same run "
+                "(goal >= 0.8)")
         entry["scaling_1_to_2"] = round(entry["workers_2"]["tracks_per_s"] /
                                         entry["workers_1"]["tracks_per_s"], 3)
-        results[f"tracks_{tracks}"] = entry
-        print(json.dumps({f"tracks_{tracks}": entry}, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "shards.json").write_text(json.dumps(results, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+        baseline[f"tracks_{tracks}.scaling_1_to_2"] = "the same stage with 1 worker"
+        figures[f"tracks_{tracks}"] = entry
+    return Outcome(figures, baseline, "shards: " + "; ".join(
+        f"{tracks} tracks: {e['workers_1']['tracks_per_s']} tracks/s with 1 worker "
+        f"({e['workers_1']['ratio_to_floor_per_worker']}x the floor), "
+        f"{e['workers_2']['tracks_per_s']} with 2 ({e['scaling_1_to_2']}x), peak RSS "
+        f"{e['workers_2']['peak_rss_mb']} MB"
+        for tracks, e in ((t, figures[f"tracks_{t}"]) for t in settings.sizes)))

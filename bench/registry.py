@@ -1,0 +1,61 @@
+"""The benches: name -> module bench/<name>.py, the venv it runs in, and the smoke
+settings (--set overrides) on which tests/bench/test_smoke.py runs it in seconds.
+
+bench/gpu_check.py is not here: it is `make gpu-check`'s pass/fail check, whose list
+flags take several values each (`--settings a=1 b=2`) and whose bad settings exit 2 with
+a usage line; the harness's CLI would change both.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    smoke: tuple[str, ...]
+    venv: str = ".venv"
+    # captions_memory generates 10,000 vLLM views (about an hour on 2 cores): run by name
+    in_make_bench: bool = True
+
+    @property
+    def module(self) -> str:
+        return f"bench.{self.name}"
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+    @property
+    def python(self) -> Path:
+        return ROOT / self.venv / "bin" / "python"
+
+
+# in the order `make bench` runs them: the quick ones first, the whole demo last
+BENCHES = {entry.name: entry for entry in (
+    Entry("demo_render", ("tracks=4", "test_tracks=2", "duration_s=[2.0, 3.0]")),
+    Entry("captions_overhead", ("tracks=40",)),
+    Entry("curate", ("tracks=300", "views=2", "pandas_rows=200", "rows_per_file=200")),
+    Entry("catalog_read", ("tracks=200", "rounds=1")),
+    Entry("descriptor_matching", ("captions=300", "rounds=1")),
+    Entry("shards", ("sizes=[12]", "test_tracks=0", "duration_s=[3.0, 4.0]",
+                     "clip_seconds=2", "work=bench/work/smoke")),
+    Entry("train", ("tracks=12", "test_tracks=0", "duration_s=[3.0, 4.0]", "batch=4",
+                    "batches=2", "loader_workers=[1]", "memory_batches=[2, 4]",
+                    "work=bench/work/smoke")),
+    Entry("eval", ("items=400", "growth=[400]", "clips=8", "captions=16")),
+    Entry("search", ("tracks=2", "test_tracks=0", "duration_s=[3.0, 4.0]", "sizes=[1000]",
+                     "ann_size=2000", "page_size=500", "queries=20", "requests=3",
+                     "work=bench/work/smoke")),
+    Entry("captions_engines", ("prompts=2", "batch=2", "max_tokens=4"), venv=".venv-llm"),
+    Entry("faithful", ("tracks=2", "views=1"), venv=".venv-llm"),
+    Entry("captions_memory", ("views=40", "chunk_tracks=2", "batch_requests=8",
+                              "modes=[template]"), venv=".venv-llm", in_make_bench=False),
+    Entry("demo_stages", ("targets=[demo-data, captions, curate]",
+                          "make_args=[DEMO_TRACKS=4, DEMO_TEST_TRACKS=2, ENGINE=template, "
+                          "CAPTIONS_ARGS=--n-views 2]")),
+)}
