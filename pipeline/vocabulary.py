@@ -33,13 +33,12 @@ from schemas.catalog import (
     read_setting,
     tag_map_for,
 )
+from schemas.catalog_readers import READERS
 from schemas.config import Config, setting
-from schemas.public_catalogs import PUBLIC_FORMATS
 from schemas.tagmap import (
     RAW_SEPARATOR,
     Outcome,
     TagMap,
-    bundled_map_path,
     load_tag_map,
     normalise_tag,
     surface_key,
@@ -401,7 +400,8 @@ def _suggest(raw_category: str, tag: str, outcome: Outcome, bundled: list[TagMap
 def _bundled_maps(categories: tuple[str, ...]) -> list[TagMap]:
     """The bundled maps, as a source of display forms for tags no map knows yet."""
     known = tuple(dict.fromkeys([*categories, *DEFAULT_CATEGORIES]))
-    return [load_tag_map(bundled_map_path(name), known) for name in PUBLIC_FORMATS]
+    return [load_tag_map(reader.tag_map, known) for reader in READERS.values()
+            if reader.tag_map is not None]
 
 
 def _lexicon(counter: VocabularyCounter, bundled: list[TagMap]) -> set[str]:

@@ -1,14 +1,11 @@
 """The catalog: one row per track, its audio, and its tags grouped by category.
 
-Accepted inputs (all validated row by row, every problem reported with file, row, field):
-- Parquet or JSONL with a `tags` column/object mapping category -> list of tags;
-- CSV (and Parquet) with one `tags.<category>` column per category, tags separated by `;`;
-- a `datasets` directory saved with `save_to_disk` (a DatasetDict's split names fill
-  an empty `split` column);
-- the public formats of `schemas/public_catalogs` (MTG-Jamendo, MagnaTagATune),
-  recognised from their header or chosen with `CatalogConfig.format`.
+Accepted inputs: every format of schemas/catalog_readers/ (adswap's own Parquet, CSV,
+JSONL or `datasets` folder; MTG-Jamendo; MagnaTagATune; one module each), recognised
+from the file or chosen with `CatalogConfig.format`, all validated row by row here,
+every problem reported with file, row and field.
 
-A tag map (`schemas/tagmap`; by default the bundled one of a public format) turns raw
+A tag map (`schemas/tagmap`; by default the bundled one of the format) turns raw
 tags into canonical tags as rows are read, so every stage sees the same tags; each
 track keeps its raw tags. Rows with a problem are rejected with their reason; a
 file-level problem (unreadable file, missing column, bad tag map) raises `SchemaError`.
@@ -29,11 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.atomic import atomic_path
+from schemas.catalog_readers import NATIVE, READERS, formats_help, recognise
 from schemas.config import Config, setting
 from schemas.problems import Problem, SchemaError, with_schema_id
-from schemas.public_catalogs import PUBLIC_FORMATS, recognise
-from schemas.tabular import header, iter_rows
-from schemas.tagmap import Outcome, TagMap, bundled_map_path, load_tag_map, normalise_tag
+from schemas.tagmap import Outcome, TagMap, load_tag_map, normalise_tag
 
 CATALOG_SCHEMA_ID = "catalog/1"
 DEFAULT_CATEGORIES = ("genre", "mood", "instrument")
@@ -45,8 +41,7 @@ TRACK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _BAD_BYTES = re.compile("[\udc80-\udcff]")  # undecodable bytes kept by surrogateescape
-NATIVE_FORMAT = "adswap"
-CATALOG_FORMATS = ("auto", NATIVE_FORMAT, *PUBLIC_FORMATS)
+CATALOG_FORMATS = ("auto", *READERS)
 NO_TAG_MAP = "none"
 _TAG_CACHE_LIMIT = 200_000  # distinct raw tags remembered per read; vocabularies are smaller
 
@@ -67,11 +62,11 @@ class CatalogConfig(Config):
                                          "one category is rejected.")
     max_tag_chars: int = setting(64, help="A tag longer than this is rejected.")
     format: str = setting("auto", choices=CATALOG_FORMATS, help="Catalog format: auto "
-                          "(recognised from the file), adswap (parquet, csv, jsonl or a "
-                          "`datasets` folder), mtg-jamendo or magnatagatune.")
-    tag_map: str | None = setting(None, help="Tag map (YAML or CSV) applied as the catalog "
-                                  "is read. Default: the bundled map of a public format, "
-                                  "none for adswap catalogs; 'none' reads the raw tags.")
+                          "(recognised from the file), or " + formats_help() + ".")
+    # a string, not None: on the command line 'none' would read as null, the default
+    tag_map: str = setting("", help="Tag map (YAML or CSV) applied as the catalog is read. "
+                           "Empty: the bundled map of its format (the public formats have "
+                           "one; adswap catalogs none); 'none' reads the raw tags.")
     min_tag_tracks: int = setting(1, help="Tags on fewer tracks than this are dropped as "
                                   "the catalog is read, before views are planned (1 keeps "
                                   "every tag; above 1 costs one more pass over the "
@@ -92,7 +87,7 @@ class CatalogConfig(Config):
             problems.append("max_tag_chars must be >= 1")
         if self.min_tag_tracks < 1:
             problems.append("min_tag_tracks must be >= 1")
-        if self.tag_map not in (None, NO_TAG_MAP):
+        if self.tag_map not in ("", NO_TAG_MAP):
             if not Path(self.tag_map).is_file():
                 problems.append(f"tag_map: {self.tag_map} does not exist")
             elif not problems:
@@ -112,9 +107,8 @@ def read_setting() -> CatalogConfig:
 
 @dataclass(frozen=True)
 class ValidateConfig(Config):
-    catalog: Path = setting(help="Catalog: .parquet, .csv, .jsonl, a `datasets` directory, "
-                            "or a public format (MTG-Jamendo TSV, MagnaTagATune CSV).",
-                            argument=True)
+    catalog: Path = setting(help="Catalog, in any format --format names (recognised from "
+                            "the file).", argument=True)
     read: CatalogConfig = read_setting()
 
 
@@ -142,7 +136,7 @@ class Catalog:
     categories: tuple[str, ...]
     tracks: list[Track] = field(default_factory=list)
     rejects: list[Problem] = field(default_factory=list)
-    format: str = NATIVE_FORMAT
+    format: str = NATIVE
     tag_map: TagMap | None = None
 
 
@@ -190,19 +184,18 @@ def catalog_format(path: str | Path, config: CatalogConfig) -> str:
     """The format a catalog is read in: the configured one, or recognised from it."""
     if config.format != "auto":
         return config.format
-    return recognise(Path(path)) or NATIVE_FORMAT
+    return recognise(Path(path))
 
 
 def tag_map_for(path: str | Path, config: CatalogConfig) -> TagMap | None:
     """The tag map a read applies: the configured file, else the bundled map of the
-    catalog's public format, else none."""
+    catalog's format, else none."""
     if config.tag_map == NO_TAG_MAP:
         return None
-    if config.tag_map is not None:
+    if config.tag_map:
         return load_tag_map(config.tag_map, config.categories)
-    fmt = catalog_format(path, config)
-    return load_tag_map(bundled_map_path(fmt), config.categories) \
-        if fmt in PUBLIC_FORMATS else None
+    bundled = READERS[catalog_format(path, config)].tag_map
+    return load_tag_map(bundled, config.categories) if bundled else None
 
 
 def iter_catalog(path: str | Path, config: CatalogConfig = CatalogConfig()
@@ -238,7 +231,7 @@ def read_catalog(path: str | Path, config: CatalogConfig = CatalogConfig()) -> C
     """Read and validate a whole catalog file or `datasets` directory."""
     catalog = Catalog(source=str(path), categories=config.categories,
                       format=catalog_format(path, config) if Path(path).exists()
-                      else NATIVE_FORMAT,
+                      else NATIVE,
                       tag_map=tag_map_for(path, config) if Path(path).exists() else None)
     for track, problems in iter_catalog(path, config):
         catalog.rejects.extend(problems)
@@ -284,85 +277,7 @@ def write_catalog(tracks: Iterable[Track], path: str | Path,
 
 def _rows(path: Path, config: CatalogConfig, fmt: str, mapped: bool
           ) -> Iterator[tuple[int, dict]]:
-    if fmt in PUBLIC_FORMATS:
-        yield from PUBLIC_FORMATS[fmt].rows(path)
-        return
-    if path.is_dir():
-        yield from _dataset_rows(path)
-        return
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        yield from _parquet_rows(path, config, mapped)
-    elif suffix in (".csv", ".jsonl", ".ndjson"):
-        yield from _tabular_rows(path, config, mapped)
-    else:
-        raise SchemaError(
-            f"catalog {path}: unknown format '{suffix}'; use .parquet, .csv, .jsonl, "
-            f"a `datasets` directory, or a public format ({', '.join(PUBLIC_FORMATS)})", [])
-
-
-def _require_columns(path: Path, columns: list[str], config: CatalogConfig,
-                     mapped: bool) -> None:
-    problems = [Problem(str(path), None, c, "column is missing")
-                for c in ("track_id", "audio") if c not in columns]
-    has_tags = "tags" in columns or any(c.startswith("tags.") for c in columns)
-    if not has_tags:
-        problems.append(Problem(str(path), None, "tags",
-                                "column is missing (give `tags` or `tags.<category>` columns)"))
-    # with a tag map, a raw category may be moved or mapped: rows are checked instead
-    unknown = [] if mapped else [
-        c for c in columns if c.startswith("tags.") and c[len("tags."):] not in config.categories]
-    problems += [Problem(str(path), None, c,
-                         f"unknown tag category; known: {', '.join(config.categories)} "
-                         "(add it with --categories)") for c in unknown]
-    if problems:
-        raise SchemaError(f"catalog {path} cannot be read", problems)
-
-
-def _parquet_rows(path: Path, config: CatalogConfig, mapped: bool
-                  ) -> Iterator[tuple[int, dict]]:
-    try:
-        reader = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as err:
-        raise SchemaError(f"catalog {path} is not a readable Parquet file: {err}", []) from err
-    _require_columns(path, reader.schema_arrow.names, config, mapped)
-    row_number = 0
-    for batch in reader.iter_batches(batch_size=8192):
-        for row in batch.to_pylist():
-            row_number += 1
-            yield row_number, row
-
-
-def _tabular_rows(path: Path, config: CatalogConfig, mapped: bool
-                  ) -> Iterator[tuple[int, dict]]:
-    """CSV and JSON Lines rows, streamed by the one tabular reader (so memory stays flat
-    in the catalog's size); a row it cannot read is rejected with its field."""
-    columns = header(path)
-    if columns is not None:
-        _require_columns(path, columns, config, mapped)
-    for row in iter_rows(path):
-        if row.problem is not None:
-            yield row.number, {"__error__": row.problem.message, "__field__": row.problem.field}
-        else:
-            yield row.number, row.values
-
-
-def _dataset_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    import datasets  # slow to import; only needed for this format
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as err:
-        raise SchemaError(f"catalog {path} is not a `datasets` directory: {err}", []) from err
-    parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
-    row_number = 0
-    for split_name, part in parts:
-        split = {"validation": "valid", "val": "valid"}.get(split_name, split_name)
-        for row in part:
-            row_number += 1
-            if split and not row.get("split"):
-                row = {**row, "split": split}
-            yield row_number, row
+    yield from READERS[fmt].rows(path, config, mapped)
 
 
 # --- validation ---------------------------------------------------------------------
