@@ -215,19 +215,9 @@ test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in
 test-fast: $(STAMPS)/venv ## The tests not marked slow or llm (the edit-run loop; make test runs all)
 	$(BIN)/python -m pytest -q -m "not llm and not slow"
 
-bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks under bench/ (figures in bench/results/)
-	$(BIN)/python bench/demo_render.py
-	$(BIN)/python bench/captions_overhead.py
-	$(BIN)/python bench/curate.py
-	$(BIN)/python bench/catalog_read.py
-	$(BIN)/python bench/descriptor_matching.py
-	$(BIN)/python bench/shards.py
-	$(BIN)/python bench/train.py
-	$(BIN)/python bench/eval.py
-	$(BIN)/python bench/search.py
-	$(VENV_LLM)/bin/python bench/captions_engines.py
-	$(VENV_LLM)/bin/python bench/faithful.py
-	$(BIN)/python bench/demo_stages.py
+bench: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the benchmarks (bench/registry.py), each in its venv; write bench/results/ and docs/performance.md
+	$(BIN)/python -m bench
+	$(BIN)/python -m bench.report
 
 llm-cuda-check: $(STAMPS)/venv ## Without a GPU: does .venv-llm's CUDA install (vLLM + .[llm,dev]) resolve for a GPU node? (reads PyPI)
 	$(BIN)/python tools/cuda_llm_resolve.py --vllm "$(VLLM_CUDA)" $(LLM_CUDA_CHECK_ARGS)

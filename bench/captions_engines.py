@@ -1,23 +1,33 @@
-"""Benchmark: the vllm engine against a plain transformers `generate` loop (run in .venv-llm).
+"""The vllm engine against a plain transformers `generate` loop (run in .venv-llm).
 
 Same model (the bundled SmolLM2-135M-Instruct), same few-shot prompts, same batch size
 (vLLM's max_num_seqs = the loop's batch), greedy decoding. Each mode runs in a fresh
-process after a warm-up batch; only generation is timed. Prints completion tokens/s,
+process after a warm-up batch; only generation is timed. Gives completion tokens/s,
 the vLLM / transformers ratio (goal: at least 2x) and prefix caching on / off.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
-import subprocess
-import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
+
+from bench.harness import Outcome, in_child
+from schemas.config import Config, setting
 
 MODES = ("transformers", "vllm", "vllm-no-prefix-cache")
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    prompts: int = setting(64, help="caption prompts, each mode the same")
+    batch: int = setting(16, help="the loop's batch and vLLM's max_num_seqs")
+    max_tokens: int = setting(48, help="completion tokens per prompt at most")
+
+    def check(self) -> list[str]:
+        return [f"{name} must be >= 1" for name in ("prompts", "batch", "max_tokens")
+                if getattr(self, name) < 1]
 
 
 def prompts(count: int) -> list[list[dict]]:
@@ -83,49 +93,37 @@ def run_vllm(folder: str, chats: list, batch: int, max_tokens: int,
     return seconds, sum(len(o.outputs[0].token_ids) for o in outputs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def generate_child(mode: str, count: int, batch: int, max_tokens: int) -> dict:
+    """One mode in this fresh process: seconds and completion tokens of the timed run."""
     from pipeline.captions.models import bundled_model_folder, default_cache_dir
 
     folder = str(bundled_model_folder(default_cache_dir()))
-    if args.mode:
-        chats = prompts(args.prompts)
-        if args.mode == "transformers":
-            seconds, tokens = run_transformers(folder, chats, args.batch, args.max_tokens)
-        else:
-            seconds, tokens = run_vllm(folder, chats, args.batch, args.max_tokens,
-                                       prefix_cache=args.mode == "vllm")
-        print(json.dumps({"seconds": round(seconds, 3), "tokens": tokens}))
-        return
+    chats = prompts(count)
+    if mode == "transformers":
+        seconds, tokens = run_transformers(folder, chats, batch, max_tokens)
+    else:
+        seconds, tokens = run_vllm(folder, chats, batch, max_tokens,
+                                   prefix_cache=mode == "vllm")
+    return {"seconds": round(seconds, 3), "tokens": tokens}
 
+
+def run(settings: Settings) -> Outcome:
     results = {}
     for mode in MODES:
-        child = subprocess.run([sys.executable, __file__, "--mode", mode, "--prompts",
-                                str(args.prompts), "--batch", str(args.batch), "--max-tokens",
-                                str(args.max_tokens)], check=True, capture_output=True,
-                               text=True)
-        result = json.loads(child.stdout.strip().splitlines()[-1])
+        result, measured = in_child(generate_child, mode, settings.prompts, settings.batch,
+                                    settings.max_tokens, sample_s=0.5)
         result["tokens_per_s"] = round(result["tokens"] / result["seconds"], 1)
+        result["process_peak_rss_mb"] = round(measured.peak_rss_mb)
         results[mode] = result
     speed = {m: r["tokens_per_s"] for m, r in results.items()}
-    report = {"prompts": args.prompts, "batch": args.batch, "max_tokens": args.max_tokens,
-              "results": results,
-              "vllm_over_transformers": round(speed["vllm"] / speed["transformers"], 2),
-              "prefix_cache_on_over_off": round(speed["vllm"] / speed["vllm-no-prefix-cache"],
-                                                2)}
-    print(json.dumps(report, indent=2))
-    print(f"caption engines: vLLM {speed['vllm']} tok/s vs transformers "
-          f"{speed['transformers']} tok/s = {report['vllm_over_transformers']}x (goal 2x); "
-          f"prefix cache on/off = {report['prefix_cache_on_over_off']}x")
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "captions_engines.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    figures = {"results": results,
+               "vllm_over_transformers": round(speed["vllm"] / speed["transformers"], 2),
+               "prefix_cache_on_over_off": round(speed["vllm"] /
+                                                 speed["vllm-no-prefix-cache"], 2)}
+    return Outcome(figures, {
+        "vllm_over_transformers": "a transformers generate loop on the same model, prompts "
+                                  "and batch, same run (goal 2x)",
+        "prefix_cache_on_over_off": "vLLM with prefix caching off, same run"},
+        f"caption engines: vLLM {speed['vllm']} tok/s vs transformers "
+        f"{speed['transformers']} tok/s = {figures['vllm_over_transformers']}x (goal 2x); "
+        f"prefix cache on/off = {figures['prefix_cache_on_over_off']}x")

@@ -1,4 +1,4 @@
-"""Benchmark: the caption stage's resident memory against views generated (run in .venv-llm).
+"""The caption stage's resident memory against views generated (run in .venv-llm).
 
 Each mode runs the stage in a child process on the same catalog (10 views per track),
 while this process reads the RSS of the child and everything it started (the engine's
@@ -7,13 +7,13 @@ the engine writes after every batch:
 
   vllm           the vLLM engine as shipped (bundled SmolLM2 on CPU): in a worker process
                  replaced every `recycle_requests` requests, trimming inside and after
-                 each batch; --views views
+                 each batch; `views` views
   vllm-no-trim   in process, with trim_memory off, i.e. the stage before issue 17, stopped
                  once its first two chunks (2,560 views) are on disk: its slope, and the
                  throughput baseline
   vllm-tcmalloc  as `vllm`, with TCMalloc preloaded, stopped as vllm-no-trim is (skipped,
                  saying so, where libtcmalloc is not installed)
-  template       the rule-based engine, in process, --views views
+  template       the rule-based engine, in process, `views` views
 
 Prints, per mode, the least-squares slope of RSS against views after the first 1,000
 (goal: under 5 MB per 1,000 views for `vllm`), the slope of each batch's peak, the
@@ -26,7 +26,6 @@ the first 2,560 views differ from vllm-no-trim's.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import functools
 import glob
@@ -38,11 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from curate import tree_rss_mb
-
+from bench.harness import ROOT, Outcome, child_command, tree_rss_mb
 from pipeline.captions.memory import resident_mb
+from schemas.config import Config, setting
 
 VIEWS_PER_TRACK = 10
 # The issue's warm-up. Here oneDNN's primitive caches keep filling until ~1,500 views
@@ -55,6 +55,27 @@ MOODS = ["happy", "sad", "calm", "dark", "tense", "playful", "dreamy", "energeti
          "romantic", "melancholic", "uplifting"]
 INSTRUMENTS = ["drums", "bass", "piano", "flute", "violin", "organ", "synthesizer", "cello",
                "guitar", "voice", "trumpet", "saxophone"]
+MODES = ("vllm-no-trim", "vllm-tcmalloc", "vllm", "template")
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    views: int = setting(10_000, help="views for the vllm and template modes")
+    modes: tuple[str, ...] = setting(MODES, help="modes to run, from: " + ", ".join(MODES))
+    sample_s: float = setting(1.0, help="RSS sampling period")
+    chunk_tracks: int = setting(128, help="the stage's chunk size (its default); the two "
+                                "shorter modes and the throughput comparison cover the first "
+                                "two chunks")
+    batch_requests: int = setting(256, help="requests per engine call (the stage's default)")
+    recycle_requests: int | None = setting(None, help="requests per worker process in the "
+                                           "vllm and vllm-tcmalloc modes (0: in process); "
+                                           "default: the engine's")
+
+    def check(self) -> list[str]:
+        problems = [f"modes: unknown {m!r}" for m in self.modes if m not in MODES]
+        if self.views < VIEWS_PER_TRACK:
+            problems.append(f"views must be >= {VIEWS_PER_TRACK}")
+        return problems
 
 
 def make_catalog(path: Path, tracks: int) -> None:
@@ -128,7 +149,8 @@ def recording_engine(progress: Path, config, cache_dir) -> Recording:
 def engine_config(mode: str, recycle_requests: int | None):
     """The mode's engine settings: the shipped defaults for `vllm`, unless given
     `recycle_requests`."""
-    from pipeline.captions.engines import EngineConfig, VllmSettings
+    from pipeline.captions.engines import EngineConfig
+    from pipeline.captions.engines.vllm_engine import VllmSettings
 
     engines = {"template": EngineConfig(engine="template"),
                "vllm-no-trim": EngineConfig(engine="vllm", recycle_requests=0,
@@ -136,17 +158,20 @@ def engine_config(mode: str, recycle_requests: int | None):
     return engines.get(mode, EngineConfig(recycle_requests=recycle_requests))
 
 
-def child(catalog: Path, out: Path, mode: str, chunk_tracks: int, batch_requests: int,
-          progress: Path, recycle_requests: int | None) -> None:
+def child(catalog: str, out: str, mode: str, chunk_tracks: int, batch_requests: int,
+          progress: str, recycle_requests: int | None) -> dict:
+    """The stage in this (child) process, its engine recording to `progress`."""
     from pipeline.captions.plan import DropConfig
-    from pipeline.captions.stage import CaptionsConfig, run
+    from pipeline.captions.stage import CaptionsConfig
+    from pipeline.captions.stage import run as captions
 
-    config = CaptionsConfig(catalog=catalog, out=out, chunk_tracks=chunk_tracks,
+    config = CaptionsConfig(catalog=Path(catalog), out=Path(out), chunk_tracks=chunk_tracks,
                             batch_requests=batch_requests,
                             drop=DropConfig(n_views=VIEWS_PER_TRACK),
                             engine=engine_config(mode, recycle_requests))
-    stats = run(config, engine_factory=functools.partial(recording_engine, progress))
-    print(json.dumps({"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb}))
+    stats = captions(config, engine_factory=functools.partial(recording_engine,
+                                                              Path(progress)))
+    return {"views": stats.views_generated, "peak_rss_mb": stats.peak_rss_mb}
 
 
 def first_chunk_file(out: Path, chunk: int) -> Path:
@@ -155,19 +180,18 @@ def first_chunk_file(out: Path, chunk: int) -> Path:
     return chunk_path(out, 0, 1, chunk)
 
 
-def measure(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: int,
+def measure_mode(mode: str, catalog: Path, out: Path, sample_s: float, chunk_tracks: int,
             batch_requests: int, recycle_requests: int | None,
             stop_after_chunks: int | None) -> dict:
     env = dict(os.environ)
     if mode == "vllm-tcmalloc":
         env["LD_PRELOAD"] = tcmalloc_library()  # inherited by the engine's workers
     progress = out.with_suffix(".progress")
-    command = [sys.executable, __file__, "--child", str(catalog), str(out), mode,
-               str(chunk_tracks), str(batch_requests), str(progress),
-               "" if recycle_requests is None else str(recycle_requests)]
+    command = child_command(child, catalog, out, mode, chunk_tracks, batch_requests,
+                            progress, recycle_requests)
     started = time.monotonic()
     # its own session, so that stopping it stops its engine worker too
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     last_chunk = first_chunk_file(out, stop_after_chunks - 1) if stop_after_chunks else None
     samples = []  # (time, views done, RSS MB)
@@ -275,53 +299,25 @@ def differing_rows(a: Path, b: Path, chunks: int) -> list[str]:
     return found
 
 
-MODES = ("vllm-no-trim", "vllm-tcmalloc", "vllm", "template")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--views", type=int, default=10_000,
-                        help="views for the vllm and template modes")
-    parser.add_argument("--modes", default=",".join(MODES),
-                        help="comma-separated, from: " + ", ".join(MODES))
-    parser.add_argument("--sample-s", type=float, default=1.0, help="RSS sampling period")
-    parser.add_argument("--chunk-tracks", type=int, default=128,
-                        help="the stage's chunk size (its default); the two shorter modes "
-                        "and the throughput comparison cover the first two chunks")
-    parser.add_argument("--batch-requests", type=int, default=256,
-                        help="requests per engine call (the stage's default)")
-    parser.add_argument("--recycle-requests", type=int,
-                        help="requests per worker process in the vllm and vllm-tcmalloc "
-                        "modes (0: in process); default: the engine's")
-    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        catalog, out, mode, chunk_tracks, batch_requests, progress, recycle = args.child
-        child(Path(catalog), Path(out), mode, int(chunk_tracks), int(batch_requests),
-              Path(progress), int(recycle) if recycle else None)
-        return
-
-    chosen = args.modes.split(",")
-    if unknown := set(chosen) - set(MODES):
-        parser.error(f"--modes: unknown {sorted(unknown)}; known: {', '.join(MODES)}")
-    compare = 2 * args.chunk_tracks * VIEWS_PER_TRACK
+def run(settings: Settings) -> Outcome:
+    compare = 2 * settings.chunk_tracks * VIEWS_PER_TRACK
     short = {"vllm-no-trim", "vllm-tcmalloc"}  # stopped after two chunks
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         catalog = tmp / "catalog.jsonl"
-        make_catalog(catalog, args.views // VIEWS_PER_TRACK)
-        for mode in (m for m in MODES if m in chosen):
+        make_catalog(catalog, settings.views // VIEWS_PER_TRACK)
+        for mode in (m for m in MODES if m in settings.modes):
             if mode == "vllm-tcmalloc" and tcmalloc_library() is None:
                 print("vllm-tcmalloc: skipped, no libtcmalloc (Debian: apt-get install "
                       "libtcmalloc-minimal4)", file=sys.stderr)
                 continue
             # the template engine writes 10,000 views in about a second
-            period = 0.01 if mode == "template" else args.sample_s
-            results[mode] = measure(mode, catalog, tmp / mode, period, args.chunk_tracks,
-                                    args.batch_requests, args.recycle_requests,
-                                    2 if mode in short else None)
+            period = 0.01 if mode == "template" else settings.sample_s
+            results[mode] = measure_mode(mode, catalog, tmp / mode, period,
+                                         settings.chunk_tracks, settings.batch_requests,
+                                         settings.recycle_requests,
+                                         2 if mode in short else None)
             brief = {k: v for k, v in results[mode].items() if not isinstance(v, (list, dict))}
             print(f"{mode}: {json.dumps(brief)}", file=sys.stderr)
         differing = {mode: differing_rows(tmp / "vllm-no-trim", tmp / mode, 2)
@@ -329,37 +325,40 @@ def main() -> None:
                      if mode in results and "vllm-no-trim" in results}
 
     base = results.get("vllm-no-trim", {}).get("views_per_s")
-    ratios = {m: (round(r["views_per_s"] / base, 3),
-                  round(r["views_per_s_whole_run"] / base, 3))
+    ratios = {m: {"first_chunks": round(r["views_per_s"] / base, 3),
+                  "whole_run": round(r["views_per_s_whole_run"] / base, 3)}
               for m, r in results.items() if base and m != "template"}
-    report = {"views_per_track": VIEWS_PER_TRACK, "goal_mb_per_1000": GOAL_MB_PER_1000,
-              "modes": results, "throughput_over_no_trim_first_and_whole_run": ratios,
-              "rows_differing_from_no_trim": differing}
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "captions_memory.json").write_text(json.dumps(report, indent=2) + "\n")
+    figures = {"views_per_track": VIEWS_PER_TRACK, "goal_mb_per_1000": GOAL_MB_PER_1000,
+               "modes": results, "throughput_over_no_trim": ratios,
+               "rows_differing_from_no_trim": differing}
     print("slopes in MB of RSS (all processes) per 1,000 views: of every sample after "
           "1,000 and 2,000 views, and of each batch's peak after 2,000; views/s over the "
-          f"first {compare:,} views and over the whole run, and their ratio to vllm-no-trim's")
+          f"first {compare:,} views and over the whole run, and their ratio to vllm-no-trim's",
+          file=sys.stderr)
     print(f"{'mode':14} {'views':>6} {'workers':>7} {'>1k':>7} {'>2k':>7} {'peaks>2k':>8} "
-          f"{'peak MB':>8} {'worker peaks MB':>16} {'views/s':>8} {'whole':>7} {'ratios':>12}")
+          f"{'peak MB':>8} {'worker peaks MB':>16} {'views/s':>8} {'whole':>7} {'ratios':>12}",
+          file=sys.stderr)
     for mode, r in results.items():
-        ratio = "/".join(map(str, ratios.get(mode, ())))
+        ratio = "/".join(map(str, ratios.get(mode, {}).values()))
         peaks = ",".join(map(str, r["worker_peak_rss_mb"])) if r["workers"] > 1 else ""
         print(f"{mode:14} {r['views']:>6} {r['workers']:>7} {r['slope_after_1000']!s:>7} "
               f"{r['slope_after_2000']!s:>7} {r['batch_peak_slope_after_2000']!s:>8} "
               f"{r['sampled_peak_rss_mb']:>8} {peaks:>16} {r['views_per_s']!s:>8} "
-              f"{r['views_per_s_whole_run']!s:>7} {ratio:>12}")
+              f"{r['views_per_s_whole_run']!s:>7} {ratio:>12}", file=sys.stderr)
+    baseline = {f"throughput_over_no_trim.{m}.{k}": "vllm-no-trim's views/s over the first "
+                f"{compare:,} views, same run (goal >= 0.95 over the whole run)"
+                for m in ratios for k in ("first_chunks", "whole_run")}
     if "vllm" in ratios:
         vllm = results["vllm"]
-        print(f"captions memory: vllm {vllm['slope_after_1000']} MB per 1,000 views after the "
-              f"first 1,000, {vllm['slope_after_2000']} after 2,000 (goal < "
-              f"{GOAL_MB_PER_1000}; before the fix "
-              f"{results['vllm-no-trim']['slope_after_1000']}), throughput "
-              f"{ratios['vllm'][1]}x the untrimmed stage's over the whole run, worker "
-              f"replacements included (goal >= 0.95); rows differing from vllm-no-trim's: "
-              f"{ {m: len(d) for m, d in differing.items()} }")
-
-
-if __name__ == "__main__":
-    main()
+        summary = (
+            f"captions memory: vllm {vllm['slope_after_1000']} MB per 1,000 views after the "
+            f"first 1,000, {vllm['slope_after_2000']} after 2,000 (goal < {GOAL_MB_PER_1000}; "
+            f"before the fix {results['vllm-no-trim']['slope_after_1000']}), throughput "
+            f"{ratios['vllm']['whole_run']}x the untrimmed stage's over the whole run, worker "
+            f"replacements included (goal >= 0.95); rows differing from vllm-no-trim's: "
+            f"{ {m: len(d) for m, d in differing.items()} }")
+    else:
+        summary = "captions memory: " + "; ".join(
+            f"{m} {r['slope_after_1000']} MB per 1,000 views after the first 1,000, "
+            f"{r['views_per_s']} views/s" for m, r in results.items())
+    return Outcome(figures, baseline, summary)

@@ -1,26 +1,26 @@
-"""Benchmark: faithful decoding on and off (run in .venv-llm).
+"""Faithful decoding on and off (run in .venv-llm).
 
 Same model (the bundled SmolLM2-135M-Instruct by default), same prompts, same seeds:
-the first `--tracks` train/valid tracks of the demo catalog, `--views` dropout views
+the first `tracks` train/valid tracks of the demo catalog, `views` dropout views
 plus the all-tags view each, captioned by the vllm engine with and without banned
 words, each curated with the default rules. One engine serves both modes (its prefix
 cache reset in between); only time inside the engine's `generate` counts as LLM time.
 
-Prints per mode: views, LLM seconds, views kept by curation, kept views per
+Gives per mode: views, LLM seconds, views kept by curation, kept views per
 LLM-second, mean tag recall (all views, and kept views), hallucination rejects and
 rejects in all; then the ratio of kept views per LLM-second, on / off.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from bench.harness import ROOT, Outcome
 from pipeline.captions.engines import EngineConfig
 from pipeline.captions.faithful import FaithfulConfig
 from pipeline.captions.plan import DropConfig
@@ -30,8 +30,23 @@ from pipeline.curate.stage import CurateConfig
 from pipeline.curate.stage import run as curate
 from pipeline.demo_data import DemoConfig, catalog_track, plan_tracks
 from schemas.catalog import read_catalog, write_catalog
+from schemas.config import Config, setting
 from schemas.descriptors import DescriptorMatcher, tag_recall
 from schemas.swap_dictionary import SwapDictionary
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    catalog: Path = setting(ROOT / "data" / "demo" / "catalog.parquet", help="catalog whose "
+                            "first train/valid tracks are captioned (only it is read); "
+                            "default: the demo's, planned when it is not there")
+    tracks: int = setting(100, help="tracks to caption")
+    views: int = setting(4, help="dropout views per track, plus the all-tags view")
+    model: str = setting("smollm2", help="the vllm engine's model")
+
+    def check(self) -> list[str]:
+        return [f"{name} must be >= 1" for name in ("tracks", "views")
+                if getattr(self, name) < 1]
 
 
 class Timed:
@@ -65,36 +80,27 @@ def recall(folder: Path, dictionary: SwapDictionary) -> float:
     return sum(tag_recall(matcher.find(r["text"]), dict(r["tags"])) for r in rows) / len(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--catalog", type=Path, default=Path("data/demo/catalog.parquet"),
-                        help="default: the demo's (only its catalog is read)")
-    parser.add_argument("--tracks", type=int, default=100)
-    parser.add_argument("--views", type=int, default=4)
-    parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = parser.parse_args()
+def run(settings: Settings) -> Outcome:
     from pipeline.captions.engines.vllm_engine import VllmEngine
     from pipeline.captions.models import default_cache_dir
 
-    results: dict = {"tracks": args.tracks, "views_per_track": args.views + 1,
-                     "model": args.model}
+    results: dict = {"views_per_track": settings.views + 1}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        source = args.catalog
+        source = settings.catalog
         if not source.exists():  # the demo's catalog, planned: no audio is needed here
             source = write_catalog([catalog_track(t) for t in plan_tracks(DemoConfig())],
                                    work / "demo.parquet")
-        catalog = subset_catalog(source, args.tracks, work / "catalog.parquet")
-        engine = VllmEngine(EngineConfig(engine="vllm", model=args.model), default_cache_dir())
+        catalog = subset_catalog(source, settings.tracks, work / "catalog.parquet")
+        engine = VllmEngine(EngineConfig(engine="vllm", model=settings.model), default_cache_dir())
         for mode in ("off", "on"):
             engine.llm.reset_prefix_cache()
             timed = Timed(engine)
             config = CaptionsConfig(
                 catalog=catalog, out=work / mode / "views",
                 # in process: both modes share the one timed engine
-                engine=EngineConfig(engine="vllm", model=args.model, recycle_requests=0),
-                drop=DropConfig(n_views=args.views, full_view=True),
+                engine=EngineConfig(engine="vllm", model=settings.model, recycle_requests=0),
+                drop=DropConfig(n_views=settings.views, full_view=True),
                 faithful=FaithfulConfig(enabled=mode == "on"))
             stats = captions(config, engine_factory=lambda *_, t=timed: t)
             curated = curate(CurateConfig(views=work / mode / "views", catalog=catalog,
@@ -116,17 +122,14 @@ def main() -> None:
         on["kept_per_llm_second"] / off["kept_per_llm_second"], 2)
     results["views_per_llm_second"] = {m: round(results[m]["views"] / results[m]["llm_seconds"],
                                                 2) for m in ("off", "on")}
-    print(json.dumps(results, indent=2))
-    for mode in ("off", "on"):
-        r = results[mode]
-        print(f"faithful {mode:>3}: {r['views']} views in {r['llm_seconds']} LLM-s, "
-              f"{r['kept']} kept ({r['kept_share']:.0%}), {r['kept_per_llm_second']} kept/s, "
-              f"tag recall {r['tag_recall_all']:.2f} (kept {r['tag_recall_kept']:.2f}), "
-              f"{r['hallucination_rejects']} hallucination rejects")
-    print(f"kept views per LLM-second, on / off: {results['kept_per_llm_second_on_over_off']}x")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "faithful.json").write_text(json.dumps(results, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    summary = "; ".join(
+        f"faithful {mode}: {r['views']} views in {r['llm_seconds']} LLM-s, {r['kept']} kept "
+        f"({r['kept_share']:.0%}), {r['kept_per_llm_second']} kept/s, tag recall "
+        f"{r['tag_recall_all']:.2f} (kept {r['tag_recall_kept']:.2f}), "
+        f"{r['hallucination_rejects']} hallucination rejects"
+        for mode, r in (("off", off), ("on", on)))
+    return Outcome(results, {
+        "kept_per_llm_second_on_over_off": "faithful decoding off: the same model, prompts "
+                                           "and seeds, same run"},
+        f"{summary}; kept views per LLM-second, on / off: "
+        f"{results['kept_per_llm_second_on_over_off']}x")

@@ -50,7 +50,7 @@ LISTS = ("settings", "audio")
 
 @dataclass(frozen=True)
 class GpuCheckConfig(Config):
-    work: Path = setting(Path("bench/results/gpu-check"), help="folder for the demo "
+    work: Path = setting(Path("bench/work/gpu-check"), help="folder for the demo "
                          "catalog, shards and runs (remade on each run)")
     results: Path = setting(Path("bench/results/gpu_check.json"), help="where the figures "
                             "go as JSON")
