@@ -89,7 +89,7 @@ RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/captions/test_vllm.py
 
-.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check docs docs-serve cli-reference lint clean distclean
 
 help: ## List the targets, and the caption engines ENGINE takes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -101,7 +101,7 @@ help: ## List the targets, and the caption engines ENGINE takes
 $(STAMPS)/venv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[train,demo,report,serve,webtest,dev]"
+	$(BIN)/pip install --quiet -e ".[train,demo,report,serve,webtest,dev,docs]"
 	$(BIN)/pip install --quiet --no-deps $(NO_DEPS)
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -225,11 +225,20 @@ llm-cuda-check: $(STAMPS)/venv ## Without a GPU: does .venv-llm's CUDA install (
 gpu-check: $(STAMPS)/venv ## On a CUDA machine: bf16 training, 2 GPUs against 1, resume after a kill (one table)
 	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
 
+docs: $(STAMPS)/venv ## Build the documentation site from docs/ into site/ (strict: broken links fail)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMPS)/venv ## Serve the documentation at http://127.0.0.1:8000/ while you edit it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+cli-reference: $(STAMPS)/venv ## Regenerate docs/reference/cli.md from the config dataclasses and this Makefile
+	$(BIN)/python -m tools.cli_reference
+
 lint: $(STAMPS)/venv ## Check style with ruff
 	$(BIN)/ruff check adswap schemas pipeline trainer retrieval tests bench tools
 
 clean: ## Remove generated data, runs and caches (keeps the venvs)
-	rm -rf data runs bench/results .pytest_cache .ruff_cache
+	rm -rf data runs site bench/work .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## Also remove the virtual environments

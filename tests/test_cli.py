@@ -76,24 +76,24 @@ def test_bad_settings_are_listed_at_once_without_a_traceback(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_the_readme_config_examples_load(tmp_path):
-    """Each ```yaml block in the README that starts `# adswap CMD --config` is a valid
-    config of CMD (a file it names need not exist: loading checks settings, not data)."""
-    from pathlib import Path
+def test_the_config_examples_of_the_docs_load(tmp_path):
+    """Each ```yaml block of the README or a docs page that starts `# adswap CMD --config`
+    is a valid config of CMD (a file it names need not exist: loading checks settings,
+    not data)."""
+    from schemas.config import ConfigError, load_config
+    from tests.docs import ROOT, code_blocks
 
-    from schemas.config import load_config
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n# adswap ([a-z-]+) --config \S+\n(.*?)```", readme, re.S)
-    assert {name for name, _ in blocks} >= {"captions", "curate", "shards", "train", "eval",
-                                            "import-eval", "ablation", "card", "demo-data",
-                                            "translate-captions", "embed", "serve"}
-    for i, (name, body) in enumerate(blocks):
+    blocks = [(page, m.group(1), m.group(2)) for page, body in code_blocks("yaml")
+              for m in [re.match(r"# adswap ([a-z-]+) --config \S+\n(.*)", body, re.S)] if m]
+    assert {name for _, name, _ in blocks} >= {
+        "captions", "curate", "shards", "train", "eval", "import-eval", "ablation", "card",
+        "demo-data", "translate-captions", "embed", "serve"}
+    for i, (page, name, body) in enumerate(blocks):
         path = tmp_path / f"{i}.yaml"
-        path.write_text(body)
-        if name == "ablation":  # its check loads the training config it names
-            body = body.replace("trainer/configs/demo.yaml",
-                                str(Path(__file__).resolve().parents[1] /
-                                    "trainer/configs/demo.yaml"))
-            path.write_text(body)
-        load_config(COMMANDS[name], path)
+        # the ablation's check loads the training config it names
+        path.write_text(body.replace("trainer/configs/demo.yaml",
+                                     str(ROOT / "trainer/configs/demo.yaml")))
+        try:
+            load_config(COMMANDS[name], path)
+        except ConfigError as err:
+            raise AssertionError(f"{page.relative_to(ROOT)}: the {name} example: {err}") from err

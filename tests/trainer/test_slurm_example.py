@@ -1,4 +1,4 @@
-"""The README's SLURM example, run through `make -n` with SLURM's variables: it trains
+"""The docs' SLURM example, run through `make -n` with SLURM's variables: it trains
 the paper config on the shards it names into the run it names (it once set neither, so
 `make train` passed the demo's shards and resumed the demo run), with torchrun's
 rendezvous on the job's first node."""
@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def slurm_example() -> str:
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    found = [b for b in blocks if "#SBATCH --nodes" in b and "make train" in b]
-    assert len(found) == 1, "the README has one SLURM training example"
+    from tests.docs import code_blocks
+
+    found = [b for _, b in code_blocks("bash") if "#SBATCH --nodes" in b and "make train" in b]
+    assert len(found) == 1, "the docs have one SLURM training example"
     return found[0]
 
 
