@@ -22,8 +22,8 @@ from pipeline.curate.stage import CurateConfig
 from pipeline.demo_data import DemoConfig
 from pipeline.eval_sets import ImportConfig
 from pipeline.shards.stage import ShardsConfig
+from pipeline.tags import TagsConfig
 from pipeline.translate import TranslateConfig
-from pipeline.vocabulary import TagsConfig
 from retrieval.config import EmbedIndexConfig, SearchConfig, ServeConfig
 from schemas.catalog import ValidateConfig
 from trainer.config import AblationConfig, EvalConfig, ExportConfig, TrainConfig
@@ -78,7 +78,7 @@ def tags(config: TagsConfig) -> None:
     The report: tags per category with counts, tracks per number of tags, rare tags,
     what the tag map changed and what it does not know, suspected duplicates.
     """
-    from pipeline.vocabulary import run
+    from pipeline.tags import run
 
     report = _run(run, config)
     sizes = ", ".join(f"{c} {len(t)}" for c, t in report["categories"].items())
@@ -176,7 +176,7 @@ def train(config: TrainConfig, overrides: list[str], config_file: Path | None,
                  accept_config_changes=accept_config_changes)
     if card_dir is not None and int(os.environ.get("RANK", 0)) == 0:
         from pipeline.card import update_card
-        from trainer.train import card_facts
+        from trainer.run_folder import card_facts
 
         _run(update_card, card_dir, "training", card_facts(config, state),
              key=str(config.run.out))
@@ -284,7 +284,7 @@ def embed(config: EmbedIndexConfig) -> None:
     Parquet folder with a manifest: the INDEX that `search` and `serve` read. Resumable:
     a rerun continues a killed one."""
     from retrieval.ann import build_for
-    from trainer.embed import embed as run_embed
+    from retrieval.embed import embed as run_embed
 
     _exit_on_sigterm()
     stats = _run(run_embed, config.embed)

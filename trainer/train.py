@@ -2,8 +2,9 @@
 (trainer/checkpoint.py); a step reads the model it trains from a `Learner` and the rest
 from a `RunContext`; the learning rate and TextSwap curriculum are small pure functions.
 
-Run folder (run.out): config.yaml (resolved), metrics.jsonl, tensorboard/, loss.png and
-validation.png, checkpoints/last.pt and best.pt.
+Run folder (run.out): trainer/run_folder.py keeps its config.yaml, logs and plots,
+trainer/checkpoint.py its checkpoints/last.pt and best.pt; validation after each epoch is
+trainer/validation.py's.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -19,20 +19,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
 
-import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
-from schemas.config import as_dict
 from schemas.swap_dictionary import SwapDictionary
 from trainer.checkpoint import State, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, config_changes, load_config
 from trainer.data import (
     SharedEpoch,
-    eval_loader,
     shard_urls,
     shared_memory_need,
     shared_memory_problem,
@@ -47,13 +42,11 @@ from trainer.distributed import (
     usable_cores,
 )
 from trainer.loss import contrastive_loss, gather
-from trainer.metrics import pool_tracks, ranks, recall_summary
 from trainer.model import DuetMC
 from trainer.precision import autocast_for, uses_bf16
+from trainer.run_folder import Log, open_run_folder, plot_metrics
 from trainer.swap import Swapper, hard_negatives, p_swap
-
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
+from trainer.validation import validate
 
 # where DataLoader workers hand batches over (Linux)
 SHARED_MEMORY = Path("/dev/shm")
@@ -101,25 +94,6 @@ class RunContext:
     autocast: Callable[[], AbstractContextManager] = nullcontext
 
 
-@dataclass(frozen=True)
-class Log:
-    """Rank 0's metrics.jsonl and TensorBoard writer."""
-
-    file: TextIO
-    writer: SummaryWriter
-
-    def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-        for key, value in row.items():
-            if key not in ("type", "epoch", "step") and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"{row['type']}/{key}", value, row["step"])
-
-    def close(self) -> None:
-        self.file.close()
-        self.writer.close()
-
-
 def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
     """Linear warm-up to `peak`, then cosine decay to `floor` at `total` steps."""
     if step < warmup:
@@ -155,7 +129,7 @@ def train(config: TrainConfig, resume: bool = False,
     run = RunContext(config, info, swapper, autocast_for(config.optim.precision, info.device))
     epoch_value = SharedEpoch(state.epoch)
     loader = _train_loader(config, info, epoch_value)
-    log = _open_run_folder(config, state, resume) if info.main else None
+    log = open_run_folder(config, state, resume) if info.main else None
 
     while state.epoch < config.optim.epochs and not state.stopped:
         epoch_value.set(state.epoch)
@@ -256,20 +230,6 @@ def _train_loader(config: TrainConfig, info: Dist, epoch: SharedEpoch):
     return train_loader(dataclasses.replace(config.data, workers=workers),
                         config.model.audio, config.run.seed, epoch,
                         pin_memory=info.device.type == "cuda")
-
-
-def _open_run_folder(config: TrainConfig, state: State, resume: bool) -> Log:
-    """Rank 0 writes the resolved config and opens the logs; a resumed run first drops
-    the rows of steps it will repeat."""
-    out = Path(config.run.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(as_dict(config), sort_keys=False))
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(out / "tensorboard"), purge_step=state.step or None)
-    if resume:
-        _drop_rows_after(out / "metrics.jsonl", state.step)
-    return Log((out / "metrics.jsonl").open("a", encoding="utf-8"), writer)
 
 
 def _run_epoch(learner: Learner, run: RunContext, batches, steps: int, state: State,
@@ -437,122 +397,3 @@ def _end_epoch(learner: Learner, config: TrainConfig, metrics: dict | None, stat
     plot_metrics(Path(config.run.out))
 
 
-@torch.no_grad()
-def embed(model: DuetMC, loader, device, autocast
-          ) -> tuple[torch.Tensor, torch.Tensor, list, list]:
-    """Audio and text embeddings (on the CPU) of every sample a loader yields, in order,
-    with their track ids and shards."""
-    was_training = model.training
-    model.eval()
-    audio, text, ids, shards = [], [], [], []
-    for batch in loader:
-        with autocast():
-            audio.append(model.encode_audio(batch["audio"].to(device)).float().cpu())
-            text.append(model.encode_text(model.tokenize(batch["text"]).to(device))
-                        .float().cpu())
-        ids += batch["track_id"]
-        shards += batch["shard"]
-    model.train(was_training)
-    if not audio:
-        empty = torch.zeros(0, model.config.dim)
-        return empty, empty, [], []
-    return torch.cat(audio), torch.cat(text), ids, shards
-
-
-def validate(model: DuetMC, config: TrainConfig, info: Dist, autocast) -> dict | None:
-    """Validation loss (InfoNCE over clips, in batches of data.batch_size) and
-    text-to-audio retrieval per track, each track's first caption against every track.
-
-    Every process embeds its share of the valid shards; rank 0 puts the rows back in
-    shard order (so any number of processes gives the numbers of one) and scores them.
-    Other ranks get None."""
-    urls, _ = shard_urls(config.data.shards, "valid")
-    loader = eval_loader(config.data.shards, "valid", config.data, config.model.audio,
-                         config.data.batch_size, part=(info.rank, info.world))
-    audio, text, track_ids, shards = embed(model, loader, info.device, autocast)
-    position = {url: i for i, url in enumerate(urls)}
-    shard = torch.tensor([float(position[s]) for s in shards]).reshape(-1, 1)
-    # one gather for both embeddings and each row's shard (exact as a float)
-    rows = info.gather_rows("validation embeddings", torch.cat([audio, text, shard], 1))
-    track_ids = [t for part in info.gather_objects("validation track ids", track_ids)
-                 for t in part]
-    if not info.main:
-        return None
-    rows = rows.cpu()
-    order = torch.sort(rows[:, -1], stable=True).indices
-    dim = audio.shape[1]
-    audio, text = rows[order, :dim], rows[order, dim:2 * dim]
-    track_ids = [track_ids[i] for i in order.tolist()]
-    if len(audio) < 2:
-        return {"valid_loss": None}
-    scale = model.logit_scale.clamp(max=math.log(100)).exp().cpu()
-    losses = []
-    for start in range(0, len(audio), config.data.batch_size):
-        a, t = audio[start:start + config.data.batch_size], text[start:start +
-                                                                  config.data.batch_size]
-        if len(a) < 2:
-            continue
-        losses.append(contrastive_loss(a, t, a, t, scale, 0).item())
-    # one item per track, queried by its first clip's caption: a track's other clips
-    # never count as wrong answers
-    order = list(dict.fromkeys(track_ids))
-    index = {t: i for i, t in enumerate(order)}
-    tracks = pool_tracks(audio, torch.tensor([index[t] for t in track_ids]), len(order),
-                         "mean")
-    queries = text[[track_ids.index(t) for t in order]]
-    summary = recall_summary(ranks(queries, tracks, torch.arange(len(tracks))))
-    return {"valid_loss": float(np.mean(losses)) if losses else None,
-            "valid_R@1": summary["R@1"], "valid_R@10": summary["R@10"],
-            "valid_MR": summary["MR"], "valid_tracks": len(tracks)}
-
-
-def card_facts(config: TrainConfig, state: State) -> dict:
-    """What the data card's `training` section says of a run."""
-    rows = [json.loads(line) for line in (config.run.out / "metrics.jsonl").read_text()
-            .splitlines()]
-    last = [r for r in rows if r["type"] == "epoch"][-1:] or [{}]
-    return {"epochs": state.epoch, "steps": state.step, "stopped": state.stopped or None,
-            "audio": config.model.audio.kind, "text": config.model.text.path,
-            "p_cap": config.data.p_cap, "textswap": config.swap.enabled,
-            "best_valid_loss": None if state.best_valid_loss == math.inf
-            else round(state.best_valid_loss, 4),
-            "last_valid_R@10": last[0].get("valid_R@10")}
-
-
-def _drop_rows_after(path: Path, step: int) -> None:
-    """A run killed after its last checkpoint logged steps it will now repeat."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, path)
-
-
-def plot_metrics(out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if r["type"] == "step"]
-    epochs = [r for r in rows if r["type"] == "epoch" and r.get("valid_loss") is not None]
-    for name, xlabel, ylabel, lines in (
-            ("loss.png", "step", "InfoNCE loss",
-             [("train", "-", [r["step"] for r in steps], [r["loss"] for r in steps]),
-              ("valid", "o-", [r["step"] for r in epochs], [r["valid_loss"] for r in epochs])]),
-            ("validation.png", "epoch", "R@10 (%)",
-             [("valid R@10", "o-", [r["epoch"] for r in epochs],
-               [r["valid_R@10"] for r in epochs])])):
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-        for label, style, x, y in lines:
-            ax.plot(x, y, style, label=label)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / name, metadata={"Software": None})
-        plt.close(fig)

@@ -110,15 +110,15 @@ def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_sha
                    if d != "None"), calls
         assert sum(d == f"cuda:{rank}" for e in calls for d in e["devices"]) > 20
         # the training batches' audio (1 s clips of 16 kHz; validation's are copied in
-        # embed) came pinned by the loader and was copied without blocking
+        # embed_batches) came pinned by the loader and was copied without blocking
         audio = [e for e in events if e["event"] == "copy_to_gpu" and
-                 e["shape"][1:] == [16_000] and not e["caller"].endswith(" in embed")]
+                 e["shape"][1:] == [16_000] and not e["caller"].endswith(" in embed_batches")]
         assert len(audio) == len(steps) * accumulate
         assert all(e["pinned"] and e["non_blocking"] for e in audio)
     # distributed validation puts the shards back in order: one process on the last
     # checkpoint's weights gets the numbers the two processes logged
     from trainer.checkpoint import load_model
-    from trainer.train import validate
+    from trainer.validation import validate
 
     logged = [r for r in rows if r["type"] == "epoch"][-1]
     model, config = load_model(out, out / "checkpoints" / "last.pt")
