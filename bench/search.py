@@ -109,7 +109,7 @@ def fake_run(folder: Path) -> Path:
 
 
 def embedding_throughput(settings: Settings) -> dict:
-    from trainer.embed import EmbedConfig, embed
+    from retrieval.embed import EmbedConfig, embed
     from trainer.inference import Encoder
 
     work = settings.work

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.vocabulary import VocabularyCounter
+from pipeline.tags import VocabularyCounter
 from schemas.atomic import write_text_atomic
 from schemas.catalog import CatalogConfig, catalog_format, iter_catalog, read_setting, tag_map_for
 from schemas.config import Config, setting

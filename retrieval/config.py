@@ -8,8 +8,9 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.catalog import SPLITS, CatalogConfig, read_setting
 from schemas.config import Config, setting
-from trainer.config import EmbedConfig
+from schemas.embeddings import DTYPES
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,44 @@ class IndexConfig(Config):
             problems.append("target_recall must be in (0, 1]")
         if self.k < 1 or self.queries < 1 or self.threads < 0:
             problems.append("k and queries must be >= 1, threads >= 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class EmbedConfig(Config):
+    run: Path = setting(help="A run folder from `adswap train`.", argument=True)
+    out: Path = setting(help="Folder for the embeddings (Parquet + manifest): the INDEX "
+                        "that `search` and `serve` read.")
+    shards: Path | None = setting(None, help="Shards folder (`adswap shards` or "
+                                  "`import-eval`) whose clips to embed.")
+    catalog: Path | None = setting(None, help="Catalog: with shards, only each track's "
+                                   "audio path (for playback); alone, its audio files are "
+                                   "decoded and embedded.")
+    read: CatalogConfig = read_setting()
+    splits: tuple[str, ...] = setting((), help="Splits to embed, e.g. test; empty = every "
+                                      "split.")
+    checkpoint: str = setting("best", choices=("best", "last"), help="Which checkpoint of "
+                              "the run.")
+    dtype: str = setting("float16", choices=DTYPES, help="Stored precision: float16 (half "
+                         "the disk) or float32.")
+    batch_size: int = setting(32, help="Windows per model call.")
+    part_tracks: int = setting(1000, help="Tracks per output part when reading a catalog "
+                               "(the unit of resume).")
+    max_clips: int = setting(8, help="Windows per catalog track, spread evenly over it; 0 = "
+                             "every window.")
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="Where to embed.")
+    overwrite: bool = setting(False, help="Replace embeddings in out made with other "
+                              "settings or another model.")
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.shards is None and self.catalog is None:
+            problems.append("shards, catalog: give --shards, --catalog, or both")
+        unknown = [s for s in self.splits if s not in SPLITS]
+        if unknown:
+            problems.append(f"splits {unknown} must be among {', '.join(SPLITS)}")
+        if self.batch_size < 1 or self.part_tracks < 1 or self.max_clips < 0:
+            problems.append("batch_size and part_tracks must be >= 1, max_clips >= 0")
         return problems
 
 

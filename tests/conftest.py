@@ -81,7 +81,7 @@ def demo_indexes(trained_runs, demo_shards, demo_catalog, tmp_path_factory):
     """Each run's embeddings of the demo shards, with the catalog's audio linked; the
     first also has its approximate index."""
     from retrieval.ann import build_for
-    from trainer.embed import EmbedConfig, embed
+    from retrieval.embed import EmbedConfig, embed
 
     demo, _ = demo_catalog
     indexes = []

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adswap.cli import app
-from tests.captions.test_openai_engine import Server
+from tests.pipeline.captions.test_openai_engine import Server
 
 
 def translator(calls, body):

@@ -4,7 +4,7 @@ engine choice and translate's refusal, with nothing in adswap edited."""
 
 from pyarrow import parquet as pq
 
-from tests.captions.test_stage import make_catalog
+from tests.pipeline.captions.test_stage import make_catalog
 from tests.plugins import adswap, plugin_env
 
 ECHO = '''

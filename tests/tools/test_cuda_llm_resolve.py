@@ -9,7 +9,7 @@ import pytest
 
 from tools.cuda_llm_resolve import platform_tags, project_requirements
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_nodes_glibc_takes_every_older_manylinux_tag():

@@ -17,8 +17,8 @@ import torch
 from typer.testing import CliRunner
 
 from adswap.cli import app
+from retrieval.embed import EmbedConfig, embed
 from schemas.catalog import write_catalog
-from trainer.embed import EmbedConfig, embed
 from trainer.inference import Encoder, read_audio
 
 torch.set_num_threads(1)

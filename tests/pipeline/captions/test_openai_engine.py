@@ -202,7 +202,7 @@ def test_a_server_that_refuses_banned_words_says_what_to_set(serve):
 def test_stage_stats_count_the_banned_words_cut(serve, tmp_path):
     from pipeline.captions.plan import DropConfig
     from pipeline.captions.stage import CaptionsConfig, run
-    from tests.captions.test_stage import make_catalog
+    from tests.pipeline.captions.test_stage import make_catalog
 
     capped = CappedServer(sequences=4, tokens=40)
     server = serve(capped)

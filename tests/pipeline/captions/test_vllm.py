@@ -16,7 +16,7 @@ import pytest
 from pipeline.captions.engines import EngineConfig, Request, Sampling
 from pipeline.captions.engines.openai_engine import OpenAISettings
 from pipeline.captions.prompts import load_template
-from tests.captions.test_stage import make_catalog, rows
+from tests.pipeline.captions.test_stage import make_catalog, rows
 
 pytestmark = pytest.mark.llm
 

@@ -13,7 +13,7 @@ from pipeline.captions.engines import EngineConfig, Result
 from pipeline.captions.engines.template import TemplateEngine
 from pipeline.captions.plan import DropConfig
 from pipeline.captions.stage import CaptionsConfig, run
-from tests.captions.test_stage import rows
+from tests.pipeline.captions.test_stage import rows
 
 
 def write_catalog(path, splits):

@@ -14,7 +14,7 @@ from pipeline.captions.engines.vllm_engine import RECYCLE_VLLM
 from pipeline.captions.stage import run
 from pipeline.captions.worker import EngineWorkerDied, WorkerEngine
 from schemas.config import ConfigError
-from tests.captions.test_stage import config, make_catalog, rows
+from tests.pipeline.captions.test_stage import config, make_catalog, rows
 
 
 class RecordingEngine(TemplateEngine):

@@ -6,7 +6,7 @@ import json
 from typer.testing import CliRunner
 
 from adswap.cli import app
-from pipeline.vocabulary import TagsConfig, run
+from pipeline.tags import TagsConfig, run
 from schemas.catalog import CatalogConfig, read_catalog
 from schemas.tagmap import load_tag_map
 

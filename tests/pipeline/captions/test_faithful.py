@@ -18,8 +18,8 @@ from pipeline.captions.stage import CaptionsConfig, run
 from pipeline.curate.dictionary import build_dictionary
 from schemas.config import ConfigError
 from schemas.swap_dictionary import Descriptor
-from tests.captions.test_openai_engine import _ok, engine, serve  # noqa: F401
-from tests.captions.test_stage import rows
+from tests.pipeline.captions.test_openai_engine import _ok, engine, serve  # noqa: F401
+from tests.pipeline.captions.test_stage import rows
 
 CATS = ("genre", "mood", "instrument")
 VOCABULARY = [("genre", "jazz"), ("genre", "rock"), ("genre", "hip hop"), ("genre", "pop"),

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from retrieval.config import EmbedConfig
 from schemas.atomic import atomic_path, write_text_atomic
 from schemas.catalog import SPLITS, Track, count_rows, iter_catalog, resolve_audio
 from schemas.embeddings import (
@@ -39,7 +40,6 @@ from schemas.embeddings import (
 )
 from schemas.sample import read_sample_json
 from trainer.checkpoint import file_sha256
-from trainer.config import EmbedConfig
 from trainer.inference import AudioError, Encoder, pool, read_audio, to_mono
 
 
