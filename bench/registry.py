@@ -56,7 +56,7 @@ BENCHES = {entry.name: entry for entry in (
     Entry("captions_engines", ("prompts=2", "batch=2", "max_tokens=4"), venv=".venv-llm"),
     Entry("faithful", ("tracks=2", "views=1"), venv=".venv-llm"),
     Entry("captions_memory", ("views=40", "chunk_tracks=2", "batch_requests=8",
-                              "modes=[vllm, template]", "recycle_requests=0"),
+                              "modes=[vllm-no-trim, vllm]", "recycle_requests=0"),
           venv=".venv-llm", in_make_bench=False),
     # the chain's first three stages on 6 tracks: the whole demo takes a quarter hour
     Entry("demo_stages", ("targets=[demo-data, captions, curate]",
