@@ -9,8 +9,8 @@ file, the overrides and the values, is listed at once before any work starts.
 - `setting(default, help=...)` declares a field; `choices` are checked for you.
 - `Config` is the base: a subclass lists its value problems in `check()`, each
   starting with the field's name, and construction raises `ConfigError` with all; its
-  class attribute `renamed` (old name -> new dotted name) turns a setting an earlier
-  version had into a message saying where it is now.
+  class attribute `renamed` (old name -> new dotted name), or its own `moved(key,
+  where)`, turns a setting an earlier version had into a message saying where it is.
 - `load_config(Cls, path, overrides)` builds one, `config_from_dict(Cls, data, source)`
   one from plain data; `as_dict(config)` is its YAML form;
   `leaves(Cls)` lists every setting with its dotted path, type, default and help.
@@ -52,6 +52,14 @@ def setting(default: Any = MISSING, *, help: str, factory: Any = MISSING,
 
 class Config:
     """Base of every config dataclass (declare subclasses `@dataclass(frozen=True)`)."""
+
+    renamed: typing.ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def moved(cls, key: str, where: str) -> str:
+        """Where the setting `key` of an earlier version lives now ('' if it never
+        existed); `where` is this section's dotted prefix."""
+        return f"it is {where}{cls.renamed[key]} now" if key in cls.renamed else ""
 
     def check(self) -> list[str]:
         """Value problems, each starting with the field's name; none by default."""
@@ -178,8 +186,8 @@ def config_from_dict(cls, body: dict, source: str):
 
 
 def _renamed_hint(cls, key: str) -> str:
-    """Where a setting an earlier version had lives now, from the `renamed` map
-    (old name -> new dotted name) of the section that held it."""
+    """Where a setting an earlier version had lives now, as the section that held it
+    says (`Config.moved`)."""
     where, section = "", cls
     *parents, name = key.split(".")
     for part in parents:
@@ -187,8 +195,8 @@ def _renamed_hint(cls, key: str) -> str:
         if not dataclasses.is_dataclass(kind):
             return ""
         where, section = f"{where}{part}.", kind
-    new = getattr(section, "renamed", {}).get(name)
-    return f" (it is {where}{new} now)" if new else ""
+    moved = section.moved(name, where) if issubclass(section, Config) else ""
+    return f" ({moved})" if moved else ""
 
 
 def _suggest(key: str, kinds: dict) -> str:
@@ -206,11 +214,10 @@ def _build(cls, body, where: str, problems: list[str]):
         body = {}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    renamed = getattr(cls, "renamed", {})
     for key in sorted(set(body) - names):
-        problems.append(f"{where}{key}: unknown setting " + (
-            f"(it is {where}{renamed[key]} now)" if key in renamed
-            else f"(known: {', '.join(sorted(names))})"))
+        moved = cls.moved(key, where) if issubclass(cls, Config) else ""
+        problems.append(f"{where}{key}: unknown setting "
+                        f"({moved or 'known: ' + ', '.join(sorted(names))})")
     values, buildable = {}, True
     for f in dataclasses.fields(cls):
         kind, name = hints[f.name], f"{where}{f.name}"

@@ -60,6 +60,11 @@ class HtsatSettings(Config):
     overrides: dict = setting(factory=dict, help="ClapAudioConfig overrides for htsat from "
                               "scratch (YAML mapping).")
 
+    @classmethod
+    def moved(cls, key: str, where: str) -> str:
+        # model.audio.htsat was the ClapAudioConfig mapping itself
+        return f"ClapAudioConfig overrides go under {where}overrides now"
+
 
 @dataclass(frozen=True)
 class HfFrozenSettings(Config):
@@ -150,7 +155,8 @@ class _AudioSection(Config):
     """The behaviour of model.audio; its fields come from the encoder table."""
 
     renamed: ClassVar[dict[str, str]] = {
-        "channels": "cnn.channels", "trust_remote_code": "hf_frozen.trust_remote_code"}
+        "channels": "cnn.channels", "trust_remote_code": "hf_frozen.trust_remote_code",
+        "htsat": "htsat.overrides"}
 
     def check(self) -> list[str]:
         p = []

@@ -81,6 +81,13 @@ class CurateConfig(Config):
     threads: int = setting(0, help="DuckDB threads; 0 = all cores.")
     workers: int = setting(0, help="Analysis processes; 0 = all cores.")
 
+    @classmethod
+    def moved(cls, key: str, where: str) -> str:
+        if key == "settings":  # the curation YAML of earlier versions
+            return ("the curation YAML's rules: and splits: sections are sections of this "
+                    "file now")
+        return super().moved(key, where)
+
     def check(self) -> list[str]:
         problems = []
         if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", self.memory_limit):

@@ -35,6 +35,10 @@ def test_yaml_and_overrides(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match=r"it is model.audio.hf_frozen.trust_remote_code"):
         load_config(None, ["model.audio.trust_remote_code=true"])
+    path.write_text("model:\n  audio:\n    htsat: {depths: [1, 1]}\n")  # was the mapping
+    with pytest.raises(ConfigError, match=r"model.audio.htsat.depths: unknown setting "
+                       r"\(ClapAudioConfig overrides go under model.audio.htsat.overrides"):
+        load_config(path)
 
 
 def test_every_problem_is_listed_at_once(tmp_path):

@@ -143,6 +143,10 @@ def test_rules_can_be_switched_off_and_bad_settings_are_reported(tmp_path):
     assert "rules.vibes: unknown setting" in str(err.value)
     assert "rules.length.max_lines: unknown setting" in str(err.value)
     assert "splits.valid_fraction and test_fraction" in str(err.value)
+    settings.write_text("settings: mine.yaml\n")  # a curate config of earlier versions
+    with pytest.raises(ConfigError, match="settings: unknown setting \\(the curation YAML's "
+                       "rules: and splits: sections are sections of this file now"):
+        load_config(CurateConfig, settings, base)
 
 
 def test_a_rule_declares_the_settings_it_uses(tmp_path):
