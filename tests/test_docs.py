@@ -28,6 +28,11 @@ def test_the_cli_reference_is_what_the_configs_and_the_makefile_say_now():
         assert all(f"| `{leaf.path}` |" in expected for leaf in leaves(cls))
     assert "| `rules.length.min_words` | `--min-words` | `4` |" in expected
     assert "| `make docs` |" in expected
+    # the extension tables, as the code has them
+    assert "| `template` | rule-based, no model | en, de, fr, es, it | no | no | 0 | none |" \
+        in expected
+    assert "| `hf-frozen` |" in expected and "| `mtg-jamendo` |" in expected
+    assert "`min_words` (4)" in expected
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,

@@ -68,7 +68,7 @@ def _render() -> str:
              "[Configuration](../configuration.md) says how they combine.", "",
              "## Make targets", "", "| target | what it does |", "|---|---|"]
     lines += [f"| `make {name}` | {_cell(text)} |" for name, text in make_targets()]
-    lines += ["", "## Commands", ""]
+    lines += ["", *_extension_tables(), "## Commands", ""]
     for command in app.registered_commands:
         name = command.name
         cls = COMMANDS.get(name)
@@ -84,6 +84,47 @@ def _render() -> str:
                          f"{_cell(_default(leaf))} | {_cell(leaf.help + choices)} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _extension_tables() -> list[str]:
+    """The four tables an extension joins ([Extending](../extending.md)), as they are."""
+    from pipeline.captions.engines import ENGINES
+    from pipeline.curate.rules_config import RULES
+    from schemas.catalog_readers import READERS
+    from trainer.config import AUDIO_ENCODERS
+
+    def yes(value: bool) -> str:
+        return "yes" if value else "no"
+
+    lines = ["## Extension tables", "",
+             "### Caption engines (`--engine`)", "",
+             "| engine | what | languages | model | translates | requests per worker | "
+             "settings |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| `{name}` | {_cell(spec.help)} | {', '.join(spec.languages or ['all'])} | "
+              f"{yes(spec.uses_model)} | {yes(spec.translates)} | "
+              f"{spec.recycle_requests:,} | "
+              + (f"`engine.{name}.*`" if spec.settings else "none") + " |"
+              for name, spec in ENGINES.items()]
+    lines += ["", "### Audio encoders (`model.audio.kind`)", "",
+              "| encoder | what | needs a path | frozen weights | settings |",
+              "|---|---|---|---|---|"]
+    lines += [f"| `{name}` | {_cell(e.description)} | {yes(e.needs_path)} | "
+              f"{yes(e.frozen_weights)} | "
+              + (f"`model.audio.{e.section}.*`" if e.settings else "none") + " |"
+              for name, e in AUDIO_ENCODERS.items()]
+    lines += ["", "### Catalog formats (`--format`)", "",
+              "| format | what | suffixes | recognised by content | bundled tag map |",
+              "|---|---|---|---|---|"]
+    lines += [f"| `{name}` | {_cell(r.help)} | {', '.join(r.suffixes) or '-'}"
+              f"{' and folders' if r.directories else ''} | {yes(r.recognise is not None)} | "
+              + (f"`{r.tag_map.relative_to(ROOT)}`" if r.tag_map else "none") + " |"
+              for name, r in READERS.items()]
+    lines += ["", "### Curation rules (in run order)", "",
+              "| rule | what it rejects | settings (default) |", "|---|---|---|"]
+    lines += [f"| `{rule.name}` | {_cell(rule.help)} | "
+              + (", ".join(f"`{n}` ({d})" for n, _, d, _ in rule.settings) or "-") + " |"
+              for rule in RULES]
+    return lines + [""]
 
 
 def main() -> int:
