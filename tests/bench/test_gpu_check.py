@@ -43,7 +43,7 @@ def test_every_check_runs_and_passes_on_the_cpu(tmp_path):
                  "--tracks", 40, "--clip-seconds", 1, "--steps", 12, "--batch", 8,
                  "--tolerance", 1e-4, "--settings", "model.audio.cnn.channels=[4,8]",
                  "model.dim=32", "model.layers=1", "data.workers=1",
-                 'model.audio.htsat={"depths": [1, 1], "num_attention_heads": [2, 2], '
+                 'model.audio.htsat.overrides={"depths": [1, 1], "num_attention_heads": [2, 2], '
                  '"patch_embeds_hidden_size": 16, "hidden_size": 32}',
                  OMP_NUM_THREADS="1")
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
