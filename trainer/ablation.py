@@ -30,6 +30,7 @@ from trainer.bootstrap import METRICS, describe
 from trainer.config import AblationConfig, EvalConfig, load_config
 from trainer.evaluate import evaluate, paired_runs
 from trainer.train import train
+from trainer.zero_shot import baseline_run
 
 EVAL_SEED = 0  # one protocol seed for every run: paired runs need the same subsets
 
@@ -58,6 +59,11 @@ def run_ablation(config: AblationConfig) -> dict:
                 not (Path(shards) / "sizes.json").exists():
             raise ValueError(f"other_shards: {shards} holds no shards (sizes.json); build "
                              "them with `adswap shards`")
+    baselines = {spec: baseline_run(spec, out / "zero-shot") for spec in config.baselines}
+    for run in baselines.values():
+        if _needs_eval(run, config):
+            evaluate(EvalConfig(run=run, sets=config.eval_sets, subsets=config.subsets,
+                                seed=EVAL_SEED))
     results: dict[str, list[dict]] = {row.name: [] for row in rows}
     set_name = language = None
     for seed in config.seeds:
@@ -76,11 +82,20 @@ def run_ablation(config: AblationConfig) -> dict:
                                     seed=EVAL_SEED, checkpoint="last"))
             set_name, first = _set_entry(report_file, config.eval_sets[0])
             language = "en" if "en" in first["languages"] else next(iter(first["languages"]))
-            metrics = first["languages"][language]
-            results[row.name].append({"seed": seed, "R@10": metrics["t2m_R@10"]["mean"],
-                                      "MR": metrics["t2m_MR"]["mean"],
-                                      "R@1": metrics["t2m_R@1"]["mean"]})
+            results[row.name].append({"seed": seed, **_scores(first, language)})
     table = {}
+    for spec, run in baselines.items():  # the zero-shot rows first
+        _, entry = _set_entry(run / "eval" / "report.json", config.eval_sets[0])
+        runs = [{"seed": seed, **_scores(entry, language)} for seed in config.seeds]
+        table[f"zero-shot-{run.name}"] = {
+            "label": f"zero-shot {Path(spec[len('clap:'):]).name}", "runs": runs,
+            "versus": None, "zero_shot": spec,
+            **{f"{m}_{stat}": float(fn([r[m] for r in runs]))
+               for m in METRICS for stat, fn in (("mean", np.mean), ("std", np.std))},
+            # every trained row minus this one: the same queries, the baseline per seed
+            "rows_versus": {row.name: paired_runs(
+                [out / f"{row.name}-s{s}" for s in config.seeds], [run] * len(config.seeds),
+                set_name, language, config.replicates) for row in rows}}
     for row in rows:
         runs = results[row.name]
         entry = {"label": row.label, "runs": runs, "versus": row.versus,
@@ -105,6 +120,12 @@ def run_ablation(config: AblationConfig) -> dict:
     (out / "ablation.md").write_text(render(summary))
     plot(summary, out / "ablation.png")
     return summary
+
+
+def _scores(entry: dict, language: str) -> dict:
+    metrics = entry["languages"][language]
+    return {"R@10": metrics["t2m_R@10"]["mean"], "MR": metrics["t2m_MR"]["mean"],
+            "R@1": metrics["t2m_R@1"]["mean"]}
 
 
 def _sets(report_file: Path) -> dict:
@@ -136,7 +157,9 @@ def render(summary: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for row in rows.values():
         cells = [f"{row[f'{m}_mean']:.1f} ± {row[f'{m}_std']:.1f}" for m in METRICS]
-        if row["versus"] is None:
+        if row.get("zero_shot"):
+            step = ["zero-shot, untrained", "", "", ""]
+        elif row["versus"] is None:
             step = ["baseline", "", "", ""]
         else:
             step = [f"vs {rows[row['versus']]['label']}",
@@ -150,6 +173,11 @@ def render(summary: dict) -> str:
                 "not resolved: the interval holds 0"
             lines.append(f"- {row['label']} vs {rows[row['versus']]['label']}: "
                          f"{describe(paired)} ({verdict})")
+    for row in rows.values():
+        for name, paired in row.get("rows_versus", {}).items():
+            if name == next(iter(row["rows_versus"])):
+                lines += ["", f"Against {row['label']} (`{row['zero_shot']}`), R@10:", ""]
+            lines.append(f"- {rows[name]['label']}: {describe(paired['R@10'])}")
     return "\n".join(lines) + "\n"
 
 

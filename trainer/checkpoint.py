@@ -21,7 +21,7 @@ import torch
 
 from schemas.config import as_dict
 from trainer.config import TrainConfig, load_config
-from trainer.model import DuetMC
+from trainer.model import DualEncoder, build_model
 
 
 @dataclass
@@ -36,7 +36,7 @@ class State:
     stopped: str = ""  # why training ended early, if it did
 
 
-def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
+def save_checkpoint(path: Path, model: DualEncoder, optimizer, state: State,
                     config: TrainConfig) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     numpy_state = np.random.get_state()
@@ -55,7 +55,7 @@ def save_checkpoint(path: Path, model: DuetMC, optimizer, state: State,
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: DuetMC, optimizer) -> State:
+def load_checkpoint(path: Path, model: DualEncoder, optimizer) -> State:
     """Weights, optimizer and random generators back as they were saved; the progress.
     The weights and the optimizer's state go to the device the model is on."""
     if not path.exists():
@@ -75,20 +75,20 @@ def load_checkpoint(path: Path, model: DuetMC, optimizer) -> State:
 
 
 def checkpoint_path(run: Path, which: str) -> Path:
-    """RUN/checkpoints/<which>.pt, or last.pt where the run has no such checkpoint."""
-    path = Path(run) / "checkpoints" / f"{which}.pt"
-    if not path.exists():
-        path = Path(run) / "checkpoints" / "last.pt"
-    if not path.exists():
-        raise ValueError(f"{run} has no checkpoint; train it first (`adswap train`)")
-    return path
+    """RUN/checkpoints/<which>.pt, or last.pt where the run has no such checkpoint, or
+    the pretrained.pt of a zero-shot baseline (trainer/zero_shot.py)."""
+    for name in (which, "last", "pretrained"):
+        path = Path(run) / "checkpoints" / f"{name}.pt"
+        if path.exists():
+            return path
+    raise ValueError(f"{run} has no checkpoint; train it first (`adswap train`)")
 
 
-def load_model(run: Path, checkpoint: Path, device: str = "cpu") -> tuple[DuetMC,
+def load_model(run: Path, checkpoint: Path, device: str = "cpu") -> tuple[DualEncoder,
                                                                           TrainConfig]:
     """A trained model from a run folder and one of its checkpoints (for evaluation)."""
     config = load_config(Path(run) / "config.yaml")
-    model = DuetMC(config.model)
+    model = build_model(config.model)
     _load_weights(checkpoint, model)
     return model.to(device).eval(), config
 
@@ -102,13 +102,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_weights(path: Path, model: DuetMC) -> dict:
+def _load_weights(path: Path, model: DualEncoder) -> dict:
     """Load a checkpoint's trainable weights into the model wherever it lives; frozen
     encoders come from their own files. Everything is read onto the CPU first: the
     random generators' states must stay there (numpy cannot read a GPU tensor, and
     torch's CPU generator takes only a CPU state), and load_state_dict copies each
     weight onto its parameter's device."""
     body = torch.load(path, map_location="cpu", weights_only=True)
+    if "pretrained" in body:  # a zero-shot baseline: the weights are the model's own
+        from trainer.zero_shot import check_pretrained
+
+        check_pretrained(body, path, model.config.clap.path)
+        return body
     missing, unexpected = model.load_state_dict(body["model"], strict=False)
     trainable = set(model.trainable_state())
     if unexpected or [k for k in missing if k in trainable]:

@@ -212,17 +212,39 @@ AudioConfig = _audio_config()
 
 @dataclass(frozen=True)
 class TextConfig(Config):
-    path: str = setting("minilm", flag="text-path", help="Frozen text encoder: 'minilm' "
-                        "(bundled all-MiniLM-L6-v2), a local folder or a hub id.")
+    path: str = setting("minilm", flag="text-path", help="Text encoder of kind duet: "
+                        "'minilm' (bundled all-MiniLM-L6-v2), a local folder or a hub id.")
     max_length: int = setting(64, help="Longest text in tokens.")
+    trainable: bool = setting(False, flag="train-text", help="Fine-tune the text encoder "
+                              "(at optim.text_encoder_lr) instead of keeping it frozen, as "
+                              "the paper's frozen rows do; kind clap too.")
 
     def check(self) -> list[str]:
         p = [] if self.path else ["path must name a text encoder"]
         return p + ([] if self.max_length >= 4 else ["max_length must be >= 4"])
 
 
+MODEL_KINDS = ("duet", "clap")
+
+
+@dataclass(frozen=True)
+class ClapConfig(Config):
+    path: str = setting("", flag="clap", help="A transformers ClapModel folder (e.g. a "
+                        "LAION checkpoint) with its processor: kind clap starts from its "
+                        "two towers, projections and logit scale.")
+    train_audio: bool = setting(True, help="Fine-tune CLAP's audio tower (at "
+                                "optim.audio_encoder_lr); off = frozen.")
+
+
 @dataclass(frozen=True)
 class ModelConfig(Config):
+    kind: str = setting("duet", choices=MODEL_KINDS, flag="model-kind", help="duet = the "
+                        "paper's DuET-MC (model.audio's encoder and model.text's, each with "
+                        "a projection module); clap = a pretrained CLAP fine-tuned as it is "
+                        "(model.clap.path; reads model.audio.sample_rate and clip_seconds, "
+                        "model.text.max_length and trainable, and the temperature only as "
+                        "learned or not: it starts at the checkpoint's).")
+    clap: ClapConfig = setting(factory=ClapConfig, help="Kind clap: the pretrained CLAP.")
     audio: AudioConfig = setting(factory=AudioConfig, help="The audio branch.")
     text: TextConfig = setting(factory=TextConfig, help="The text branch.")
     dim: int = setting(256, help="Embedding size (the projection's width).")
@@ -234,9 +256,18 @@ class ModelConfig(Config):
     temperature: float = setting(0.03, help="InfoNCE temperature (the paper's 0.03).")
     learn_temperature: bool = setting(False, help="Learn the temperature (CLIP's logit "
                                       "scale) instead of fixing it.")
+    gradient_checkpointing: bool = setting(False, help="Recompute the trained Hugging Face "
+                                           "towers' layer activations in the backward pass "
+                                           "instead of keeping them: less memory per batch "
+                                           "for about a third more compute.")
 
     def check(self) -> list[str]:
         p = []
+        if self.kind == "clap" and not self.clap.path:
+            p.append("clap.path must name a ClapModel folder for kind clap")
+        if self.kind != "clap" and self.clap.path:
+            p.append(f"clap.path is read by kind clap only (kind is {self.kind}); set "
+                     "model.kind=clap or leave clap.path empty")
         if self.dim < 8 or self.heads < 1 or self.dim % self.heads:
             p.append("dim must be >= 8 and divisible by heads")
         if self.layers < 1:
@@ -279,12 +310,20 @@ class DistConfig(Config):
 
 @dataclass(frozen=True)
 class OptimConfig(Config):
-    lr: float = setting(1e-3, help="Peak learning rate (AdamW).")
+    lr: float = setting(1e-3, help="Peak learning rate (AdamW) of the heads: projection "
+                        "modules, layer mix, logit scale.")
+    audio_encoder_lr: float = setting(0.0, help="Peak learning rate of a trained audio "
+                                      "encoder (cnn, htsat, CLAP's audio tower); 0 = lr. "
+                                      "Pretrained towers usually want 10-100x less than "
+                                      "new heads.")
+    text_encoder_lr: float = setting(1e-5, help="Peak learning rate of the text encoder "
+                                     "when it is trained (model.text.trainable).")
     weight_decay: float = setting(0.05, help="AdamW weight decay (not on biases, norms or "
                                   "the logit scale).")
     warmup_epochs: float = setting(5.0, help="Linear warm-up to the peak, in epochs.")
     epochs: int = setting(100, help="Most epochs (cosine decay ends here).")
-    min_lr: float = setting(0.0, help="Learning rate at the end of the cosine decay.")
+    min_lr: float = setting(0.0, help="Learning rate of the heads at the end of the cosine "
+                            "decay; the encoders' end in the same proportion to their peaks.")
     grad_clip: float = setting(1.0, help="Gradient norm clip; 0 = off.")
     patience: int = setting(10, help="Epochs without a better validation loss before "
                             "stopping; 0 = off.")
@@ -295,6 +334,8 @@ class OptimConfig(Config):
         p = []
         if self.lr <= 0 or not 0 <= self.min_lr <= self.lr:
             p.append("lr, min_lr: need lr > 0 and 0 <= min_lr <= lr")
+        if self.audio_encoder_lr < 0 or self.text_encoder_lr <= 0:
+            p.append("audio_encoder_lr must be >= 0 and text_encoder_lr > 0")
         if self.weight_decay < 0:
             p.append("weight_decay must be >= 0")
         if self.epochs < 1:
@@ -337,7 +378,9 @@ class TrainConfig(Config):
 
 @dataclass(frozen=True)
 class EvalConfig(Config):
-    run: Path = setting(help="A run folder from `adswap train`.", argument=True)
+    run: Path = setting(help="A run folder from `adswap train`, or clap:DIR: a pretrained "
+                        "ClapModel folder scored zero-shot (kept as a run folder under "
+                        "--baselines).", argument=True)
     sets: tuple[Path, ...] = setting((), flag="eval-set", help="Eval set folders (from "
                                      "`adswap import-eval`).")
     subsets: int = setting(10, help="Random subsets to average over.")
@@ -352,8 +395,11 @@ class EvalConfig(Config):
     compare: tuple[Path, ...] = setting((), help="Other runs to compare with: each is "
                                         "evaluated on the same sets with these settings, "
                                         "and the report gives RUN minus it in R@1, R@10 "
-                                        "and MR with a 95% paired-bootstrap interval.")
+                                        "and MR with a 95% paired-bootstrap interval; "
+                                        "clap:DIR compares with a zero-shot CLAP.")
     replicates: int = setting(2000, help="Bootstrap replicates of a paired comparison.")
+    baselines: Path = setting(Path("runs/zero-shot"), help="Where zero-shot baselines "
+                              "(clap:DIR) are kept as run folders, one per model folder.")
 
     def check(self) -> list[str]:
         problems = []
@@ -409,6 +455,10 @@ class AblationConfig(Config):
                                             "keep-0.25/shards': captions made with another "
                                             "View Dropout keep_prob), compared with + "
                                             "TextSwap.")
+    baselines: tuple[str, ...] = setting((), flag="baseline", repeatable=True, help="Zero-"
+                                         "shot rows, shown first: clap:DIR scores a "
+                                         "pretrained ClapModel folder untrained, and every "
+                                         "row is compared with it.")
     replicates: int = setting(2000, help="Bootstrap replicates of each paired comparison.")
 
     def rows(self) -> list[AblationRow]:
@@ -443,6 +493,8 @@ class AblationConfig(Config):
                 problems.append(f"other_shards: {item!r} must look like LABEL=DIR")
         if self.replicates < 100:
             problems.append("replicates must be >= 100 (a 95% interval needs its tails)")
+        problems += [f"baselines: {b!r} must look like clap:DIR" for b in self.baselines
+                     if not b.startswith("clap:") or not b[5:]]
         if len({row.name for row in self.rows()}) != len(self.rows()):
             problems.append("other_shards: two labels give the same row name")
         try:  # the base config with every row's overrides, before any run starts

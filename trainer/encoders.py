@@ -4,9 +4,9 @@ mask for text), which the projection module turns into one embedding.
 Audio (each a row of trainer/config.AUDIO_ENCODERS): `cnn` (log-mel CNN trained from
 scratch, the CPU default), `htsat` (HTS-AT through transformers' CLAP audio model,
 trained), `hf-frozen` (any frozen Hugging Face audio model; a trainable 1-D convolution
-mixes the hidden states of all its layers, as the paper does for MERT). Text: any frozen
-Hugging Face encoder, through open_clip's tokenizer wrapper and text tower where the
-architecture is one open_clip knows.
+mixes the hidden states of all its layers, as the paper does for MERT). Text: any
+Hugging Face encoder, frozen unless model.text.trainable, through open_clip's tokenizer
+wrapper and text tower where the architecture is one open_clip knows.
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ class FrozenHFAudio(nn.Module):
     without it, so MERT returns none. What the hooks collect is what transformers
     returns where it does: the first layer's input, then each layer's output."""
 
+    head_parts = ("mix",)  # trained at optim.lr with the projection heads
+
     def __init__(self, config: AudioConfig):
         super().__init__()
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
@@ -248,8 +250,9 @@ class Tokens:
                       self.mask.to(device, non_blocking=non_blocking))
 
 
-class FrozenText(nn.Module):
-    """A frozen text encoder and its tokenizer; outputs token states and a padding mask."""
+class TextEncoder(nn.Module):
+    """A Hugging Face text encoder and its tokenizer; outputs token states and a padding
+    mask. Frozen (the paper's rows) unless model.text.trainable."""
 
     def __init__(self, config: TextConfig):
         super().__init__()
@@ -282,12 +285,15 @@ class FrozenText(nn.Module):
             self.tower, width = _plain_text_model(path, hf_config)
             self._run = lambda ids, mask: self.tower(input_ids=ids,
                                                      attention_mask=mask).last_hidden_state
-        self.tower.requires_grad_(False).eval()
+        self.trainable = config.trainable
+        if not self.trainable:
+            self.tower.requires_grad_(False).eval()
         self.out_dim = width
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.tower.eval()
+        if not self.trainable:
+            self.tower.eval()  # frozen: dropout stays off
         return self
 
     def tokenize(self, texts: list[str]) -> Tokens:
@@ -300,18 +306,39 @@ class FrozenText(nn.Module):
         return Tokens(encoded["input_ids"], encoded["attention_mask"].bool())
 
     def join(self, parts: list[Tokens]) -> Tokens:
-        """Batches of tokens as one, padded to the widest."""
-        width = max(part.ids.shape[1] for part in parts)
-        return Tokens(
-            torch.cat([F.pad(p.ids, (0, width - p.ids.shape[1]), value=self.pad_id)
-                       for p in parts]),
-            torch.cat([F.pad(p.mask, (0, width - p.mask.shape[1]), value=False)
-                       for p in parts]))
+        return join_tokens(parts, self.pad_id)
 
     def forward(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
+        with torch.enable_grad() if self.trainable else torch.no_grad():
             states = self._run(tokens.ids, tokens.mask.long())
         return states, ~tokens.mask
+
+
+def join_tokens(parts: list[Tokens], pad_id: int) -> Tokens:
+    """Batches of tokens as one, padded to the widest."""
+    width = max(part.ids.shape[1] for part in parts)
+    return Tokens(
+        torch.cat([F.pad(p.ids, (0, width - p.ids.shape[1]), value=pad_id) for p in parts]),
+        torch.cat([F.pad(p.mask, (0, width - p.mask.shape[1]), value=False) for p in parts]))
+
+
+def checkpoint_layers(module: nn.Module, where: str) -> None:
+    """model.gradient_checkpointing for the transformers layers inside `module`: each
+    layer's activations are recomputed in the backward pass. Set on the layers
+    themselves, as transformers' own switch would: CLAP's models refuse that switch
+    (supports_gradient_checkpointing is False) though their layers take it."""
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in module.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"model.gradient_checkpointing: {where} has no transformers layers "
+                         "to checkpoint; turn it off")
+    for layer in layers:
+        layer.gradient_checkpointing = True
+        layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
 
 
 def _plain_text_model(path: str, hf_config):

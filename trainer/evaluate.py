@@ -29,11 +29,12 @@ from schemas.atomic import atomic_path
 from schemas.sample import EVAL_SET_REBUILD, read_sample_json
 from trainer.bootstrap import METRICS, describe, paired_bootstrap
 from trainer.checkpoint import checkpoint_path, file_sha256, load_model
-from trainer.config import EvalConfig
+from trainer.config import EvalConfig, ModelConfig
 from trainer.data import crop, decode_audio, sample_name, shard_urls
 from trainer.metrics import pool_tracks, ranks
-from trainer.model import DuetMC
+from trainer.model import DualEncoder
 from trainer.precision import autocast_for, uses_bf16
+from trainer.zero_shot import baseline_run
 
 KS = (1, 5, 10)
 CURVE_K = 50
@@ -49,7 +50,7 @@ def card_facts(report: dict) -> dict:
 
 
 @torch.no_grad()
-def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float,
+def embed_set(model: DualEncoder, folder: Path, sample_rate: int, clip_seconds: float,
               batch_size: int, device, autocast=nullcontext) -> dict:
     """Clip and caption embeddings of an eval set, in shard order, each model call
     under `autocast` (the run's training precision)."""
@@ -88,7 +89,7 @@ def embed_set(model: DuetMC, folder: Path, sample_rate: int, clip_seconds: float
         text = torch.cat([model.encode_text(model.tokenize(texts[i:i + batch_size])
                                             .to(device)).float().cpu()
                           for i in range(0, len(texts), batch_size)]) \
-            if texts else torch.zeros(0, model.config.dim)
+            if texts else torch.zeros(0, model.dim)
     return {"track_ids": track_ids, "clip_track": torch.tensor(clip_track),
             "clips": torch.cat(clips), "caption_track": torch.tensor([c[0] for c in captions]),
             "caption_language": [c[1] for c in captions], "text": text}
@@ -191,6 +192,7 @@ def paired_runs(runs_a: list[Path], runs_b: list[Path], set_name: str, language:
 
 
 def evaluate(config: EvalConfig) -> dict:
+    config = dataclasses.replace(config, run=baseline_run(config.run, config.baselines))
     device = torch.device("cuda" if config.device in ("auto", "cuda") and
                           torch.cuda.is_available() else "cpu")
     checkpoint = checkpoint_path(config.run, config.checkpoint)
@@ -205,7 +207,8 @@ def evaluate(config: EvalConfig) -> dict:
               "checkpoint_sha256": checkpoint_sha[:16],
               "protocol": {"subsets": config.subsets, "subset_size": config.subset_size,
                            "seed": config.seed, "pooling": config.pooling},
-              "model": {"audio": audio.kind, "text": train_config.model.text.path,
+              "model": {**_towers(train_config.model), "zero_shot": checkpoint.stem ==
+                        "pretrained",
                         "p_cap": train_config.data.p_cap,
                         "textswap": train_config.swap.enabled},
               "sets": {}}
@@ -233,6 +236,12 @@ def evaluate(config: EvalConfig) -> dict:
         report.setdefault("comparisons", {})[str(other)] = _compare(config, other, report)
     _write_report(report, Path(config.run) / "eval")
     return report
+
+
+def _towers(model: ModelConfig) -> dict:
+    if model.kind == "clap":
+        return {"audio": f"CLAP {model.clap.path}", "text": f"CLAP {model.clap.path}"}
+    return {"audio": model.audio.kind, "text": model.text.path}
 
 
 def _set_name(folder: Path) -> tuple[str, Path]:
@@ -267,6 +276,7 @@ def _per_language(data: dict, tracks: torch.Tensor, config: EvalConfig) -> dict:
 
 def _compare(config: EvalConfig, other: Path, report: dict) -> dict:
     # the other run under the same protocol, so both rank the same queries and subsets
+    other = baseline_run(other, config.baselines)
     evaluate(dataclasses.replace(config, run=other, compare=()))
     return {name: {language: paired_runs([config.run], [other], name, language,
                                          config.replicates)
@@ -312,6 +322,8 @@ def _save_ranks(data: dict, tracks: torch.Tensor, config: EvalConfig, path: Path
 
 def render(report: dict) -> str:
     lines = [f"# Retrieval: {report['run']}", "",
+             *(["Zero-shot: the pretrained model as it is, untrained.", ""]
+               if report["model"].get("zero_shot") else []),
              f"Checkpoint `{report['checkpoint']}` ({report['checkpoint_sha256']}); audio "
              f"{report['model']['audio']}, text {report['model']['text']}, p_cap "
              f"{report['model']['p_cap']}, TextSwap {report['model']['textswap']}. "

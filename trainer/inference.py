@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.checkpoint import checkpoint_path, file_sha256, load_model
-from trainer.model import DuetMC
+from trainer.model import DualEncoder
 
 
 class AudioError(ValueError):
@@ -61,7 +61,7 @@ class Encoder:
     """Embeds texts and audio with a loaded model; `identity` names where it came from
     (run, checkpoint and its sha256), so embeddings can be matched to their model."""
 
-    def __init__(self, model: DuetMC, identity: dict, batch_size: int = 32):
+    def __init__(self, model: DualEncoder, identity: dict, batch_size: int = 32):
         self.model = model.eval()
         self.identity = identity
         self.batch_size = batch_size
@@ -69,7 +69,7 @@ class Encoder:
         self.sample_rate = audio.sample_rate
         self.clip_seconds = audio.clip_seconds
         self.frames = round(audio.clip_seconds * audio.sample_rate)
-        self.dim = model.config.dim
+        self.dim = model.dim
         self.device = next(model.parameters()).device
 
     @classmethod

@@ -1,6 +1,8 @@
-"""DuET-MC: two base encoders, each followed by a trainable projection module (a small
-Transformer over the encoder's sequence with a learnable [CLS] token); scores are
-cosine similarities of the l2-normalised [CLS] outputs."""
+"""The two model kinds behind one interface (`DualEncoder`):
+- DuET-MC (kind duet): two base encoders, each followed by a trainable projection module
+  (a small Transformer over the encoder's sequence with a learnable [CLS] token);
+- a pretrained CLAP fine-tuned as it is (kind clap, trainer/clap_model.py).
+Scores are cosine similarities of the l2-normalised embeddings."""
 
 from __future__ import annotations
 
@@ -12,7 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import ModelConfig
-from trainer.encoders import FrozenText, Tokens, audio_encoder, pad_or_pool
+from trainer.encoders import (
+    TextEncoder,
+    Tokens,
+    audio_encoder,
+    checkpoint_layers,
+    pad_or_pool,
+)
 
 
 class Projection(nn.Module):
@@ -48,22 +56,14 @@ class Embeddings(NamedTuple):
     scale: torch.Tensor  # exp(logit scale): 1 / temperature
 
 
-class DuetMC(nn.Module):
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        self.audio = audio_encoder(config.audio)
-        self.text = FrozenText(config.text)
-        head = dict(dim=config.dim, layers=config.layers, heads=config.heads,
-                    dropout=config.dropout, max_positions=config.max_positions)
-        self.audio_head = Projection(self.audio.out_dim, **head)
-        self.text_head = Projection(self.text.out_dim, **head)
-        # stored as log(1/temperature), like CLIP's logit scale
-        scale = torch.tensor(math.log(1.0 / config.temperature))
-        if config.learn_temperature:
-            self.logit_scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("logit_scale", scale)
+class DualEncoder(nn.Module):
+    """What training, evaluation and export read of a model of either kind: texts and
+    audio to l2-normalised embeddings, the logit scale, and which parts are trained.
+    A subclass sets `config`, `text` (tokenize/join), `logit_scale` and `dim`, and
+    implements encode_audio, encode_text, `branches` and `encoder_parts`."""
+
+    config: ModelConfig
+    dim: int
 
     def forward(self, audio: torch.Tensor, ids: Tokens,
                 negative_ids: Tokens | None = None) -> Embeddings:
@@ -71,7 +71,7 @@ class DuetMC(nn.Module):
         everything, so DDP sees every trainable parameter."""
         texts = self.encode_text(ids if negative_ids is None
                                  else self.text.join([ids, negative_ids]))
-        # one text-encoder call for captions and their swapped copies: the frozen encoder
+        # one text-encoder call for captions and their swapped copies: the encoder
         # runs once on the larger batch instead of twice
         texts, negatives = (texts, None) if negative_ids is None else texts.split(
             [len(ids), len(negative_ids)])
@@ -80,24 +80,40 @@ class DuetMC(nn.Module):
         return Embeddings(self.encode_audio(audio), texts, negatives, scale)
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.audio_head(*self.audio(audio))
+        raise NotImplementedError
 
     def encode_text(self, ids: Tokens) -> torch.Tensor:
-        return self.text_head(*self.text(ids))
+        raise NotImplementedError
 
     def tokenize(self, texts: list[str]) -> Tokens:
         return self.text.tokenize(texts)
+
+    def branches(self) -> dict[str, nn.Module]:
+        """The modules whose children are the encoders' parts, by name prefix."""
+        raise NotImplementedError
+
+    def encoder_parts(self) -> dict[str, nn.Module]:
+        """'audio_encoder' / 'text_encoder': the pretrained or encoder weights each
+        learning rate of optim (audio_encoder_lr, text_encoder_lr) applies to."""
+        raise NotImplementedError
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer updates (frozen encoders have none)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_roles(self) -> list[tuple[str, nn.Parameter]]:
+        """Every trainable parameter, in `parameters()` order, with its role: one of
+        encoder_parts' names, or 'heads' for the rest (projections, layer mix, scale)."""
+        owner = {id(p): role for role, part in self.encoder_parts().items()
+                 for p in part.parameters()}
+        return [(owner.get(id(p), "heads"), p) for p in self.trainable_parameters()]
+
     def frozen_modules(self) -> dict[str, nn.Module]:
         """The encoders' parts that take no gradients, by name: their weights come from
         their own files."""
         found = {}
-        for branch in ("audio", "text"):
-            for name, child in getattr(self, branch).named_children():
+        for branch, module in self.branches().items():
+            for name, child in module.named_children():
                 weights = list(child.parameters())
                 if weights and not any(p.requires_grad for p in weights):
                     found[f"{branch}.{name}"] = child
@@ -115,3 +131,50 @@ class DuetMC(nn.Module):
         statistics of trained BatchNorms (HTS-AT) and a fixed logit scale included."""
         frozen = tuple(f"{name}." for name in self.frozen_modules())
         return {k: v for k, v in self.state_dict().items() if not k.startswith(frozen)}
+
+
+class DuetMC(DualEncoder):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.dim = config.dim
+        self.audio = audio_encoder(config.audio)
+        self.text = TextEncoder(config.text)
+        head = dict(dim=config.dim, layers=config.layers, heads=config.heads,
+                    dropout=config.dropout, max_positions=config.max_positions)
+        self.audio_head = Projection(self.audio.out_dim, **head)
+        self.text_head = Projection(self.text.out_dim, **head)
+        # stored as log(1/temperature), like CLIP's logit scale
+        scale = torch.tensor(math.log(1.0 / config.temperature))
+        if config.learn_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+        if config.gradient_checkpointing:
+            for name, part in self.encoder_parts().items():
+                if any(p.requires_grad for p in part.parameters()):
+                    checkpoint_layers(part, name.replace("_", " "))
+
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.audio_head(*self.audio(audio))
+
+    def encode_text(self, ids: Tokens) -> torch.Tensor:
+        return self.text_head(*self.text(ids))
+
+    def branches(self) -> dict[str, nn.Module]:
+        return {"audio": self.audio, "text": self.text}
+
+    def encoder_parts(self) -> dict[str, nn.Module]:
+        heads = getattr(self.audio, "head_parts", ())
+        audio = nn.ModuleList(child for name, child in self.audio.named_children()
+                              if name not in heads)
+        return {"audio_encoder": audio, "text_encoder": self.text}
+
+
+def build_model(config: ModelConfig) -> DualEncoder:
+    """The model `config.kind` names."""
+    if config.kind == "clap":
+        from trainer.clap_model import ClapDual
+
+        return ClapDual(config)
+    return DuetMC(config)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from schemas.swap_dictionary import SwapDictionary
 from trainer.checkpoint import State, load_checkpoint, save_checkpoint
-from trainer.config import TrainConfig, config_changes, load_config
+from trainer.config import OptimConfig, TrainConfig, config_changes, load_config
 from trainer.data import (
     SharedEpoch,
     shard_urls,
@@ -42,7 +42,7 @@ from trainer.distributed import (
     usable_cores,
 )
 from trainer.loss import contrastive_loss, gather
-from trainer.model import DuetMC
+from trainer.model import DualEncoder, build_model
 from trainer.precision import autocast_for, uses_bf16
 from trainer.run_folder import Log, open_run_folder, plot_metrics
 from trainer.swap import Swapper, hard_negatives, p_swap
@@ -57,12 +57,12 @@ class Learner:
     """The model being trained and what updates it. `ddp` is what a step calls: the
     model itself in one process, its DistributedDataParallel wrapper in several."""
 
-    model: DuetMC
+    model: DualEncoder
     optimizer: torch.optim.Optimizer
     ddp: torch.nn.Module
 
     @classmethod
-    def wrap(cls, model: DuetMC, optimizer: torch.optim.Optimizer, info: Dist) -> Learner:
+    def wrap(cls, model: DualEncoder, optimizer: torch.optim.Optimizer, info: Dist) -> Learner:
         if info.world == 1:
             return cls(model, optimizer, model)
         sync_batch_norm(model, info)
@@ -73,7 +73,7 @@ class Learner:
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None))
 
 
-def sync_batch_norm(model: DuetMC, info: Dist) -> None:
+def sync_batch_norm(model: DualEncoder, info: Dist) -> None:
     """BatchNorm (HTS-AT's) as SyncBatchNorm on GPUs under DDP: normalised by the whole
     global batch, so N GPUs train as one GPU of the same batch would. It runs on GPUs
     only; a CPU (gloo) run keeps per-process statistics. The layers keep their
@@ -194,19 +194,33 @@ def _check_run(config: TrainConfig, resume: bool, world: int,
 
 def _new_learner(config: TrainConfig, info: Dist) -> Learner:
     """The model on this process's device, AdamW with weight decay on weights only."""
-    model = _build_in_turns(info, lambda: DuetMC(config.model)).to(info.device)
+    model = _build_in_turns(info, lambda: build_model(config.model)).to(info.device)
+    if not model.trainable_parameters():
+        raise ValueError("nothing to train: every tower is frozen and the temperature is "
+                         "fixed; train a tower (model.clap.train_audio, model.text.trainable) "
+                         "or set model.learn_temperature=true")
     if uses_bf16(config.optim.precision, info.device):
         model.cast_frozen(torch.bfloat16)
-    trainable = model.trainable_parameters()
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]  # biases, norms, the logit scale
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=config.optim.lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.optim), lr=config.optim.lr)
     return Learner.wrap(model, optimizer, info)
 
 
-def _build_in_turns(info: Dist, build: Callable[[], DuetMC]) -> DuetMC:
+def parameter_groups(model: DualEncoder, optim: OptimConfig) -> list[dict]:
+    """AdamW's groups: per learning rate (heads at optim.lr, trained encoders at theirs),
+    weights with weight decay, then biases, norms and the logit scale without. Each
+    group's `lr_ratio` is its peak over optim.lr: the schedule scales it by that."""
+    peaks = {"heads": optim.lr, "audio_encoder": optim.audio_encoder_lr or optim.lr,
+             "text_encoder": optim.text_encoder_lr}
+    groups: dict[tuple[float, bool], list] = {}
+    for role, param in model.parameter_roles():
+        groups.setdefault((peaks[role] / optim.lr, param.ndim >= 2), []).append(param)
+    ratios = dict.fromkeys(ratio for ratio, _ in groups)
+    return [{"params": groups[ratio, decay], "lr_ratio": ratio,
+             "weight_decay": optim.weight_decay if decay else 0.0}
+            for ratio in ratios for decay in (True, False) if (ratio, decay) in groups]
+
+
+def _build_in_turns(info: Dist, build: Callable[[], DualEncoder]) -> DualEncoder:
     """Rank 0 builds first, then each other node's first process, then the rest.
     Loading a model that ships its own code (MERT) copies that code into a module
     cache, not atomically: 8-32 processes copying at once into one shared cache can
@@ -253,7 +267,8 @@ def _run_epoch(learner: Learner, run: RunContext, batches, steps: int, state: St
                            round(config.optim.warmup_epochs * steps), config.optim.lr,
                            config.optim.min_lr)
         for group in learner.optimizer.param_groups:
-            group["lr"] = lr
+            # a checkpoint from before per-encoder rates has one rate for all groups
+            group["lr"] = lr * group.get("lr_ratio", 1.0)
         loss_sum, n_hard = train_step(learner, run, parts, p, state.step)
         state.step += 1
         state.step_in_epoch += 1

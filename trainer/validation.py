@@ -13,11 +13,11 @@ from trainer.data import eval_loader, shard_urls
 from trainer.distributed import Dist
 from trainer.loss import contrastive_loss
 from trainer.metrics import pool_tracks, ranks, recall_summary
-from trainer.model import DuetMC
+from trainer.model import DualEncoder
 
 
 @torch.no_grad()
-def embed_batches(model: DuetMC, loader, device, autocast
+def embed_batches(model: DualEncoder, loader, device, autocast
           ) -> tuple[torch.Tensor, torch.Tensor, list, list]:
     """Audio and text embeddings (on the CPU) of every sample a loader yields, in order,
     with their track ids and shards."""
@@ -33,12 +33,12 @@ def embed_batches(model: DuetMC, loader, device, autocast
         shards += batch["shard"]
     model.train(was_training)
     if not audio:
-        empty = torch.zeros(0, model.config.dim)
+        empty = torch.zeros(0, model.dim)
         return empty, empty, [], []
     return torch.cat(audio), torch.cat(text), ids, shards
 
 
-def validate(model: DuetMC, config: TrainConfig, info: Dist, autocast) -> dict | None:
+def validate(model: DualEncoder, config: TrainConfig, info: Dist, autocast) -> dict | None:
     """Validation loss (InfoNCE over clips, in batches of data.batch_size) and
     text-to-audio retrieval per track, each track's first caption against every track.
 

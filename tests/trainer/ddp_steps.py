@@ -1,7 +1,8 @@
 """Run a few real optimizer steps on a fixed, seeded global batch and write the losses.
 
 Started directly (one process, the whole batch) or by torchrun (each process takes its
-slice of the same global batch); test_distributed.py compares the two."""
+slice of the same global batch); test_distributed.py compares the two. A third
+argument `text` trains the text encoder too."""
 
 import json
 import sys
@@ -27,15 +28,18 @@ CAPTIONS = ["a happy rock song with guitar", "sad jazz on piano", "calm pop with
             "sad blues with drums"]
 
 
-def main(out: Path, accumulate: int) -> None:
+def main(out: Path, accumulate: int, train_text: bool) -> None:
     info = setup("cpu")
-    config = load_config(None, [
+    config = load_config(None, [f"model.text.trainable={str(train_text).lower()}",
         "model.audio.clip_seconds=0.5", "model.audio.cnn.channels=[4, 8]", "model.dim=32",
         "model.layers=1", "model.dropout=0.0", "model.learn_temperature=true",
         "model.max_positions=64", f"data.accumulate={accumulate}", "run.device=cpu",
         f"data.batch_size={GLOBAL_BATCH // info.world // accumulate}"])
     torch.manual_seed(0)
     model = DuetMC(config.model)
+    for module in model.text.modules():  # MiniLM's own dropout: each process draws its own
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     learner = Learner.wrap(model, torch.optim.AdamW(model.trainable_parameters(), lr=1e-3,
                                                     weight_decay=0.05), info)
     matcher = DescriptorMatcher(DICTIONARY)
@@ -64,4 +68,4 @@ def main(out: Path, accumulate: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:] == ["text"])

@@ -87,16 +87,27 @@ def test_eval_compare_gives_paired_intervals(demo_shards, eval_set, tmp_path):
 @pytest.mark.slow
 def test_ablation_with_sweeps_writes_intervals_for_every_step(demo_shards, eval_set,
                                                               tmp_path):
+    from tests.clap import tiny_clap
+
     out = tmp_path / "ablation"
+    clap = tiny_clap(tmp_path / "tiny-clap", max_length_s=1.5)  # the eval set's clips
     args = ["ablation", "--eval-set", str(eval_set), "--seeds", "0,1", "--out", str(out),
             "--p-caps", "0.5", "--other-shards", f"same shards={demo_shards}",
-            "--replicates", "500", "--train-set", f"data.shards={demo_shards}"]
+            "--replicates", "500", "--train-set", f"data.shards={demo_shards}",
+            "--baseline", f"clap:{clap}"]
     for item in TINY:
         args += ["--train-set", item]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "ablation.json").read_text())
-    assert len(summary["rows"]) == 6 and summary["seeds"] == [0, 1]
+    assert len(summary["rows"]) == 7 and summary["seeds"] == [0, 1]
+    zero_shot = next(iter(summary["rows"].values()))  # the zero-shot row comes first
+    assert zero_shot["zero_shot"] == f"clap:{clap}" and zero_shot["label"] == "zero-shot tiny-clap"
+    assert set(zero_shot["rows_versus"]) == set(summary["rows"]) - {next(iter(summary["rows"]))}
+    for name, paired in zero_shot["rows_versus"].items():
+        mean = np.mean([r["R@10"] for r in summary["rows"][name]["runs"]]) - \
+            zero_shot["R@10_mean"]
+        assert paired["R@10"]["diff"] == pytest.approx(mean)
     for row in summary["rows"].values():
         assert len(row["runs"]) == 2
         if row["versus"] is None:
@@ -111,6 +122,8 @@ def test_ablation_with_sweeps_writes_intervals_for_every_step(demo_shards, eval_
     assert "| + View Dropout |" in table and "vs + tag-to-caption |" in table
     assert "- + TextSwap, p_cap 0.5 vs + TextSwap: " in table
     assert "| + TextSwap, same shards |" in table
+    assert table.index("| zero-shot tiny-clap |") < table.index("| tags only |")
+    assert "zero-shot, untrained" in table and "Against zero-shot tiny-clap" in table
     assert (out / "ablation.png").stat().st_size > 10_000
     # a rerun trains nothing and rescoring is skipped: the runs' reports stay as they were
     stamp = (out / "textswap-s1" / "eval" / "report.json").stat().st_mtime_ns

@@ -37,12 +37,16 @@ def torchrun(*args, nproc=2):
 
 
 @pytest.mark.slow
-def test_two_processes_and_accumulation_match_one_process(tmp_path):
+@pytest.mark.parametrize("text", [[], ["text"]], ids=["frozen-text", "trained-text"])
+def test_two_processes_and_accumulation_match_one_process(tmp_path, text):
+    """With a trained text encoder too: a pretrained tower's gradients come back through
+    the global batch's gather."""
     one, accumulated, two = tmp_path / "one.json", tmp_path / "acc.json", tmp_path / "two.json"
-    subprocess.run([sys.executable, str(SCRIPT), str(one), "1"], check=True, timeout=600)
-    subprocess.run([sys.executable, str(SCRIPT), str(accumulated), "2"], check=True,
+    subprocess.run([sys.executable, str(SCRIPT), str(one), "1", *text], check=True,
                    timeout=600)
-    result = torchrun(SCRIPT, two, 1)
+    subprocess.run([sys.executable, str(SCRIPT), str(accumulated), "2", *text], check=True,
+                   timeout=600)
+    result = torchrun(SCRIPT, two, 1, *text)
     assert result.returncode == 0, result.stderr[-3000:]
     reference = json.loads(one.read_text())
     assert reference["losses"][-1] < reference["losses"][0]  # it trains
@@ -74,12 +78,14 @@ def test_adswap_train_under_torchrun(demo_shards, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_shards,
-                                                                         tmp_path, accumulate):
+@pytest.mark.parametrize("accumulate,text", [(1, "false"), (2, "false"), (1, "true")],
+                         ids=["one", "accumulated", "trained-text"])
+def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(
+        demo_shards, tmp_path, accumulate, text):
     """What a CUDA run would hand NCCL, checked on the CPU (tests/trainer/fake_cuda.py):
     on the code before this test, the loss totals reached NCCL as a CPU tensor. With
-    TextSwap on, and with gradient caching."""
+    TextSwap on, with gradient caching, and with a trained (pretrained) text encoder,
+    whose gradients DDP reduces on the GPU too."""
     out, record = tmp_path / "run", tmp_path / "record"
     record.mkdir()
     # fp32: the fake GPU computes on the CPU, where CUDA's autocast does nothing (bf16
@@ -87,7 +93,7 @@ def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_sha
     result = torchrun(HERE / "fake_cuda_run.py", record, *small_run(
         demo_shards, out, "run.checkpoint_every=2", "swap.warmup_epochs=0",
         "swap.ramp_epochs=1", "swap.p_max=0.5", f"data.accumulate={accumulate}",
-        "optim.precision=fp32"))
+        "optim.precision=fp32", f"model.text.trainable={text}"))
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -122,6 +128,14 @@ def test_a_run_that_believes_in_cuda_hands_nccl_only_tensors_on_its_gpu(demo_sha
 
     logged = [r for r in rows if r["type"] == "epoch"][-1]
     model, config = load_model(out, out / "checkpoints" / "last.pt")
+    if text == "true":  # the pretrained tower was trained, and the checkpoint keeps it
+        from trainer.encoders import TextEncoder
+
+        pretrained = TextEncoder(config.model.text).state_dict()
+        saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+        tower = [k for k in saved if k.startswith("text.")]
+        assert tower and any(not torch.equal(saved[k], pretrained[k[len("text."):]])
+                             for k in tower)
     alone = validate(model, config, Dist(), nullcontext)
     assert alone["valid_tracks"] == logged["valid_tracks"] > 2
     for key in ("valid_loss", "valid_R@1", "valid_R@10", "valid_MR"):
