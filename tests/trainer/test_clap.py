@@ -105,7 +105,7 @@ def test_gradient_checkpointing_recomputes_the_layers_and_gives_the_same_gradien
         firsts = [next(m.children()) for m in model.modules()
                   if isinstance(m, GradientCheckpointingLayer)]
         count = [0]
-        hooks = [first.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        hooks = [first.register_forward_pre_hook(lambda *_, c=count: c.__setitem__(0, c[0] + 1))
                  for first in firsts]
         torch.manual_seed(1)
         audio = torch.randn(3, 32_000) * 0.1
