@@ -73,11 +73,9 @@ class ClapDual(DualEncoder):
         # logit_scale_a takes no part in our loss: trained, DDP would wait for its gradient
         self.clap.logit_scale_t.requires_grad_(config.learn_temperature)
         if config.gradient_checkpointing:
-            for on, part, where in ((self.train_audio, self.clap.audio_model, "CLAP's audio "
-                                     "tower"), (self.train_text, self.clap.text_model,
-                                                "CLAP's text tower")):
-                if on:
-                    checkpoint_layers(part, where)
+            checkpoint_layers({where: part for on, part, where in (
+                (self.train_audio, self.clap.audio_model, "CLAP's audio tower"),
+                (self.train_text, self.clap.text_model, "CLAP's text tower")) if on})
 
     @property
     def logit_scale(self) -> torch.Tensor:

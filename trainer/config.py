@@ -241,9 +241,9 @@ class ModelConfig(Config):
     kind: str = setting("duet", choices=MODEL_KINDS, flag="model-kind", help="duet = the "
                         "paper's DuET-MC (model.audio's encoder and model.text's, each with "
                         "a projection module); clap = a pretrained CLAP fine-tuned as it is "
-                        "(model.clap.path; reads model.audio.sample_rate and clip_seconds, "
-                        "model.text.max_length and trainable, and the temperature only as "
-                        "learned or not: it starts at the checkpoint's).")
+                        "from the folder --clap names. It reads model.audio.sample_rate and "
+                        "clip_seconds, model.text.max_length and trainable, and the "
+                        "temperature only as learned or not: it starts at the checkpoint's.")
     clap: ClapConfig = setting(factory=ClapConfig, help="Kind clap: the pretrained CLAP.")
     audio: AudioConfig = setting(factory=AudioConfig, help="The audio branch.")
     text: TextConfig = setting(factory=TextConfig, help="The text branch.")

@@ -322,20 +322,25 @@ def join_tokens(parts: list[Tokens], pad_id: int) -> Tokens:
         torch.cat([F.pad(p.mask, (0, width - p.mask.shape[1]), value=False) for p in parts]))
 
 
-def checkpoint_layers(module: nn.Module, where: str) -> None:
-    """model.gradient_checkpointing for the transformers layers inside `module`: each
-    layer's activations are recomputed in the backward pass. Set on the layers
-    themselves, as transformers' own switch would: CLAP's models refuse that switch
-    (supports_gradient_checkpointing is False) though their layers take it."""
+def checkpoint_layers(trained: dict[str, nn.Module]) -> None:
+    """model.gradient_checkpointing for the transformers layers inside the trained
+    encoders (`trained`, by name): each layer's activations are recomputed in the
+    backward pass. A trained encoder without such layers (the CNN) keeps its
+    activations; none at all is an error, since the setting would change nothing. Set on
+    the layers themselves, as transformers' own switch would: CLAP's models refuse that
+    switch (supports_gradient_checkpointing is False) though their layers take it."""
     from functools import partial
 
     from torch.utils.checkpoint import checkpoint
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    layers = [m for m in module.modules() if isinstance(m, GradientCheckpointingLayer)]
+    layers = [m for part in trained.values() for m in part.modules()
+              if isinstance(m, GradientCheckpointingLayer)]
     if not layers:
-        raise ValueError(f"model.gradient_checkpointing: {where} has no transformers layers "
-                         "to checkpoint; turn it off")
+        which = ", ".join(trained) or "none: every encoder is frozen"
+        raise ValueError("model.gradient_checkpointing recomputes the transformers layers of "
+                         f"trained encoders, and no trained encoder has any (trained: {which}); "
+                         "turn it off")
     for layer in layers:
         layer.gradient_checkpointing = True
         layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)

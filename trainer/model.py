@@ -151,9 +151,9 @@ class DuetMC(DualEncoder):
         else:
             self.register_buffer("logit_scale", scale)
         if config.gradient_checkpointing:
-            for name, part in self.encoder_parts().items():
-                if any(p.requires_grad for p in part.parameters()):
-                    checkpoint_layers(part, name.replace("_", " "))
+            checkpoint_layers({name.replace("_", " "): part
+                               for name, part in self.encoder_parts().items()
+                               if any(p.requires_grad for p in part.parameters())})
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         return self.audio_head(*self.audio(audio))

@@ -208,14 +208,15 @@ def _new_learner(config: TrainConfig, info: Dist) -> Learner:
 def parameter_groups(model: DualEncoder, optim: OptimConfig) -> list[dict]:
     """AdamW's groups: per learning rate (heads at optim.lr, trained encoders at theirs),
     weights with weight decay, then biases, norms and the logit scale without. Each
-    group's `lr_ratio` is its peak over optim.lr: the schedule scales it by that."""
+    group starts at its peak and keeps its `lr_ratio` (peak over optim.lr), which the
+    schedule scales it by, so a caller stepping without the schedule gets each rate."""
     peaks = {"heads": optim.lr, "audio_encoder": optim.audio_encoder_lr or optim.lr,
              "text_encoder": optim.text_encoder_lr}
     groups: dict[tuple[float, bool], list] = {}
     for role, param in model.parameter_roles():
         groups.setdefault((peaks[role] / optim.lr, param.ndim >= 2), []).append(param)
     ratios = dict.fromkeys(ratio for ratio, _ in groups)
-    return [{"params": groups[ratio, decay], "lr_ratio": ratio,
+    return [{"params": groups[ratio, decay], "lr_ratio": ratio, "lr": optim.lr * ratio,
              "weight_decay": optim.weight_decay if decay else 0.0}
             for ratio in ratios for decay in (True, False) if (ratio, decay) in groups]
 

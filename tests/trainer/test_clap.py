@@ -84,10 +84,25 @@ def test_each_tower_learns_at_its_own_rate(clap_folder, demo_shards, tmp_path):
     assert by_id[id(model.clap.text_model.embeddings.word_embeddings.weight)] == \
         pytest.approx(0.01)
     assert by_id[id(model.clap.audio_projection.linear1.weight)] == 1.0
+    # each group starts at its own peak, so a step taken before the schedule runs is right
+    assert {round(g["lr"], 9) for g in groups} == {1e-3, 1e-4, 1e-5}
     # weight decay on weights only, in every rate's group
     assert all((g["weight_decay"] > 0) == all(p.ndim >= 2 for p in g["params"])
                for g in groups)
     assert sum(len(g["params"]) for g in groups) == len(model.trainable_parameters())
+
+
+def test_the_paper_clap_ft_config_trains_every_tower_of_a_checkpoint_at_its_rate(tmp_path):
+    from pathlib import Path
+
+    paper = Path(__file__).parents[2] / "trainer/configs/paper-clap-ft.yaml"
+    folder = tiny_clap(tmp_path / "clap-48k", sampling_rate=48_000, max_length_s=10)
+    config = load_config(paper, [f"model.clap.path={folder}"])
+    model = build_model(config.model)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"clap.logit_scale_a", "clap.logit_scale_t"}
+    assert {round(g["lr"], 9) for g in parameter_groups(model, config.optim)} == {1e-4, 1e-5}
+    assert config.data.batch_size * 8 == 1024
 
 
 def test_gradient_checkpointing_recomputes_the_layers_and_gives_the_same_gradients(

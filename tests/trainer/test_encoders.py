@@ -58,6 +58,29 @@ def test_default_model_embeds_audio_and_text_on_the_unit_sphere():
     assert "logit_scale" in state and any(k.startswith("audio.blocks") for k in state)
 
 
+def test_gradient_checkpointing_takes_the_trained_transformers_towers_only():
+    from dataclasses import replace
+
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    def checkpointed(model):
+        return {name for name, m in model.named_modules()
+                if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing}
+
+    # a trained CNN has no transformers layers: only the trained text tower's are taken
+    model = DuetMC(replace(small(), gradient_checkpointing=True,
+                           text=TextConfig(trainable=True)))
+    layers = checkpointed(model)
+    assert layers and all(name.startswith("text.") for name in layers)
+    audio = torch.randn(2, 16_000) * 0.1
+    out = model.train()(audio, model.tokenize(["rock", "calm piano"]))
+    (out.audio @ out.text.T).trace().backward()
+    assert all(p.grad is not None for p in model.text.parameters())
+    # the frozen text tower would make the setting change nothing: refused, not ignored
+    with pytest.raises(ValueError, match="no trained encoder has any .trained: audio"):
+        DuetMC(replace(small(), gradient_checkpointing=True))
+
+
 def test_padding_does_not_change_a_text_embedding():
     model = DuetMC(small()).eval()
     alone = model.encode_text(model.tokenize(["a calm piano piece"]))
