@@ -127,9 +127,10 @@ def _settings(config: EmbedConfig, encoder: Encoder) -> dict:
 
 def _model_facts(encoder: Encoder) -> dict:
     model = encoder.model.config
+    towers = {"clap": model.clap.path} if model.kind == "clap" else \
+        {"audio": model.audio.kind, "text": model.text.path}
     return {"dim": encoder.dim, "sample_rate": encoder.sample_rate,
-            "clip_seconds": encoder.clip_seconds, "audio": model.audio.kind,
-            "text": model.text.path}
+            "clip_seconds": encoder.clip_seconds, "kind": model.kind, **towers}
 
 
 def _prepare(out: Path, manifest: dict, overwrite: bool) -> None:

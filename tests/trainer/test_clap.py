@@ -285,3 +285,19 @@ print(json.dumps({{"text": t.tolist(), "audio": a.tolist(),
 
     np.testing.assert_allclose(load_model(out).embed_text(texts), encoder.embed_text(texts),
                                atol=1e-6)
+
+    # embed, then search with the run and with its export (what serve's page runs)
+    from retrieval.search import Searcher
+
+    index = tmp_path / "index"
+    result = CliRunner().invoke(app, ["embed", str(run), "--shards", str(eval_set), "--splits",
+                                      "test", "--out", str(index), "--checkpoint", "last"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((index / "manifest.json").read_text())
+    assert manifest["model"]["kind"] == "clap" and manifest["model"]["clap"] == str(clap_folder)
+    for model in (None, out):
+        searcher = Searcher.open(index, model)
+        query = encoder.embed_text(["soft piano ballad"])[0]
+        expected = np.argsort(-(searcher.library.vectors @ query), kind="stable")[:3]
+        assert [h["track_id"] for h in searcher.text("soft piano ballad", 3)] == \
+            [searcher.library.track_ids[i] for i in expected]
