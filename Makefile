@@ -58,6 +58,9 @@ TORCHRUN_ARGS ?=
 TRAIN_CONFIG ?= trainer/configs/demo.yaml
 RUN ?= runs/demo
 TRAIN_ARGS ?=
+# A feature cache root (`make features`): set, training reads the frozen text encoder's
+# states from it instead of running the encoder; empty, it runs the encoder.
+FEATURES ?=
 # Evaluation: the demo's test split with its independent reference captions, cut into
 # the demo model's 5 s input; EVAL_SETS takes any folders made by `adswap import-eval`.
 EVAL_SETS ?= $(DEMO_DIR)/eval/demo-test
@@ -89,7 +92,7 @@ RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/pipeline/captions/test_vllm.py
 
-.PHONY: help setup demo-data tags captions curate card shards train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check docs docs-serve cli-reference lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards features train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check docs docs-serve cli-reference lint clean distclean
 
 help: ## List the targets, and the caption engines ENGINE takes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -148,14 +151,20 @@ shards: $(STAMPS)/venv ## Pack audio clips and CURATED views into WebDataset tar
 	$(BIN)/adswap shards --curated $(CURATED) --catalog $(CATALOG) --out $(SHARDS) \
 	  --card-dir $(CARDS_DIR)/$(DATASET) $(CATALOG_ARGS) $(SHARDS_ARGS)
 
-train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8 for 8 GPUs)
+features: $(STAMPS)/venv ## Compute TRAIN_CONFIG's frozen text states of SHARDS once into FEATURES (default DEMO_DIR/features)
+	$(BIN)/adswap features --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
+	  --set features.dir=$(or $(FEATURES),$(DEMO_DIR)/features) $(TRAIN_ARGS)
+
+train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8 for 8 GPUs; FEATURES=DIR reads a feature cache)
 	if [ "$(NPROC)" -gt 1 ] || [ -n "$(TORCHRUN_ARGS)" ]; then \
 	  $(BIN)/python -m torch.distributed.run --nproc_per_node $(NPROC) $(TORCHRUN_ARGS) \
 	    -m adswap.cli train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
-	    --set run.out=$(RUN) --card-dir $(CARDS_DIR)/$(DATASET) $(RESUME) $(TRAIN_ARGS); \
+	    --set run.out=$(RUN) $(if $(FEATURES),--set features.dir=$(FEATURES)) \
+	    --card-dir $(CARDS_DIR)/$(DATASET) $(RESUME) $(TRAIN_ARGS); \
 	else \
 	  $(BIN)/adswap train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
-	    --set run.out=$(RUN) --card-dir $(CARDS_DIR)/$(DATASET) $(RESUME) $(TRAIN_ARGS); \
+	    --set run.out=$(RUN) $(if $(FEATURES),--set features.dir=$(FEATURES)) \
+	    --card-dir $(CARDS_DIR)/$(DATASET) $(RESUME) $(TRAIN_ARGS); \
 	fi
 
 eval-data: $(STAMPS)/venv ## Import the demo test split and its reference captions as an eval set
@@ -176,7 +185,8 @@ eval: $(STAMPS)/venv ## Evaluate RUN on EVAL_SETS: R@1/5/10 and median rank on 5
 ablation: $(STAMPS)/venv ## The paper's four rows and the p_cap sweep over ABLATION_SEEDS, with paired intervals
 	$(BIN)/adswap ablation --train-config $(TRAIN_CONFIG) --train-set data.shards=$(SHARDS) \
 	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) \
-	  $(if $(ABLATION_P_CAPS),--p-caps $(ABLATION_P_CAPS)) $(ABLATION_ARGS)
+	  $(if $(ABLATION_P_CAPS),--p-caps $(ABLATION_P_CAPS)) \
+	  $(if $(FEATURES),--train-set features.dir=$(FEATURES)) $(ABLATION_ARGS)
 
 ablation-keep-prob: $(STAMPS)/venv $(STAMPS)/venv-llm ## The ablation plus a row per KEEP_PROBS value (captions made with that keep_prob)
 	for p in $(KEEP_PROBS); do \

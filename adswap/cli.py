@@ -185,6 +185,21 @@ def train(config: TrainConfig, overrides: list[str], config_file: Path | None,
                + f"; best validation loss {state.best_valid_loss:.4f} -> {config.run.out}")
 
 
+@config_command(app, TrainConfig, "features")
+def features(config: TrainConfig) -> None:
+    """Compute the frozen text encoder's token states of every caption view, tags text
+    and cached TextSwap text of the train shards once, into --features DIR; then train
+    with the same config and --features DIR to read them instead of running the encoder.
+    Takes the training config; resumable; refuses a cache over features.budget_gb."""
+    from trainer.features import build_features
+
+    _exit_on_sigterm()
+    stats = _run(build_features, config, log=typer.echo)
+    typer.echo(f"features: {stats.units} shards ({stats.units_done_before} already done), "
+               f"{stats.texts:,} texts, {stats.estimated_gb:.2f} GB, {stats.seconds:.1f} s "
+               f"-> {stats.folder}")
+
+
 def _exit_on_sigterm() -> None:
     """SIGTERM (kill, SLURM preemption) unwinds like Ctrl-C, so the loader's worker
     processes are shut down instead of outliving the run."""

@@ -296,6 +296,32 @@ class SwapConfig(Config):
         return p
 
 
+FEATURE_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig(Config):
+    dir: str = setting("", flag="features", help="A feature cache root from `adswap "
+                       "features`: training reads the frozen text encoder's token states "
+                       "from it instead of running the encoder (the cache for these "
+                       "encoder and shard settings, found by their identity); empty = "
+                       "run the encoder every step. `adswap features` writes it.")
+    swap_variants: int = setting(8, help="TextSwap texts cached per caption and category, "
+                                 "drawn from every swap the caption allows (all of them "
+                                 "when it allows no more); training swaps among these.")
+    dtype: str = setting("float16", choices=FEATURE_DTYPES, help="Stored precision of the "
+                         "states.")
+    budget_gb: float = setting(50.0, help="`adswap features` refuses a cache whose size, "
+                               "estimated before any work, is larger.")
+    batch_size: int = setting(128, help="Texts per encoder call while building.")
+
+    def check(self) -> list[str]:
+        p = [] if self.swap_variants >= 0 else ["swap_variants must be >= 0"]
+        if self.budget_gb <= 0 or self.batch_size < 1:
+            p.append("budget_gb must be > 0 and batch_size >= 1")
+        return p
+
+
 @dataclass(frozen=True)
 class DistConfig(Config):
     timeout_s: float = setting(600.0, help="Seconds a process waits in a collective for the "
@@ -374,6 +400,21 @@ class TrainConfig(Config):
     optim: OptimConfig = setting(factory=OptimConfig, help="Optimisation.")
     run: RunConfig = setting(factory=RunConfig, help="The run.")
     dist: DistConfig = setting(factory=DistConfig, help="Multi-process training.")
+    features: FeaturesConfig = setting(factory=FeaturesConfig, help="The frozen text "
+                                       "encoder's outputs, computed once.")
+
+    def check(self) -> list[str]:
+        if not self.features.dir:
+            return []
+        p = []
+        if self.model.kind != "duet":
+            p.append(f"features.dir: kind {self.model.kind} trains its towers' own inputs; "
+                     "cached features are for kind duet's frozen text encoder")
+        if self.model.text.trainable:
+            p.append("features.dir: the text encoder is trained (model.text.trainable), so "
+                     "its outputs change every step and cannot be cached; leave "
+                     "features.dir empty")
+        return p
 
 
 @dataclass(frozen=True)
@@ -520,23 +561,26 @@ class ExportConfig(Config):
 
 # What a resumed run may change without --accept-config-changes: when it stops, logs and
 # saves, its loader processes and how long a collective waits; not what it trains.
+# a cached run trains as an uncached one: features.dir may come or go on a resume
 RESUME_MAY_CHANGE = ("run.max_steps", "run.log_every", "run.checkpoint_every",
-                     "data.workers", "dist.timeout_s")
+                     "data.workers", "dist.timeout_s", "features.dir", "features.budget_gb",
+                     "features.batch_size")
 
 
 def config_changes(before: TrainConfig, after: TrainConfig) -> list[str]:
     """'setting: before -> after' for every setting that differs, but those a resumed
     run may change (RESUME_MAY_CHANGE)."""
-    old, new = _flat(as_dict(before)), _flat(as_dict(after))
+    old, new = flatten(as_dict(before)), flatten(as_dict(after))
     return [f"{key}: {old.get(key)} -> {new.get(key)}" for key in sorted(old.keys() | new.keys())
             if old.get(key) != new.get(key) and key not in RESUME_MAY_CHANGE]
 
 
-def _flat(body: dict, prefix: str = "") -> dict:
+def flatten(body: dict, prefix: str = "") -> dict:
+    """A nested dict's leaves by dotted key."""
     flat = {}
     for key, value in body.items():
         if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -250,6 +250,23 @@ class Tokens:
                       self.mask.to(device, non_blocking=non_blocking))
 
 
+@dataclass(frozen=True)
+class CachedText:
+    """Texts as a frozen text encoder's token states, read from a feature cache
+    (`adswap features`) instead of computed: states [batch, length, width], padded to
+    the batch's longest text with zeros, and the mask of real tokens (as Tokens')."""
+
+    states: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def to(self, device, non_blocking: bool = False) -> CachedText:
+        return CachedText(self.states.to(device, non_blocking=non_blocking),
+                          self.mask.to(device, non_blocking=non_blocking))
+
+
 class TextEncoder(nn.Module):
     """A Hugging Face text encoder and its tokenizer; outputs token states and a padding
     mask. Frozen (the paper's rows) unless model.text.trainable."""
@@ -308,14 +325,25 @@ class TextEncoder(nn.Module):
     def join(self, parts: list[Tokens]) -> Tokens:
         return join_tokens(parts, self.pad_id)
 
-    def forward(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: Tokens | CachedText) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(tokens, CachedText):
+            if self.trainable:
+                raise ValueError("cached text features are a frozen encoder's outputs; a "
+                                 "trained text encoder (model.text.trainable) must run")
+            return tokens.states, ~tokens.mask
         with torch.enable_grad() if self.trainable else torch.no_grad():
             states = self._run(tokens.ids, tokens.mask.long())
         return states, ~tokens.mask
 
 
-def join_tokens(parts: list[Tokens], pad_id: int) -> Tokens:
-    """Batches of tokens as one, padded to the widest."""
+def join_tokens(parts: list[Tokens] | list[CachedText], pad_id: int) -> Tokens | CachedText:
+    """Batches of tokens (or of cached states) as one, padded to the widest."""
+    if isinstance(parts[0], CachedText):
+        width = max(part.states.shape[1] for part in parts)
+        return CachedText(
+            torch.cat([F.pad(p.states, (0, 0, 0, width - p.states.shape[1])) for p in parts]),
+            torch.cat([F.pad(p.mask, (0, width - p.mask.shape[1]), value=False)
+                       for p in parts]))
     width = max(part.ids.shape[1] for part in parts)
     return Tokens(
         torch.cat([F.pad(p.ids, (0, width - p.ids.shape[1]), value=pad_id) for p in parts]),

@@ -9,7 +9,7 @@ an uninterrupted one.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 from schemas.catalog import normalise_tag
@@ -35,21 +35,34 @@ class Swapper:
                         for c in self.categories}
 
     def swap(self, text: str, spans: Sequence[Mapping], category: str,
-             tags: Mapping[str, Sequence[str]], rng: random.Random) -> str | None:
-        """`text` with one `category` span replaced, or None when no swap is possible."""
+             tags: Mapping[str, Sequence[str]], rng: random.Random,
+             known: Container[str] | None = None) -> str | None:
+        """`text` with one `category` span replaced, or None when no swap is possible.
+        `known`: only results in it may be drawn (a feature cache holds their states);
+        when it holds every result of the span, the draws are those without it."""
         own = [s for s in spans if s["category"] == category]
         if not own:
             return None
         span = own[rng.randrange(len(own))]
+        results = self._results(text, span, own, category, tags)
+        if known is not None:
+            results = [r for r in results if r in known]
+        return results[rng.randrange(len(results))] if results else None
+
+    def variants(self, text: str, spans: Sequence[Mapping], category: str,
+                 tags: Mapping[str, Sequence[str]]) -> list[str]:
+        """Every text `swap` can make of `text` for `category`, in a fixed order."""
+        own = [s for s in spans if s["category"] == category]
+        return [r for span in own for r in self._results(text, span, own, category, tags)]
+
+    def _results(self, text: str, span: Mapping, own: Sequence[Mapping], category: str,
+                 tags: Mapping[str, Sequence[str]]) -> list[str]:
         avoid = {normalise_tag(t) for t in tags.get(category, ())}
         avoid |= {s["term"] for s in own}  # no "rock and rock"
-        choices = [written for _, names, written in self.entries.get(category, ())
-                   if not names & avoid]
-        if not choices:
-            return None
         original = text[span["start"]:span["end"]]
-        return text[:span["start"]] + _match_form(choices[rng.randrange(len(choices))],
-                                                   original, span["term"]) + text[span["end"]:]
+        return [text[:span["start"]] + _match_form(written, original, span["term"]) +
+                text[span["end"]:]
+                for _, names, written in self.entries.get(category, ()) if not names & avoid]
 
 
 def _match_form(term: str, original: str, canonical: str) -> str:
@@ -73,12 +86,12 @@ class HardNegatives:
 
 def hard_negatives(swapper: Swapper, texts: Sequence[str], spans: Sequence[Sequence[Mapping]],
                    tags: Sequence[Mapping], p: float, seed: int, step: int, offset: int,
-                   columns: int) -> HardNegatives:
+                   columns: int, known: Container[str] | None = None) -> HardNegatives:
     """For each anchor and each category in its caption, with probability p, a swapped
     caption that replaces a random other caption (not the anchor's own) in its row.
 
     `offset` is the global index of this process's first anchor; `columns` the global
-    batch size."""
+    batch size; `known` the swapped texts that may be made (Swapper.swap)."""
     rows, targets, out = [], [], []
     if p <= 0:
         return HardNegatives(rows, targets, out)
@@ -90,7 +103,7 @@ def hard_negatives(swapper: Swapper, texts: Sequence[str], spans: Sequence[Seque
         for category in present:
             if rng.random() >= p:
                 continue
-            swapped = swapper.swap(text, view_spans, category, track_tags, rng)
+            swapped = swapper.swap(text, view_spans, category, track_tags, rng, known)
             if swapped is None or len(taken) >= columns:
                 continue
             column = anchor

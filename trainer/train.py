@@ -41,6 +41,8 @@ from trainer.distributed import (
     setup,
     usable_cores,
 )
+from trainer.encoders import CachedText, Tokens
+from trainer.features import TextFeatures
 from trainer.loss import contrastive_loss, gather
 from trainer.model import DualEncoder, build_model
 from trainer.precision import autocast_for, uses_bf16
@@ -85,13 +87,20 @@ def sync_batch_norm(model: DualEncoder, info: Dist) -> None:
 @dataclass(frozen=True)
 class RunContext:
     """What every step of a run reads besides the model: the config, this process's
-    place in the run (rank, world, device), the autocast its forwards run under and the
-    TextSwap swapper."""
+    place in the run (rank, world, device), the autocast its forwards run under, the
+    TextSwap swapper and the text feature cache (features.dir) when there is one."""
 
     config: TrainConfig
     info: Dist
     swapper: Swapper
     autocast: Callable[[], AbstractContextManager] = nullcontext
+    text_features: TextFeatures | None = None
+
+    def text_input(self, model: DualEncoder, texts: list[str]) -> Tokens | CachedText:
+        """What the text branch takes: cached states, or the tokens to run it on."""
+        if self.text_features is not None:
+            return self.text_features.lookup(texts)
+        return model.tokenize(texts)
 
 
 def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -126,7 +135,9 @@ def train(config: TrainConfig, resume: bool = False,
         state.stopped = ""
     swapper = Swapper(SwapDictionary.load(Path(config.data.shards) / "swap_dictionary.json"),
                       config.swap.categories)
-    run = RunContext(config, info, swapper, autocast_for(config.optim.precision, info.device))
+    features = TextFeatures.open(config) if config.features.dir else None
+    run = RunContext(config, info, swapper, autocast_for(config.optim.precision, info.device),
+                     features)
     epoch_value = SharedEpoch(state.epoch)
     loader = _train_loader(config, info, epoch_value)
     log = open_run_folder(config, state, resume) if info.main else None
@@ -311,12 +322,14 @@ def train_step(learner: Learner, run: RunContext, parts: list[dict], p: float, s
     micro, accumulate = config.data.batch_size, len(parts)
     per_rank = micro * accumulate
     offsets = [info.rank * per_rank + j * micro for j in range(accumulate)]
-    inputs = [(b["audio"].to(device, non_blocking=True), model.tokenize(b["text"]).to(device))
-              for b in parts]
+    inputs = [(b["audio"].to(device, non_blocking=True),
+               run.text_input(model, b["text"]).to(device)) for b in parts]
     negatives = [hard_negatives(run.swapper, b["text"], b["spans"], b["tags"], p,
-                                config.run.seed, step, offset, info.world * per_rank)
+                                config.run.seed, step, offset, info.world * per_rank,
+                                run.text_features)
                  for b, offset in zip(parts, offsets, strict=True)]
-    negative_ids = [model.tokenize(h.texts).to(device) if len(h) else None for h in negatives]
+    negative_ids = [run.text_input(model, h.texts).to(device) if len(h) else None
+                    for h in negatives]
     learner.optimizer.zero_grad(set_to_none=True)
     if accumulate == 1:
         with run.autocast():
