@@ -187,17 +187,21 @@ def train(config: TrainConfig, overrides: list[str], config_file: Path | None,
 
 @config_command(app, TrainConfig, "features")
 def features(config: TrainConfig) -> None:
-    """Compute the frozen text encoder's token states of every caption view, tags text
-    and cached TextSwap text of the train shards once, into --features DIR; then train
-    with the same config and --features DIR to read them instead of running the encoder.
-    Takes the training config; resumable; refuses a cache over features.budget_gb."""
+    """Compute the frozen towers' outputs on the train shards once, into --features DIR:
+    the text encoder's token states of every caption view, tags text and cached
+    TextSwap text; a frozen audio model's (hf-frozen) pooled layer states of
+    features.audio_crops crops per clip. Then train with the same config and --features
+    DIR to read them instead of running the towers. Takes the training config;
+    resumable; refuses a cache over features.budget_gb."""
     from trainer.features import build_features
 
     _exit_on_sigterm()
-    stats = _run(build_features, config, log=typer.echo)
-    typer.echo(f"features: {stats.units} shards ({stats.units_done_before} already done), "
-               f"{stats.texts:,} texts, {stats.estimated_gb:.2f} GB, {stats.seconds:.1f} s "
-               f"-> {stats.folder}")
+    built = _run(build_features, config, log=typer.echo)
+    for stats in built.values():
+        items = "texts" if stats.tower == "text" else "clips"
+        typer.echo(f"features: {stats.tower}: {stats.units} shards ({stats.units_done_before}"
+                   f" already done), {stats.items:,} {items}, {stats.estimated_gb:.2f} GB, "
+                   f"{stats.seconds:.1f} s -> {stats.folder}")
 
 
 def _exit_on_sigterm() -> None:

@@ -70,6 +70,15 @@ class HtsatSettings(Config):
 class HfFrozenSettings(Config):
     trust_remote_code: bool = setting(False, help="Run the code the model ships (MERT "
                                       "does).")
+    frame_rate: float = setting(0.0, help="Frames per second the projection takes: each "
+                                "layer's states are average-pooled in time to this rate "
+                                "before the mix, in training, evaluation and a feature "
+                                "cache alike; 0 = the model's own rate (75 Hz for MERT). A "
+                                "feature cache grows with it: layers x width x 2 bytes per "
+                                "frame of every cached crop.")
+
+    def check(self) -> list[str]:
+        return [] if self.frame_rate >= 0 else ["frame_rate must be >= 0"]
 
 
 def _cnn_problems(config: AudioConfig) -> list[str]:
@@ -302,10 +311,11 @@ FEATURE_DTYPES = ("float16", "float32")
 @dataclass(frozen=True)
 class FeaturesConfig(Config):
     dir: str = setting("", flag="features", help="A feature cache root from `adswap "
-                       "features`: training reads the frozen text encoder's token states "
-                       "from it instead of running the encoder (the cache for these "
-                       "encoder and shard settings, found by their identity); empty = "
-                       "run the encoder every step. `adswap features` writes it.")
+                       "features`: training reads the frozen towers' outputs from it "
+                       "instead of running them (the text encoder's token states; a frozen "
+                       "audio model's pooled layer states, hf-frozen), each cache found by "
+                       "the identity of its encoder and shard settings; empty = run the "
+                       "encoders every step. `adswap features` writes it.")
     swap_variants: int = setting(8, help="TextSwap texts cached per caption and category, "
                                  "drawn from every swap the caption allows (all of them "
                                  "when it allows no more); training swaps among these.")
@@ -313,12 +323,19 @@ class FeaturesConfig(Config):
                          "states.")
     budget_gb: float = setting(50.0, help="`adswap features` refuses a cache whose size, "
                                "estimated before any work, is larger.")
-    batch_size: int = setting(128, help="Texts per encoder call while building.")
+    audio_crops: int = setting(4, help="Random crops of clip_seconds per clip whose layer "
+                               "states a frozen audio model's cache keeps; training draws one "
+                               "of them each time it sees the clip, so crops stay random "
+                               "across epochs (the uncached run draws a new crop each time).")
+    batch_size: int = setting(128, help="Texts (or audio crops) per encoder call while "
+                              "building.")
 
     def check(self) -> list[str]:
         p = [] if self.swap_variants >= 0 else ["swap_variants must be >= 0"]
         if self.budget_gb <= 0 or self.batch_size < 1:
             p.append("budget_gb must be > 0 and batch_size >= 1")
+        if self.audio_crops < 1:
+            p.append("audio_crops must be >= 1")
         return p
 
 
@@ -400,21 +417,27 @@ class TrainConfig(Config):
     optim: OptimConfig = setting(factory=OptimConfig, help="Optimisation.")
     run: RunConfig = setting(factory=RunConfig, help="The run.")
     dist: DistConfig = setting(factory=DistConfig, help="Multi-process training.")
-    features: FeaturesConfig = setting(factory=FeaturesConfig, help="The frozen text "
-                                       "encoder's outputs, computed once.")
+    features: FeaturesConfig = setting(factory=FeaturesConfig, help="The frozen "
+                                       "encoders' outputs, computed once.")
 
     def check(self) -> list[str]:
         if not self.features.dir:
             return []
-        p = []
         if self.model.kind != "duet":
-            p.append(f"features.dir: kind {self.model.kind} trains its towers' own inputs; "
-                     "cached features are for kind duet's frozen text encoder")
-        if self.model.text.trainable:
-            p.append("features.dir: the text encoder is trained (model.text.trainable), so "
-                     "its outputs change every step and cannot be cached; leave "
-                     "features.dir empty")
-        return p
+            return [f"features.dir: kind {self.model.kind} trains its towers' own inputs; "
+                    "cached features are for kind duet's frozen encoders"]
+        if not cached_towers(self):
+            return ["features.dir: both towers are trained (model.text.trainable, audio "
+                    f"kind {self.model.audio.kind}), so their outputs change every step "
+                    "and cannot be cached; leave features.dir empty"]
+        return []
+
+
+def cached_towers(config: TrainConfig) -> tuple[str, ...]:
+    """The towers a feature cache holds for `config`: those whose encoder is frozen (the
+    text encoder unless trained; an audio encoder whose weights are frozen)."""
+    towers = () if config.model.text.trainable else ("text",)
+    return towers + (("audio",) if config.model.audio.encoder.frozen_weights else ())
 
 
 @dataclass(frozen=True)
@@ -564,7 +587,7 @@ class ExportConfig(Config):
 # a cached run trains as an uncached one: features.dir may come or go on a resume
 RESUME_MAY_CHANGE = ("run.max_steps", "run.log_every", "run.checkpoint_every",
                      "data.workers", "dist.timeout_s", "features.dir", "features.budget_gb",
-                     "features.batch_size")
+                     "features.batch_size", "features.audio_crops")
 
 
 def config_changes(before: TrainConfig, after: TrainConfig) -> list[str]:

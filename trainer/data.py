@@ -19,6 +19,7 @@ import multiprocessing
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -29,6 +30,9 @@ from webdataset.utils import pytorch_worker_info
 
 from schemas.sample import read_sample_json, tags_text
 from trainer.config import AudioConfig, DataConfig
+
+if TYPE_CHECKING:
+    from trainer.audio_features import AudioFeatures
 
 # batches each loader worker prepares ahead of the step
 PREFETCH = 4
@@ -102,22 +106,29 @@ class MakePairs:
     against schemas/sample first."""
 
     def __init__(self, data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch,
-                 train: bool):
+                 train: bool, audio_features: AudioFeatures | None = None):
         self.p_cap, self.languages = data.p_cap, set(data.languages)
         self.view_dropout = data.view_dropout
         self.rate, self.frames = audio.sample_rate, round(audio.clip_seconds * audio.sample_rate)
         self.seed, self.epoch, self.train = seed, epoch, train
+        self.audio_features = audio_features
 
     def __call__(self, source: Iterator[dict]) -> Iterator[dict]:
         rank, _, worker, _ = pytorch_worker_info()
         rng = random.Random(_seed("pairs", self.seed, self.epoch.get(), rank, worker))
+        # cached crops are drawn from their own stream: every other draw is the uncached
+        # run's
+        crops = random.Random(_seed("crops", self.seed, self.epoch.get(), rank, worker))
         for sample in source:
             meta = read_sample_json(sample["json"], sample_name(sample))
             if meta["sample_rate"] != self.rate:
                 raise ValueError(f"{sample.get('__url__')}: clips are {meta['sample_rate']} Hz "
                                  f"but model.audio.sample_rate is {self.rate}; make shards "
                                  "at the model's rate")
-            audio = crop(decode_audio(sample), self.frames, rng if self.train else None)
+            if self.audio_features is not None:
+                audio = self.audio_features.read(sample, crops)
+            else:
+                audio = crop(decode_audio(sample), self.frames, rng if self.train else None)
             views = [v for v in meta["views"]
                      if not self.languages or v["language"] in self.languages]
             if self.train:
@@ -158,9 +169,11 @@ def shard_urls(shards: Path, split: str) -> tuple[list[str], int]:
 
 
 def train_loader(data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedEpoch,
-                 pin_memory: bool = False) -> DataLoader:
+                 pin_memory: bool = False, audio_features: AudioFeatures | None = None
+                 ) -> DataLoader:
     """pin_memory: batches come in page-locked memory, so copies to the GPU can overlap
-    the step (`.to(device, non_blocking=True)`)."""
+    the step (`.to(device, non_blocking=True)`); audio_features: batches carry a
+    feature cache's layer states of each clip instead of its audio."""
     urls, _ = shard_urls(data.shards, "train")
     if not urls:
         raise ValueError(f"no train shards in {data.shards}")
@@ -168,7 +181,7 @@ def train_loader(data: DataConfig, audio: AudioConfig, seed: int, epoch: SharedE
         EpochShards(urls, seed, epoch),
         wds.tarfile_to_samples(),
         EpochShuffle(data.shuffle_buffer, data.shuffle_initial, seed, epoch),
-        MakePairs(data, audio, seed, epoch, train=True),
+        MakePairs(data, audio, seed, epoch, train=True, audio_features=audio_features),
         wds.batched(data.batch_size, collation_fn=collate, partial=False),
     )
     return _loader(pipeline, data.workers, pin_memory)
@@ -199,12 +212,13 @@ def _loader(pipeline, workers: int, pin_memory: bool = False) -> DataLoader:
                       pin_memory=pin_memory)
 
 
-def shared_memory_need(data: DataConfig, audio: AudioConfig, workers: int) -> int:
+def shared_memory_need(data: DataConfig, audio: AudioConfig, workers: int,
+                       sample_bytes: int = 0) -> int:
     """Bytes of shared memory (/dev/shm) one process's training loader can hold: each
     worker hands its batches over in shared memory, PREFETCH of them ahead, and a
-    batch is mostly its float32 audio."""
-    return PREFETCH * workers * data.batch_size * round(audio.clip_seconds *
-                                                        audio.sample_rate) * 4
+    batch is mostly its float32 audio (or its cached states: `sample_bytes` a clip)."""
+    sample_bytes = sample_bytes or round(audio.clip_seconds * audio.sample_rate) * 4
+    return PREFETCH * workers * data.batch_size * sample_bytes
 
 
 def shared_memory_problem(need: int, processes: int, free: int) -> str | None:

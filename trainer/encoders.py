@@ -160,27 +160,41 @@ class FrozenHFAudio(nn.Module):
                                                 config.path))
         self.mix = nn.Conv1d(len(self.layers) + 1, 1, kernel_size=1)  # + the layers' input
         self.out_dim = hf_config.hidden_size
+        rate = config.hf_frozen.frame_rate
+        self.frames = max(1, round(config.clip_seconds * rate)) if rate else 0
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.model.eval()  # frozen: dropout stays off
         return self
 
-    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, None]:
-        if self.normalise:  # what the model's feature extractor does
-            audio = (audio - audio.mean(1, keepdim=True)) / torch.sqrt(
-                audio.var(1, keepdim=True) + 1e-7)
-        # the model's own dtype: bf16 once training has cast the frozen model for autocast
-        states = self._layer_states(audio.to(next(self.model.parameters()).dtype))
+    def forward(self, audio: torch.Tensor | CachedAudio) -> tuple[torch.Tensor, None]:
+        states = audio.states.unbind(1) if isinstance(audio, CachedAudio) \
+            else self.layer_states(audio)
         # The mix's backward needs every layer's states, so they are kept as they came
         # (bf16 under autocast) and summed one by one in float32, never stacked: for
         # MERT-330M at batch 128 x 10 s that keeps 25 x [128, 749, 1024] in bf16, 4.9 GB,
-        # where a float32 stack held 9.8 GB and its reshaped copy as much again.
+        # where a float32 stack held 9.8 GB and its reshaped copy as much again
+        # (hf_frozen.frame_rate pools them first: 2 Hz keeps 20 frames of the 749).
         weight = self.mix.weight[0, :, 0]
         mixed = self.mix.bias + (weight[0] * states[0]).float()
         for index, state in enumerate(states[1:], start=1):
             mixed = mixed + weight[index] * state
         return mixed, None
+
+    def layer_states(self, audio: torch.Tensor) -> list[torch.Tensor]:
+        """What the mix takes: [batch, frames, width] per layer (its input first), pooled
+        in time to hf_frozen.frame_rate; what a feature cache stores."""
+        if self.normalise:  # what the model's feature extractor does
+            audio = (audio - audio.mean(1, keepdim=True)) / torch.sqrt(
+                audio.var(1, keepdim=True) + 1e-7)
+        # the model's own dtype: bf16 once training has cast the frozen model for autocast
+        states = self._layer_states(audio.to(next(self.model.parameters()).dtype))
+        if not self.frames or states[0].shape[1] <= self.frames:
+            return states
+        # pooling is linear, as the mix is: pooled then mixed equals mixed then pooled
+        return [F.adaptive_avg_pool1d(state.transpose(1, 2), self.frames).transpose(1, 2)
+                for state in states]
 
     def _layer_states(self, audio: torch.Tensor) -> list[torch.Tensor]:
         """[batch, frames, width] for the first layer's input and every layer's output."""
@@ -248,6 +262,21 @@ class Tokens:
     def to(self, device, non_blocking: bool = False) -> Tokens:
         return Tokens(self.ids.to(device, non_blocking=non_blocking),
                       self.mask.to(device, non_blocking=non_blocking))
+
+
+@dataclass(frozen=True)
+class CachedAudio:
+    """Clips as a frozen audio model's layer states, read from a feature cache (`adswap
+    features`) instead of computed: [batch, layers + 1, frames, width], what
+    FrozenHFAudio.layer_states returns, stacked."""
+
+    states: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def to(self, device, non_blocking: bool = False) -> CachedAudio:
+        return CachedAudio(self.states.to(device, non_blocking=non_blocking))
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ import torch
 from tqdm import tqdm
 
 from schemas.swap_dictionary import SwapDictionary
+from trainer.audio_features import AudioFeatures
 from trainer.checkpoint import State, load_checkpoint, save_checkpoint
-from trainer.config import OptimConfig, TrainConfig, config_changes, load_config
+from trainer.config import OptimConfig, TrainConfig, cached_towers, config_changes, load_config
 from trainer.data import (
     SharedEpoch,
     shard_urls,
@@ -41,13 +42,13 @@ from trainer.distributed import (
     setup,
     usable_cores,
 )
-from trainer.encoders import CachedText, Tokens
-from trainer.features import TextFeatures
+from trainer.encoders import CachedAudio, CachedText, Tokens
 from trainer.loss import contrastive_loss, gather
 from trainer.model import DualEncoder, build_model
 from trainer.precision import autocast_for, uses_bf16
 from trainer.run_folder import Log, open_run_folder, plot_metrics
 from trainer.swap import Swapper, hard_negatives, p_swap
+from trainer.text_features import TextFeatures
 from trainer.validation import validate
 
 # where DataLoader workers hand batches over (Linux)
@@ -88,13 +89,18 @@ def sync_batch_norm(model: DualEncoder, info: Dist) -> None:
 class RunContext:
     """What every step of a run reads besides the model: the config, this process's
     place in the run (rank, world, device), the autocast its forwards run under, the
-    TextSwap swapper and the text feature cache (features.dir) when there is one."""
+    TextSwap swapper and the feature caches (features.dir) when there are some."""
 
     config: TrainConfig
     info: Dist
     swapper: Swapper
     autocast: Callable[[], AbstractContextManager] = nullcontext
     text_features: TextFeatures | None = None
+    audio_features: AudioFeatures | None = None
+
+    def audio_input(self, audio: torch.Tensor) -> torch.Tensor | CachedAudio:
+        """What the audio branch takes: the batch's clips, or their cached states."""
+        return CachedAudio(audio) if self.audio_features is not None else audio
 
     def text_input(self, model: DualEncoder, texts: list[str]) -> Tokens | CachedText:
         """What the text branch takes: cached states, or the tokens to run it on."""
@@ -125,7 +131,11 @@ def steps_per_epoch(config: TrainConfig, world: int) -> int:
 def train(config: TrainConfig, resume: bool = False,
           accept_config_changes: bool = False) -> State:
     info = setup(config.run.device, config.dist)
-    steps = _check_run(config, resume, info.world, accept_config_changes)
+    towers = cached_towers(config) if config.features.dir else ()
+    text_features = TextFeatures.open(config) if "text" in towers else None
+    audio_features = AudioFeatures.open(config) if "audio" in towers else None
+    steps = _check_run(config, resume, info.world, accept_config_changes,
+                       audio_features.sample_bytes if audio_features else 0)
     torch.manual_seed(config.run.seed)  # identical initial weights on every rank
     learner = _new_learner(config, info)
     state = State()
@@ -135,11 +145,10 @@ def train(config: TrainConfig, resume: bool = False,
         state.stopped = ""
     swapper = Swapper(SwapDictionary.load(Path(config.data.shards) / "swap_dictionary.json"),
                       config.swap.categories)
-    features = TextFeatures.open(config) if config.features.dir else None
     run = RunContext(config, info, swapper, autocast_for(config.optim.precision, info.device),
-                     features)
+                     text_features, audio_features)
     epoch_value = SharedEpoch(state.epoch)
-    loader = _train_loader(config, info, epoch_value)
+    loader = _train_loader(config, info, epoch_value, run.audio_features)
     log = open_run_folder(config, state, resume) if info.main else None
 
     while state.epoch < config.optim.epochs and not state.stopped:
@@ -168,10 +177,11 @@ def _checkpoints(config: TrainConfig) -> Path:
 
 
 def _check_run(config: TrainConfig, resume: bool, world: int,
-               accept_config_changes: bool = False) -> int:
+               accept_config_changes: bool = False, sample_bytes: int = 0) -> int:
     """Problems found before any work: a run already in run.out (without --resume), a
-    resumed run whose settings changed, shards of another sample rate. Returns the
-    steps per epoch."""
+    resumed run whose settings changed, shards of another sample rate, batches
+    (`sample_bytes` a sample when they carry cached states) that /dev/shm cannot hold.
+    Returns the steps per epoch."""
     # every rank checks (run.out must be storage every node sees), so none is left
     # waiting in a collective for a rank that stopped
     if not resume and (_checkpoints(config) / "last.pt").exists():
@@ -191,7 +201,7 @@ def _check_run(config: TrainConfig, resume: bool, world: int,
     if SHARED_MEMORY.is_dir():
         problem = shared_memory_problem(
             shared_memory_need(config.data, config.model.audio,
-                               loader_workers(config.data.workers)),
+                               loader_workers(config.data.workers), sample_bytes),
             local_processes(), shutil.disk_usage(SHARED_MEMORY).free)
         if problem:
             raise ValueError(problem)
@@ -248,14 +258,15 @@ def _build_in_turns(info: Dist, build: Callable[[], DualEncoder]) -> DualEncoder
     return model
 
 
-def _train_loader(config: TrainConfig, info: Dist, epoch: SharedEpoch):
+def _train_loader(config: TrainConfig, info: Dist, epoch: SharedEpoch,
+                  audio_features: AudioFeatures | None):
     workers = loader_workers(config.data.workers)
     note = loader_note(config.data.workers, workers, usable_cores(), local_processes())
     if note and info.local_rank == 0:
         print(note, file=sys.stderr)
     return train_loader(dataclasses.replace(config.data, workers=workers),
                         config.model.audio, config.run.seed, epoch,
-                        pin_memory=info.device.type == "cuda")
+                        pin_memory=info.device.type == "cuda", audio_features=audio_features)
 
 
 def _run_epoch(learner: Learner, run: RunContext, batches, steps: int, state: State,
@@ -322,7 +333,7 @@ def train_step(learner: Learner, run: RunContext, parts: list[dict], p: float, s
     micro, accumulate = config.data.batch_size, len(parts)
     per_rank = micro * accumulate
     offsets = [info.rank * per_rank + j * micro for j in range(accumulate)]
-    inputs = [(b["audio"].to(device, non_blocking=True),
+    inputs = [(run.audio_input(b["audio"]).to(device, non_blocking=True),
                run.text_input(model, b["text"]).to(device)) for b in parts]
     negatives = [hard_negatives(run.swapper, b["text"], b["spans"], b["tags"], p,
                                 config.run.seed, step, offset, info.world * per_rank,
