@@ -58,8 +58,10 @@ TORCHRUN_ARGS ?=
 TRAIN_CONFIG ?= trainer/configs/demo.yaml
 RUN ?= runs/demo
 TRAIN_ARGS ?=
-# A feature cache root (`make features`): set, training reads the frozen text encoder's
-# states from it instead of running the encoder; empty, it runs the encoder.
+# A feature cache root (`make features`): set, `make train` and `make ablation` first
+# build what it lacks for TRAIN_CONFIG and SHARDS, then read the frozen towers' outputs
+# from it instead of running them; empty, the towers run at every step. `make demo`
+# and `make ablation` use DEMO_DIR/features unless FEATURES is given.
 FEATURES ?=
 # Evaluation: the demo's test split with its independent reference captions, cut into
 # the demo model's 5 s input; EVAL_SETS takes any folders made by `adswap import-eval`.
@@ -151,11 +153,15 @@ shards: $(STAMPS)/venv ## Pack audio clips and CURATED views into WebDataset tar
 	$(BIN)/adswap shards --curated $(CURATED) --catalog $(CATALOG) --out $(SHARDS) \
 	  --card-dir $(CARDS_DIR)/$(DATASET) $(CATALOG_ARGS) $(SHARDS_ARGS)
 
-features: $(STAMPS)/venv ## Compute TRAIN_CONFIG's frozen text states of SHARDS once into FEATURES (default DEMO_DIR/features)
-	$(BIN)/adswap features --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
+# what `make train` and `make ablation` run first when FEATURES is set (quick when built)
+BUILD_FEATURES = $(BIN)/adswap features --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
 	  --set features.dir=$(or $(FEATURES),$(DEMO_DIR)/features) $(TRAIN_ARGS)
 
+features: $(STAMPS)/venv ## Compute TRAIN_CONFIG's frozen towers' outputs on SHARDS once into FEATURES (default DEMO_DIR/features)
+	$(BUILD_FEATURES)
+
 train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8 for 8 GPUs; FEATURES=DIR reads a feature cache)
+	$(if $(FEATURES),$(BUILD_FEATURES))
 	if [ "$(NPROC)" -gt 1 ] || [ -n "$(TORCHRUN_ARGS)" ]; then \
 	  $(BIN)/python -m torch.distributed.run --nproc_per_node $(NPROC) $(TORCHRUN_ARGS) \
 	    -m adswap.cli train --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \
@@ -182,7 +188,9 @@ eval: $(STAMPS)/venv ## Evaluate RUN on EVAL_SETS: R@1/5/10 and median rank on 5
 	$(BIN)/adswap eval $(RUN) $(foreach s,$(EVAL_SETS),--eval-set $(s)) \
 	  --card-dir $(CARDS_DIR)/$(DATASET) $(EVAL_ARGS)
 
+ablation: FEATURES = $(DEMO_DIR)/features
 ablation: $(STAMPS)/venv ## The paper's four rows and the p_cap sweep over ABLATION_SEEDS, with paired intervals
+	$(if $(FEATURES),$(BUILD_FEATURES))
 	$(BIN)/adswap ablation --train-config $(TRAIN_CONFIG) --train-set data.shards=$(SHARDS) \
 	  $(foreach s,$(EVAL_SETS),--eval-set $(s)) --seeds $(ABLATION_SEEDS) \
 	  $(if $(ABLATION_P_CAPS),--p-caps $(ABLATION_P_CAPS)) \
@@ -207,6 +215,7 @@ index: $(STAMPS)/venv ## Embed INDEX_SHARDS (the demo's test tracks) with RUN in
 serve: $(STAMPS)/venv ## Open the search page on INDEX at http://127.0.0.1:8000/ (SERVE_ARGS: --compare ...)
 	$(BIN)/adswap serve $(INDEX) $(SERVE_ARGS)
 
+demo: FEATURES = $(DEMO_DIR)/features
 demo: demo-data captions curate card shards eval-data train eval index ## Every stage on the demo data, then a summary
 	@echo ""
 	@echo "demo finished."

@@ -51,7 +51,8 @@ BENCHES = {entry.name: entry for entry in (
     Entry("train", ("tracks=12", *SMOKE_DEMO, "batch=4", "batches=2", "loader_workers=[1]",
                     "memory_batches=[4]")),
     # CLAP fine-tuning against frozen-encoder heads, tiny and base CLAP: 1.5 min on 2 cores
-    Entry("features", ("tracks=12", *SMOKE_DEMO, "batch=4", "steps=1", "warmup=1")),
+    Entry("features", ("tracks=12", *SMOKE_DEMO, "batch=4", "steps=1", "warmup=1",
+                       "audio_width=32", "audio_layers=2")),
     Entry("clap_finetune", ("configs=[tiny]", "steps=1", "warmup=0")),
     Entry("eval", ("items=400", "growth=[400]", "clips=8", "captions=16")),
     Entry("search", ("tracks=12", *SMOKE_DEMO, "sizes=[1000]", "ann_size=2000",

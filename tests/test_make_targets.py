@@ -37,6 +37,10 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
     assert "## Shards" in readme and "## Evaluation" in readme
     report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
     assert report["sets"]["demo-test"]["tracks"] > 0
+    # the demo trains on its text feature cache, built first
+    assert list((tmp_path / "demo" / "features").glob("text-*/manifest.json"))
+    assert f"dir: {tmp_path / 'demo' / 'features'}" in (tmp_path / "run" / "config.yaml"
+                                                        ).read_text()
     index = json.loads((tmp_path / "run" / "index" / "manifest.json").read_text())
     # the index holds the held-out test tracks the eval set has, and only those
     assert index["complete"] and index["tracks"] == report["sets"]["demo-test"]["tracks"]
