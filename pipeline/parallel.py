@@ -46,3 +46,36 @@ def map_jobs(function: Callable[[Job], Result], jobs: Sequence[Job], workers: in
             for result, weight in zip(pool.map(function, jobs, chunksize=chunksize), weights,
                                       strict=True):
                 yield advance(result, weight)
+
+
+def map_jobs_on_ray(function: Callable[[Job], Result], jobs: Sequence[Job], desc: str,
+                    unit: str, attempts: int, weights: Sequence[int] | None = None,
+                    postfix: Callable[[Result], str] | None = None,
+                    ) -> Iterator[tuple[Job, Result | None, str | None]]:
+    """Yield (job, function(job), None) for each job as Ray tasks finish them (one CPU
+    each, on whichever node has one), or (job, None, why) for a job given up.
+
+    A task whose worker process dies (killed, out of memory, a lost node) is run again,
+    `attempts` times in all; one that raises is not (its error would repeat) and is
+    given up at once. The caller must be connected to a cluster (pipeline/ray_cluster.py)
+    and `function` must be importable there, as a module-level function is."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=attempts - 1, retry_exceptions=False)(function)
+    weights = list(weights) if weights is not None else [1] * len(jobs)
+    waiting = {remote.remote(job): (job, weight)
+               for job, weight in zip(jobs, weights, strict=True)}
+    with tqdm(total=sum(weights), desc=desc, unit=unit, file=sys.stderr) as bar:
+        while waiting:
+            [ref], _ = ray.wait(list(waiting), num_returns=1)
+            job, weight = waiting.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                lines = str(err).strip().splitlines()
+                yield job, None, lines[-1] if lines else type(err).__name__
+                continue
+            bar.update(weight)
+            if postfix is not None:
+                bar.set_postfix_str(postfix(result), refresh=False)
+            yield job, result, None

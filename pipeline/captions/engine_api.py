@@ -5,7 +5,7 @@ with the same ids out, and the row (`EngineSpec`) its module puts in the engine 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -24,7 +24,10 @@ class EngineSpec:
     - `uses_model`: it runs a model (`--model`, `--revision`, faithful decoding);
     - `translates`: `translate-captions` may use it;
     - `recycle_requests`: requests a worker process serves when `recycle_requests` is
-      unset (0: no worker)."""
+      unset (0: no worker);
+    - `gpus`: GPUs one engine takes where the cluster has any (`--executor ray` gives
+      each actor that many unless `ray.gpus_per_actor` says otherwise), as a function of
+      the engine section (vllm: its tensor_parallel_size); None: it needs none."""
 
     name: str
     help: str
@@ -34,6 +37,7 @@ class EngineSpec:
     uses_model: bool = True
     translates: bool = True
     recycle_requests: int = 0
+    gpus: Callable[[Config], int] | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline.captions.engine_api import Result
 from pipeline.captions.engines import ENGINES, Engine, EngineConfig, Request, Sampling, make_engine
 from pipeline.captions.faithful import BannedWords, FaithfulConfig, build_banned_words
 from pipeline.captions.memory import peak_resident_mb
@@ -35,7 +36,9 @@ from pipeline.captions.models import default_cache_dir, model_identity
 from pipeline.captions.parse import MAX_WORDS, parse_caption
 from pipeline.captions.plan import DropConfig, plan_views
 from pipeline.captions.prompts import DEFAULT_TEMPLATE, LANGUAGES, Template, load_template
+from pipeline.captions.ray_executor import ActorsConfig
 from pipeline.captions.worker import EngineWorkerDied, WorkerEngine
+from pipeline.ray_cluster import executor_setting
 from pipeline.sharding import check_rank, rank_setting, resolve_rank, world_size_setting
 from schemas.atomic import atomic_path, write_text_atomic
 from schemas.catalog import CatalogConfig, Track, count_rows, iter_catalog, read_setting
@@ -69,6 +72,9 @@ class CaptionsConfig(Config):
                              "too_long.")
     cache_dir: Path = setting(factory=default_cache_dir, help="Where the bundled model "
                               "is converted to ($ADSWAP_CACHE moves it).")
+    executor: str = executor_setting()
+    ray: ActorsConfig = setting(factory=ActorsConfig, help="The Ray cluster and its engine "
+                                "actors (executor ray).")
 
     def check(self) -> list[str]:
         problems = check_rank(self)
@@ -118,6 +124,12 @@ class CaptionStats:
     flags: Counter = field(default_factory=Counter)
     failure_examples: list[str] = field(default_factory=list)
     reject_examples: list[str] = field(default_factory=list)
+    executor: str = "local"
+    actors: int = 0                     # Ray actors started (executor ray)
+    actor_restarts: int = 0             # actors that died during a chunk, replaced; the
+                                        # chunk was redone
+    actor_start_failures: int = 0       # actors whose engine did not start
+    failed_chunks: list[str] = field(default_factory=list)  # given up, left for a rerun
 
 
 @dataclass(frozen=True)
@@ -181,36 +193,16 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
         if config.faithful.enabled and config.engine.spec.uses_model else None
     identity = _Identity(config, template, banned)
     _check_layout(out, config)
-    schema = views_schema(config.categories)
-    stats = CaptionStats()
+    stats = CaptionStats(executor=config.executor)
     per_track, total = _views_expected(config)
-    session = _EngineSession(engine_factory, config, stats)
-    with session, tqdm(total=total, desc="captions", unit="view", file=sys.stderr) as bar:
-        for index, chunk in enumerate(_my_chunks(config, stats)):
-            stats.tracks += len(chunk)
-            stats.chunks += 1
-            planned = _plan_chunk(chunk, config, identity)
-            stats.views_planned += len(planned)
-            path = chunk_path(out, config.rank, config.world_size, index)
-            existing = _existing_rows(path, schema)
-            todo = [p for p in planned if p.key not in existing]
-            if bar.total is not None:
-                # the bar counts the work to do: views already on disk are done (so the
-                # rate, and the ETA, are those of generation alone), and the estimate
-                # without an LLM counted views that tracks with few tag subsets lack
-                planned_before = len(planned) if config.engine.spec.uses_model \
-                    else per_track * len(chunk)
-                bar.total -= planned_before - len(todo)
-                bar.refresh()
-            if not todo and len(existing) == len(planned):
-                stats.chunks_skipped += 1
-                stats.views_reused += len(planned)
-                continue
-            new_rows = _generate_batches(session.engine(), todo, template, config, stats,
-                                         banned, bar, started)
-            rows = _merge_rows(planned, existing, new_rows, stats)
-            with atomic_path(path) as tmp:
-                pq.write_table(records_to_table(rows, schema), tmp)
+    with tqdm(total=total, desc="captions", unit="view", file=sys.stderr) as bar:
+        context = _Context(config, template, banned, views_schema(config.categories), stats,
+                           bar, started)
+        chunks = _chunks_to_do(context, identity, per_track)
+        if config.executor == "ray":
+            _generate_on_ray(chunks, context, engine_factory)
+        else:
+            _generate_locally(chunks, context, engine_factory)
         bar.total = bar.n  # the template engine's estimate counted test and rejected rows
         bar.refresh()
     if stats.tracks == 0 and config.rank == 0:
@@ -218,10 +210,108 @@ def run(config: CaptionsConfig, engine_factory=make_engine) -> CaptionStats:
                          f"({stats.catalog_rejects} rejected rows, {stats.test_skipped} "
                          "test-split tracks skipped: --include-test captions them)")
     _remove_stale_chunks(out, config, stats.chunks)
-    stats.peak_rss_mb = _peak_rss_mb(session.started)
     stats.seconds = round(time.perf_counter() - started, 3)
     _write_stats(out, config, identity, stats)
     return stats
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every chunk's generation and writing reads, whichever executor runs it."""
+
+    config: CaptionsConfig
+    template: Template
+    banned: BannedWords | None
+    schema: object
+    stats: CaptionStats
+    bar: tqdm
+    started: float
+
+
+@dataclass
+class _ChunkWork:
+    """A chunk with views to generate: its file, its plan, the rows already in it."""
+
+    path: Path
+    planned: list[_Planned]
+    existing: dict[str, View]
+    todo: list[_Planned]
+
+
+def _chunks_to_do(context: _Context, identity: _Identity,
+                  per_track: int) -> Iterator[_ChunkWork]:
+    """This rank's chunks in order, planned; those whose views are all on disk are
+    counted and skipped, the others yielded with the views they lack."""
+    config, stats, bar = context.config, context.stats, context.bar
+    for index, chunk in enumerate(_my_chunks(config, stats)):
+        stats.tracks += len(chunk)
+        stats.chunks += 1
+        planned = _plan_chunk(chunk, config, identity)
+        stats.views_planned += len(planned)
+        path = chunk_path(Path(config.out), config.rank, config.world_size, index)
+        existing = _existing_rows(path, context.schema)
+        todo = [p for p in planned if p.key not in existing]
+        if bar.total is not None:
+            # the bar counts the work to do: views already on disk are done (so the
+            # rate, and the ETA, are those of generation alone), and the estimate
+            # without an LLM counted views that tracks with few tag subsets lack
+            planned_before = len(planned) if config.engine.spec.uses_model \
+                else per_track * len(chunk)
+            bar.total -= planned_before - len(todo)
+            bar.refresh()
+        if not todo and len(existing) == len(planned):
+            stats.chunks_skipped += 1
+            stats.views_reused += len(planned)
+            continue
+        yield _ChunkWork(path, planned, existing, todo)
+
+
+def _generate_locally(chunks: Iterator[_ChunkWork], context: _Context,
+                      engine_factory) -> None:
+    session = _EngineSession(engine_factory, context.config, context.stats)
+    with session:
+        for work in chunks:
+            engine = session.engine()
+            new_rows = _generate_batches(engine, work.todo, context)
+            _write_chunk(work, new_rows, context)
+    context.stats.peak_rss_mb = _peak_rss_mb(session.started)
+
+
+def _generate_on_ray(chunks: Iterator[_ChunkWork], context: _Context,
+                     engine_factory) -> None:
+    """The chunks' requests built here, generated by Ray actors, written here."""
+    from pipeline.captions.ray_executor import Chunk, EngineJob, generate_on_ray
+
+    config, stats = context.config, context.stats
+
+    def done(chunk: Chunk, results: list, engine: tuple) -> None:
+        work = chunk.payload
+        new_rows = _rows(work.todo, chunk.requests, results, engine, context)
+        _write_chunk(work, new_rows, context)
+        _show_progress(context, len(chunk.requests))
+
+    def failed(chunk: Chunk, why: str) -> None:
+        stats.failures += len(chunk.requests)
+        if len(stats.failure_examples) < 20:
+            stats.failure_examples.append(f"{chunk.name}: {len(chunk.requests)} views: {why}")
+        print(f"captions: {chunk.name} failed {config.ray.attempts} times ({why}); it is "
+              "left for the next run", file=sys.stderr)
+
+    job = EngineJob(engine_factory, config.engine, config.cache_dir, config.sampling,
+                    config.batch_requests)
+    report = generate_on_ray(
+        (Chunk(work.path.name, _requests(work.todo, context), work) for work in chunks),
+        job, config.ray, done, failed)
+    stats.actors, stats.actor_restarts = report.actors, report.actor_restarts
+    stats.actor_start_failures = report.start_failures
+    stats.failed_chunks = report.failed_chunks
+    stats.peak_rss_mb = round(peak_resident_mb() + report.peak_rss_mb)
+
+
+def _write_chunk(work: _ChunkWork, new_rows: dict[str, View], context: _Context) -> None:
+    rows = _merge_rows(work.planned, work.existing, new_rows, context.stats)
+    with atomic_path(work.path) as tmp:
+        pq.write_table(records_to_table(rows, context.schema), tmp)
 
 
 def _views_expected(config: CaptionsConfig) -> tuple[int, int | None]:
@@ -253,23 +343,29 @@ def _plan_chunk(chunk: list[Track], config: CaptionsConfig,
     ]
 
 
-def _generate_batches(engine: Engine, todo: list[_Planned], template: Template,
-                      config: CaptionsConfig, stats: CaptionStats,
-                      banned: BannedWords | None, bar: tqdm,
-                      started: float) -> dict[str, View]:
+def _generate_batches(engine: Engine, todo: list[_Planned],
+                      context: _Context) -> dict[str, View]:
     """Generates a chunk's missing views in batches of `batch_requests`, so the
     progress bar and its rates move while a large chunk is under way."""
     new_rows: dict[str, View] = {}
-    for start in range(0, len(todo), config.batch_requests):
-        batch = todo[start:start + config.batch_requests]
-        new_rows.update(_generate(engine, batch, template, config, stats, banned))
-        bar.update(len(batch))
-        elapsed = max(time.perf_counter() - started, 1e-9)
-        stats.peak_rss_mb = _peak_rss_mb(engine)
-        bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
-                        tok_s=f"{stats.completion_tokens / elapsed:.1f}",
-                        failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
+    for start in range(0, len(todo), context.config.batch_requests):
+        batch = todo[start:start + context.config.batch_requests]
+        requests = _requests(batch, context)
+        results = engine.generate(requests, context.config.sampling)
+        identity = (engine.name, engine.model_id, engine.model_revision)
+        new_rows.update(_rows(batch, requests, results, identity, context))
+        context.stats.peak_rss_mb = _peak_rss_mb(engine)
+        _show_progress(context, len(batch))
     return new_rows
+
+
+def _show_progress(context: _Context, views: int) -> None:
+    stats, bar = context.stats, context.bar
+    bar.update(views)
+    elapsed = max(time.perf_counter() - context.started, 1e-9)
+    bar.set_postfix(views_s=f"{stats.views_generated / elapsed:.1f}",
+                    tok_s=f"{stats.completion_tokens / elapsed:.1f}",
+                    failed=stats.failures, peak_rss=f"{stats.peak_rss_mb:,.0f}MB")
 
 
 def _merge_rows(planned: list[_Planned], existing: dict[str, View],
@@ -351,18 +447,26 @@ def _my_chunks(config: CaptionsConfig, stats: CaptionStats) -> Iterator[list[Tra
         yield chunk
 
 
-def _generate(engine: Engine, todo: list[_Planned], template: Template,
-              config: CaptionsConfig, stats: CaptionStats,
-              banned: BannedWords | None) -> dict[str, View]:
-    requests = [Request(p.request_id, template.messages(p.tags, p.language), p.tags,
-                        p.language, seed=int(p.key[:8], 16),
-                        banned=banned.for_request(p.tags, p.track.tags) if banned else ())
-                for p in todo]
-    results = {r.request_id: r for r in engine.generate(requests, config.sampling)}
+def _requests(todo: list[_Planned], context: _Context) -> list[Request]:
+    template, banned = context.template, context.banned
+    return [Request(p.request_id, template.messages(p.tags, p.language), p.tags,
+                    p.language, seed=int(p.key[:8], 16),
+                    banned=banned.for_request(p.tags, p.track.tags) if banned else ())
+            for p in todo]
+
+
+def _rows(todo: list[_Planned], requests: list[Request], results: list[Result],
+          engine: tuple[str, str, str | None], context: _Context) -> dict[str, View]:
+    """The views of the results (matched to the plan by request id), counted in the
+    stats; a failed or missing result is counted and left out. `engine`: the name,
+    model id and revision of the engine that answered."""
+    config, stats, template = context.config, context.stats, context.template
+    by_id = {r.request_id: r for r in results}
     rows: dict[str, View] = {}
-    sampling = _sampling_json(config, banned)
+    sampling = _sampling_json(config, context.banned)
+    name, model_id, revision = engine
     for p, request in zip(todo, requests, strict=True):
-        result = results.get(p.request_id)
+        result = by_id.get(p.request_id)
         if result is None or result.finish_reason == "error":
             stats.failures += 1
             if len(stats.failure_examples) < 20:
@@ -378,10 +482,9 @@ def _generate(engine: Engine, todo: list[_Planned], template: Template,
         rows[p.key] = View(
             track_id=p.track.track_id, view_id=p.view_id, language=p.language,
             tags={c: list(v) for c, v in p.tags.items()}, text=text, raw_text=result.text,
-            flags=flags, engine=engine.name, model_id=engine.model_id,
-            model_revision=engine.model_revision, template_id=template.template_id,
-            template_hash=template.content_hash, sampling=sampling,
-            seed=request.seed, prompt_tokens=result.prompt_tokens,
+            flags=flags, engine=name, model_id=model_id, model_revision=revision,
+            template_id=template.template_id, template_hash=template.content_hash,
+            sampling=sampling, seed=request.seed, prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens, finish_reason=result.finish_reason,
             content_key=p.key)
     return rows

@@ -11,7 +11,8 @@ Out folder:
 
 Each shard is one unit of work written atomically, then marked done; a rerun does only
 the shards without a marker, and the plan is fixed by the inputs, so the bytes match
-an uninterrupted run whatever the worker count.
+an uninterrupted run whatever the worker count, and whether the shards were built by
+local workers or as Ray tasks (`--executor ray`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.parallel import map_jobs
+from pipeline.parallel import map_jobs, map_jobs_on_ray
+from pipeline.ray_cluster import RayConfig, connected, executor_setting
 from pipeline.rejects import Reject, count_rejects
 from pipeline.sharding import check_rank, rank_setting, resolve_rank, world_size_setting
 from pipeline.shards.audio import AudioReject, ClipConfig, make_clips
@@ -52,7 +54,10 @@ class ShardsConfig(Config):
     max_samples: int = setting(1000, help="Samples per shard, at most.")
     max_bytes: int = setting(1 << 30, help="Bytes per shard, at most (estimated from "
                              "16-bit PCM size, an upper bound for FLAC).")
-    workers: int = setting(0, help="Worker processes; 0 = all cores.")
+    workers: int = setting(0, help="Worker processes; 0 = all cores (executor local; on "
+                           "Ray each shard is a task of one CPU).")
+    executor: str = executor_setting()
+    ray: RayConfig = setting(factory=RayConfig, help="The Ray cluster (executor ray).")
     rank: int | None = rank_setting()
     world_size: int | None = world_size_setting()
     overwrite: bool = setting(False, help="Replace shards made from other inputs or "
@@ -161,9 +166,13 @@ def run(config: ShardsConfig) -> ShardsStats:
         written[0] += result["bytes"]
         return f"{written[0] / 1e6 / max(time.perf_counter() - started, 1e-9):.1f} MB/s"
 
-    for _ in map_jobs(build_shard, todo, config.workers, "shards", "track",
-                      weights=[len(units[job.unit]) for job in todo], postfix=speed):
-        stats.built += 1
+    weights = [len(units[job.unit]) for job in todo]
+    if config.executor == "ray":
+        stats.built = _build_on_ray(todo, weights, config, speed)
+    else:
+        for _ in map_jobs(build_shard, todo, config.workers, "shards", "track",
+                          weights=weights, postfix=speed):
+            stats.built += 1
     done = {unit: json.loads(marker.read_text(encoding="utf-8"))
             for unit in units if (marker := work / "done" / f"{unit}.json").exists()}
     stats.complete = len(done) == len(units)
@@ -204,6 +213,30 @@ def _plan(config: ShardsConfig, catalog_config: CatalogConfig, settings_hash: st
         "settings_hash": settings_hash, "plan_schema": SHARD_PLAN_SCHEMA_ID, "units": units,
         "rejects": [asdict(r) for r in rejects]}, sort_keys=True))
     return units, rejects
+
+
+def _build_on_ray(todo: list[ShardJob], weights: list[int], config: ShardsConfig,
+                  speed) -> int:
+    """Build the shards as Ray tasks (the same function, so the same bytes and done
+    markers; the out folder must be one file system for every node, as for a SLURM
+    array); returns how many were built. A shard whose task keeps dying, or fails, is
+    named in the error raised once the others are built."""
+    given_up = []
+    built = 0
+    with connected(config.ray):
+        for job, _, why in map_jobs_on_ray(build_shard, todo, "shards", "track",
+                                           config.ray.attempts, weights, speed):
+            if why is None:
+                built += 1
+            else:
+                given_up.append(f"{job.unit}: {why}")
+    if given_up:
+        raise RuntimeError(
+            f"{len(given_up)} shards were not built (a task that died was tried "
+            f"{config.ray.attempts} times; one that failed, once):\n  "
+            + "\n  ".join(given_up) + f"\nThe {built} shards built are kept: rerun the same "
+            "command to build the rest.")
+    return built
 
 
 def _is_done(job: ShardJob) -> bool:
@@ -305,7 +338,8 @@ def _write_report(out: Path, stats: ShardsStats, manifest: dict, config: ShardsC
                          {"shards": len(e["shards"])} for s, e in manifest["splits"].items()},
               "settings": config.settings(),
               "this_run": {"built": stats.built, "skipped": stats.skipped,
-                           "seconds": stats.seconds, "workers": config.workers or os.cpu_count(),
+                           "seconds": stats.seconds, "executor": config.executor,
+                           "workers": config.workers or os.cpu_count(),
                            "rank": config.rank, "world_size": config.world_size}}
     write_text_atomic(out / "report.json", json.dumps(report, indent=1, sort_keys=True))
     lines = [f"# Shards: {out}", "",

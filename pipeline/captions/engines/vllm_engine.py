@@ -166,5 +166,10 @@ class VllmEngine:
         return results
 
 
+def gpus_per_engine(engine: EngineConfig) -> int:
+    """One engine takes a GPU per tensor-parallel rank."""
+    return engine.vllm.tensor_parallel_size
+
+
 ENGINE = EngineSpec("vllm", "offline batch generation (vLLM)", VllmEngine,
-                    settings=VllmSettings, recycle_requests=RECYCLE_VLLM)
+                    settings=VllmSettings, recycle_requests=RECYCLE_VLLM, gpus=gpus_per_engine)
