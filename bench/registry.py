@@ -44,6 +44,8 @@ SMOKE_MAKE = ("--assume-old=.stamps/venv", "--assume-old=.stamps/venv-llm")
 BENCHES = {entry.name: entry for entry in (
     Entry("demo_render", ("tracks=4", "test_tracks=2", "duration_s=[2.0, 3.0]")),
     Entry("captions_overhead", ("tracks=40",)),
+    # a local Ray cluster's start (5-20 s on 2 cores) is most of its smoke run
+    Entry("ray_captions", ("tracks=20", "chunk_tracks=[10, 5]", "actors=[1]", "rounds=1")),
     Entry("curate", ("tracks=300", "views=2", "pandas_rows=200", "rows_per_file=200")),
     Entry("catalog_read", ("tracks=200", "rounds=1")),
     Entry("descriptor_matching", ("captions=300", "rounds=1")),
