@@ -17,6 +17,7 @@ Requests that failed (after the engine's retries) are left out and retried next 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -297,10 +298,14 @@ def _generate_on_ray(chunks: Iterator[_ChunkWork], context: _Context,
         print(f"captions: {chunk.name} failed {config.ray.attempts} times ({why}); it is "
               "left for the next run", file=sys.stderr)
 
+    first = next(chunks, None)
+    if first is None:  # every view is on disk: no cluster to start
+        return
     job = EngineJob(engine_factory, config.engine, config.cache_dir, config.sampling,
                     config.batch_requests)
     report = generate_on_ray(
-        (Chunk(work.path.name, _requests(work.todo, context), work) for work in chunks),
+        (Chunk(work.path.name, _requests(work.todo, context), work)
+         for work in itertools.chain([first], chunks)),
         job, config.ray, done, failed)
     stats.actors, stats.actor_restarts = report.actors, report.actor_restarts
     stats.actor_start_failures = report.start_failures

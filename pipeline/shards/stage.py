@@ -223,6 +223,8 @@ def _build_on_ray(todo: list[ShardJob], weights: list[int], config: ShardsConfig
     named in the error raised once the others are built."""
     given_up = []
     built = 0
+    if not todo:  # every shard is done: no cluster to start
+        return 0
     with connected(config.ray):
         for job, _, why in map_jobs_on_ray(build_shard, todo, "shards", "track",
                                            config.ray.attempts, weights, speed):
