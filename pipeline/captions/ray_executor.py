@@ -10,9 +10,10 @@ driver touches the output folder: actors need no shared file system.
 Faults: an actor that dies (killed, out of memory, a GPU fault) is replaced by a new
 one and every chunk it held is redone (`actor_restarts` counts them); a chunk whose
 engine fails or whose actor dies `ray.attempts` times is named and left for the next
-run, whose content keys find it missing. An actor that cannot start its engine is
-started again up to `ray.attempts` times in a row; a pool with no actor left stops the
-run with the cause, the chunk files written so far kept.
+run, whose content keys find it missing; with `ray.chunk_timeout_s`, an actor that
+has not answered in time is ended and counts as one that died. An actor that cannot
+start its engine is started again up to `ray.attempts` times in a row; a pool with no
+actor left stops the run with the cause, the chunk files written so far kept.
 
 Each actor is given one chunk at a time, so the chunk an actor died on is the one it
 was given: with two queued, the one that finished just before the death could lose its
@@ -23,6 +24,7 @@ for its cost) and the driver holds at most two chunks per actor in memory.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +51,10 @@ class ActorsConfig(RayConfig):
                                            "tensor_parallel_size) where the cluster has "
                                            "GPUs, else 0.")
     cpus_per_actor: float = setting(1.0, help="CPUs each actor takes from Ray's count.")
+    chunk_timeout_s: float = setting(0.0, help="An actor still on one chunk after this "
+                                     "many seconds is taken for hung, ended and replaced, "
+                                     "and the chunk counts a failed attempt; 0: no limit. "
+                                     "Give it several times a chunk's usual time.")
 
     def check(self) -> list[str]:
         problems = super().check()
@@ -58,6 +64,8 @@ class ActorsConfig(RayConfig):
             problems.append("gpus_per_actor must be >= 0")
         if self.cpus_per_actor <= 0:
             problems.append("cpus_per_actor must be > 0")
+        if self.chunk_timeout_s < 0:
+            problems.append("chunk_timeout_s must be >= 0 (0: no limit)")
         return problems
 
 
@@ -174,6 +182,8 @@ class _Pool:
         self.starting: dict[Any, _Slot] = {}        # identity ref -> slot
         self.in_flight: dict[Any, tuple[_Slot, Any, Chunk, int]] = {}
         self.identity: tuple | None = None
+        self.deadlines: dict[Any, float] = {}       # in-flight ref -> when it is hung
+        self.hung: set = set()                      # refs whose actor was ended for it
 
     def _new_actor(self, slot: _Slot) -> None:
         slot.actor = self.actor_class.remote(self.job.factory, self.job.engine,
@@ -207,21 +217,30 @@ class _Pool:
                     ref = slot.actor.generate.remote(chunk.requests, self.job.sampling,
                                                      self.job.batch_requests)
                     self.in_flight[ref] = (slot, slot.actor, chunk, attempt)
+                    self.deadlines[ref] = (time.monotonic() + self.config.chunk_timeout_s
+                                           if self.config.chunk_timeout_s else float("inf"))
                     slot.busy += 1
             if not self.in_flight and not self.starting:
                 if not pending:
                     return
                 raise RuntimeError(self._no_actor_left())
-            [ref], _ = self.ray.wait([*self.starting, *self.in_flight], num_returns=1)
+            ready, _ = self.ray.wait([*self.starting, *self.in_flight], num_returns=1,
+                                     timeout=self._until_deadline())
+            if not ready:
+                self._end_hung_actors()
+                continue
+            [ref] = ready
             if ref in self.starting:
                 self._started(ref)
                 continue
             slot, actor, chunk, attempt = self.in_flight.pop(ref)
+            self.deadlines.pop(ref)
             slot.busy -= 1
             try:
                 results, peak = self.ray.get(ref)
             except self.ray.exceptions.RayActorError as err:
-                why = f"its actor died: {_first_line(err)}"
+                why = (f"no answer in {self.config.chunk_timeout_s:g} s: its actor was "
+                       "ended" if ref in self.hung else f"its actor died: {_first_line(err)}")
                 if slot.actor is actor:  # the first of its chunks to hear of it
                     self.report.actor_restarts += 1
                     self._new_actor(slot)
@@ -237,6 +256,20 @@ class _Pool:
                 self.report.failed_chunks.append(chunk.name)
                 self.report.failure_reasons.append(f"{chunk.name}: {why}")
                 failed(chunk, why)
+
+    def _until_deadline(self) -> float | None:
+        first = min(self.deadlines.values(), default=float("inf"))
+        return None if first == float("inf") else max(0.0, first - time.monotonic())
+
+    def _end_hung_actors(self) -> None:
+        """End the actors of chunks past their deadline: their calls then fail as a
+        death does, and the chunk is replaced and retried (or given up) as for one."""
+        now = time.monotonic()
+        for ref, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                self.ray.kill(self.in_flight[ref][1])
+                self.deadlines[ref] = float("inf")  # its failure is on its way
+                self.hung.add(ref)
 
     def _started(self, ref) -> None:
         slot = self.starting.pop(ref)

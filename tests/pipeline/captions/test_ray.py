@@ -151,3 +151,23 @@ def test_a_driver_killed_mid_run_loses_nothing(ray_cluster, tmp_path):
     assert len({r["content_key"] for r in killed_rows}) == len(killed_rows)
     assert killed_rows == clean_rows
     assert not list(out.glob(".*tmp*"))
+
+
+def _hangs_on_track_30(requests, marker: Path) -> bool:
+    if any(r.request_id.startswith("t00030/") for r in requests):
+        time.sleep(3600)
+    return False
+
+
+def test_a_hung_actor_is_ended_after_the_chunk_timeout(ray_cluster, catalog_and_local,
+                                                       tmp_path):
+    folder, local = catalog_and_local
+    settings = config(folder, tmp_path / "views", executor="ray",
+                      ray=ActorsConfig(attempts=1, chunk_timeout_s=2))
+    began = time.monotonic()
+    stats = run(settings, engine_factory=functools.partial(
+        dying_factory, tmp_path / "died", _hangs_on_track_30))
+    assert time.monotonic() - began < 60
+    assert stats.failed_chunks == ["views-r00000-of00001-000001.parquet"]
+    assert stats.actor_restarts == 1 and stats.views_generated == 700
+    assert "no answer in 2 s" in stats.failure_examples[0]
