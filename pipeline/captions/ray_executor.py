@@ -184,6 +184,7 @@ class _Pool:
         self.identity: tuple | None = None
         self.deadlines: dict[Any, float] = {}       # in-flight ref -> when it is hung
         self.hung: set = set()                      # refs whose actor was ended for it
+        self.last_start_error = ""
 
     def _new_actor(self, slot: _Slot) -> None:
         slot.actor = self.actor_class.remote(self.job.factory, self.job.engine,
@@ -290,7 +291,7 @@ class _Pool:
 
     def _no_actor_left(self) -> str:
         return (f"no Ray actor could start its engine after {self.config.attempts} "
-                f"attempts each; the last error:\n{getattr(self, 'last_start_error', '?')}\n"
+                f"attempts each; the last error:\n{self.last_start_error}\n"
                 "The chunk files written so far are kept: rerun to resume.")
 
     def close(self) -> None:

@@ -171,3 +171,18 @@ def test_a_hung_actor_is_ended_after_the_chunk_timeout(ray_cluster, catalog_and_
     assert stats.failed_chunks == ["views-r00000-of00001-000001.parquet"]
     assert stats.actor_restarts == 1 and stats.views_generated == 700
     assert "no answer in 2 s" in stats.failure_examples[0]
+
+
+def broken_factory(engine: EngineConfig, cache_dir: Path):
+    raise RuntimeError("no such model: /models/missing")
+
+
+def test_an_engine_that_cannot_start_stops_the_run_with_its_error(ray_cluster,
+                                                                 catalog_and_local, tmp_path):
+    folder, _ = catalog_and_local
+    settings = config(folder, tmp_path / "views", executor="ray",
+                      ray=ActorsConfig(attempts=1))
+    with pytest.raises(RuntimeError, match="no Ray actor could start") as err:
+        run(settings, engine_factory=broken_factory)
+    assert "no such model: /models/missing" in str(err.value)
+    assert not list((tmp_path / "views").glob("views-*.parquet"))
