@@ -153,11 +153,12 @@ def pool_size(config: ActorsConfig, gpus: float, resources: dict) -> int:
 
 
 def generate_on_ray(chunks: Iterator[Chunk], job: EngineJob, config: ActorsConfig,
-                    done: Callable[[Chunk, list[Result], tuple], None],
+                    done: Callable[[Chunk, list[Result], tuple, float], None],
                     failed: Callable[[Chunk, str], None]) -> RayReport:
-    """Generate every chunk on a pool of actors; `done(chunk, results, identity)` as each
-    comes back (identity: the engine's name, model id and revision), `failed(chunk, why)`
-    for one given up after `config.attempts` attempts."""
+    """Generate every chunk on a pool of actors; `done(chunk, results, identity,
+    peak_rss_mb)` as each comes back (identity: the engine's name, model id and revision;
+    the highest RSS an actor has reported), `failed(chunk, why)` for one given up after
+    `config.attempts` attempts."""
     report = RayReport()
     with connected(config) as ray:
         resources = ray.cluster_resources()
@@ -249,7 +250,7 @@ class _Pool:
                 why = f"its engine failed: {_first_line(err, lines=3)}"
             else:
                 self.report.peak_rss_mb = max(self.report.peak_rss_mb, peak)
-                done(chunk, results, self.identity)
+                done(chunk, results, self.identity, self.report.peak_rss_mb)
                 continue
             if attempt < self.config.attempts:
                 pending.appendleft((chunk, attempt + 1))

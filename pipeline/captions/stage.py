@@ -121,7 +121,7 @@ class CaptionStats:
     test_skipped: int = 0
     banned_words_cut: int = 0           # banned words a server's caps left unsent
     peak_rss_mb: int = 0                # this process's highest RSS so far, plus its
-                                        # engine workers' highest
+                                        # engine workers' (or Ray actors') highest
     flags: Counter = field(default_factory=Counter)
     failure_examples: list[str] = field(default_factory=list)
     reject_examples: list[str] = field(default_factory=list)
@@ -285,10 +285,11 @@ def _generate_on_ray(chunks: Iterator[_ChunkWork], context: _Context,
 
     config, stats = context.config, context.stats
 
-    def done(chunk: Chunk, results: list, engine: tuple) -> None:
+    def done(chunk: Chunk, results: list, engine: tuple, actor_peak_mb: float) -> None:
         work = chunk.payload
         new_rows = _rows(work.todo, chunk.requests, results, engine, context)
         _write_chunk(work, new_rows, context)
+        stats.peak_rss_mb = round(peak_resident_mb() + actor_peak_mb)
         _show_progress(context, len(chunk.requests))
 
     def failed(chunk: Chunk, why: str) -> None:

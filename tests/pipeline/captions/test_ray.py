@@ -78,6 +78,7 @@ def test_two_actors_write_the_rows_of_a_local_run(ray_cluster, catalog_and_local
     folder, local = catalog_and_local
     stats = run(config(folder, "ray", executor="ray"))
     assert stats.actors == 2 and stats.actor_restarts == 0 and not stats.failed_chunks
+    assert stats.peak_rss_mb > 100  # this process's and the highest actor's
     assert stats.views_generated == len(local) == 200 * 4
     assert rows(folder / "ray") == local
     # a chunk lost is regenerated, and nothing else, here by an engine in a worker
