@@ -61,6 +61,8 @@ BENCHES = {entry.name: entry for entry in (
                      "page_size=500", "queries=20", "requests=3")),
     Entry("captions_engines", ("prompts=2", "batch=2", "max_tokens=4"), venv=".venv-llm"),
     Entry("faithful", ("tracks=2", "views=1"), venv=".venv-llm"),
+    Entry("ray_captions_vllm", ("tracks=2", "n_views=1", "actors=[1]", "max_tokens=4"),
+          venv=".venv-llm"),
     Entry("captions_memory", ("views=40", "chunk_tracks=2", "batch_requests=8",
                               "modes=[vllm-no-trim, vllm]", "recycle_requests=0"),
           venv=".venv-llm", in_make_bench=False),
