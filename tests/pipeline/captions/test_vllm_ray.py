@@ -1,6 +1,6 @@
-"""The vLLM engine in a Ray actor (runs in .venv-llm: `pytest -m llm` on this file):
-the bundled SmolLM2 on one actor writes the rows of a local run, sampled text and
-faithful decoding included."""
+"""The vLLM engine in a Ray actor (runs in .venv-llm, in `make test`'s LLM_TESTS; about
+a minute on 2 cores, the cluster's start included): the bundled SmolLM2 on one actor
+writes the rows of a local run, sampled text and faithful decoding included."""
 
 from pathlib import Path
 
