@@ -29,8 +29,9 @@ def executor_setting():
 class RayConfig(Config):
     address: str | None = setting(None, help="The Ray cluster to join: 'auto' (the one "
                                   "`ray start` runs on this node), host:port of its head, or "
-                                  "ray://host:10001; unset: start one on this machine for "
-                                  "the run (executor ray only).")
+                                  "ray://host:10001; unset: $RAY_ADDRESS (as a KubeRay job "
+                                  "sets it) or a cluster `ray start` runs here, else one "
+                                  "started on this machine for the run (executor ray only).")
     attempts: int = setting(3, help="Times one unit (a chunk of captions, a shard) is tried "
                             "before it is named and left for the next run; an attempt ends "
                             "when its worker dies or its engine fails (executor ray only).")
