@@ -4,7 +4,7 @@ shards, config and seed, in the same run; and what building the cache costs.
 
 Data: the 400-track demo bench/train.py trains on (template captions, 5 s clips), batch
 64, TextSwap at its top probability (p_max 0.15) from the first step, so the swapped
-captions' states are read (or computed) as well. Two configurations:
+captions' states are read (or computed, with no swaps cached) as well. Two configurations:
 - demo: the demo's training config (log-mel CNN trained, frozen MiniLM): the text cache.
   Goal: cached >= 3x uncached.
 - frozen_audio: the paper's frozen setting in small: a frozen wav2vec2-style model made
@@ -18,7 +18,8 @@ after the warm-up steps.
 Build: `build_features` on the train shards (in its own process): seconds and MB per
 1,000 train clips, and the build's cost in uncached epochs (where the cache breaks
 even); the share of TextSwap texts; from the measured tokens per track, what the text
-states of 1M tracks take for CLIP ViT-B/32's text tower (512 wide, float16), and what
+states of 1M tracks take for CLIP ViT-B/32's text tower (512 wide, float16; at this
+cache's swap_variants, and at 8 per category from the measured ratio), and what
 MERT-v1-330M's pooled layer states of 1M 10 s clips take (25 layers x 1024 x 2 bytes
 per frame) per cached crop at 1, 2 and 5 frames/s.
 """
@@ -48,7 +49,8 @@ class Settings(Config):
     batch: int = setting(64, help="pairs per step")
     steps: int = setting(12, help="measured steps per row, after the warm-up")
     warmup: int = setting(3, help="steps run before the measured ones")
-    swap_variants: int = setting(8, help="TextSwap texts cached per caption and category")
+    swap_variants: int = setting(0, help="TextSwap texts cached per caption and category "
+                                 "(0, the default: the drawn swaps run through the encoder)")
     audio_width: int = setting(256, help="hidden size of the bench's frozen audio model")
     audio_layers: int = setting(6, help="layers of the bench's frozen audio model")
     frame_rate: float = setting(5.0, help="frames/s the frozen audio layers are pooled to")

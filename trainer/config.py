@@ -316,9 +316,13 @@ class FeaturesConfig(Config):
                        "audio model's pooled layer states, hf-frozen), each cache found by "
                        "the identity of its encoder and shard settings; empty = run the "
                        "encoders every step. `adswap features` writes it.")
-    swap_variants: int = setting(8, help="TextSwap texts cached per caption and category, "
+    swap_variants: int = setting(0, help="TextSwap texts cached per caption and category, "
                                  "drawn from every swap the caption allows (all of them "
-                                 "when it allows no more); training swaps among these.")
+                                 "when it allows no more); training swaps among these. 0 = "
+                                 "none cached: the few swaps a step draws (at most "
+                                 "swap.p_max per caption and category) run through the "
+                                 "frozen text encoder, exactly the uncached run's draws; "
+                                 "each variant cached adds a caption's worth per category.")
     dtype: str = setting("float16", choices=FEATURE_DTYPES, help="Stored precision of the "
                          "states.")
     budget_gb: float = setting(50.0, help="`adswap features` refuses a cache whose size, "

@@ -108,6 +108,20 @@ class RunContext:
             return self.text_features.lookup(texts)
         return model.tokenize(texts)
 
+    @property
+    def swaps_cached(self) -> bool:
+        return self.text_features is not None and self.config.features.swap_variants > 0
+
+    def negative_input(self, model: DualEncoder, texts: list[str]) -> Tokens | CachedText:
+        """The hard negatives' text input: from the cache where it holds swaps; with a
+        cache that holds none (features.swap_variants 0), the frozen encoder's states of
+        these few texts, computed here, so they join the cached captions' states."""
+        if self.text_features is None or self.swaps_cached:
+            return self.text_input(model, texts)
+        with torch.no_grad():
+            states, padding = model.text(model.tokenize(texts).to(self.info.device))
+        return CachedText(states, ~padding)
+
 
 def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
     """Linear warm-up to `peak`, then cosine decay to `floor` at `total` steps."""
@@ -337,9 +351,9 @@ def train_step(learner: Learner, run: RunContext, parts: list[dict], p: float, s
                run.text_input(model, b["text"]).to(device)) for b in parts]
     negatives = [hard_negatives(run.swapper, b["text"], b["spans"], b["tags"], p,
                                 config.run.seed, step, offset, info.world * per_rank,
-                                run.text_features)
+                                run.text_features if run.swaps_cached else None)
                  for b, offset in zip(parts, offsets, strict=True)]
-    negative_ids = [run.text_input(model, h.texts).to(device) if len(h) else None
+    negative_ids = [run.negative_input(model, h.texts).to(device) if len(h) else None
                     for h in negatives]
     learner.optimizer.zero_grad(set_to_none=True)
     if accumulate == 1:

@@ -68,6 +68,23 @@ def test_a_cached_run_trains_as_the_run_that_runs_the_encoder(demo_shards, every
     assert result.exit_code == 0, result.output
 
 
+def test_with_no_swaps_cached_the_drawn_swaps_run_through_the_encoder(demo_shards,
+                                                                      tmp_path):
+    """The default cache holds views and tags texts only; the swaps a step draws are
+    the uncached run's, their states computed at the step."""
+    features = tmp_path / "features"
+    built = build_features(config(demo_shards, tmp_path / "unused", features),
+                           log=lambda _: None)["text"]
+    assert built.swaps == 0
+    train(config(demo_shards, tmp_path / "plain", "", "run.max_steps=3"))
+    train(config(demo_shards, tmp_path / "cached", features, "run.max_steps=3"))
+    ran, read = step_rows(tmp_path / "plain"), step_rows(tmp_path / "cached")
+    assert [r["hard_negatives"] for r in ran] == [r["hard_negatives"] for r in read]
+    assert sum(r["hard_negatives"] for r in ran) > 0
+    np.testing.assert_allclose([r["loss"] for r in read], [r["loss"] for r in ran],
+                               rtol=2e-3)
+
+
 def test_cached_states_are_the_encoders_and_swaps_are_capped(demo_shards, every_swap,
                                                              tmp_path):
     features, stats = every_swap
