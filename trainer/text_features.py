@@ -8,8 +8,8 @@ the tags text of every sample, and for each of them and each TextSwap category u
 more; else a sample seeded by the text), since hard negatives are new strings.
 Training then swaps among the cached texts only; with every swap cached its draws are
 the uncached run's. With none cached (0, the default) the swaps a step draws run
-through the encoder: on the demo 8 variants made the cache 6x larger (26,773 texts at
-2 variants against 4,301 views and tags texts) for texts of which a run draws a few
+through the encoder: on the demo 2 variants made the cache 6.7x larger (26,773 texts at
+2 variants against 3,996 views and tags texts) for texts of which a run draws a few
 per step.
 
 Per unit: `<shard>.npy` (the real tokens' states, [tokens, width], stacked) and
