@@ -1,5 +1,5 @@
 """Does the CUDA LLM environment resolve? `make setup` on a GPU node installs the pinned
-official vLLM wheel and this project's [llm,dev] extras into .venv-llm; this asks pip
+official vLLM wheel and this project's [llm,dev,ray] extras into .venv-llm; this asks pip
 to resolve them together for a GPU node (Linux, manylinux wheels) from this machine,
 without a GPU and without downloading the wheels (pip reads their metadata only).
 
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--glibc", default="2.35", help="the node's glibc, major.minor "
                         "(`ldd --version`)")
     parser.add_argument("--arch", default="x86_64", choices=("x86_64", "aarch64"))
-    parser.add_argument("--extras", default="llm,dev", help="this project's extras in "
+    parser.add_argument("--extras", default="llm,dev,ray", help="this project's extras in "
                         ".venv-llm")
     args = parser.parse_args(argv)
     extras = tuple(e for e in args.extras.split(",") if e)

@@ -26,11 +26,17 @@ def test_a_nodes_glibc_takes_every_older_manylinux_tag():
 
 
 def test_it_resolves_what_make_setup_installs_on_a_gpu_node():
-    requirements = project_requirements(("llm", "dev"))
+    import inspect
+
+    import tools.cuda_llm_resolve as tool
+
+    requirements = project_requirements(("llm", "dev", "ray"))
     assert "numpy==2.3.5" in requirements and "gguf==0.19.0" in requirements
+    assert any(r.startswith("ray==") for r in requirements)
     assert any(r.startswith("pytest==") for r in requirements)
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^VLLM_CUDA := vllm==\S+$", makefile, re.M)
     assert '--vllm "$(VLLM_CUDA)"' in makefile
     # .venv-llm on CUDA is installed in the one resolution the check makes
-    assert '$(VLLM_CUDA) -e ".[llm,dev]"' in makefile
+    assert '$(VLLM_CUDA) -e ".[llm,dev,ray]"' in makefile
+    assert 'default="llm,dev,ray"' in inspect.getsource(tool)
