@@ -53,7 +53,10 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path, text):
     assert sum(reference["hard_negatives"]) > 0  # with TextSwap on
     for other in (json.loads(two.read_text()), json.loads(accumulated.read_text())):
         assert other["hard_negatives"] == reference["hard_negatives"]
-        assert other["losses"] == pytest.approx(reference["losses"], rel=1e-5)
+        # float32 kernels may take another path for another batch size: on one CPU
+        # model the 2-process losses differed by 3e-5 (relative) at 74cc12a too; a
+        # wrong gradient sync is off by far more
+        assert other["losses"] == pytest.approx(reference["losses"], rel=1e-4)
 
 
 def small_run(shards, out, *extra) -> list[str]:

@@ -45,6 +45,7 @@ def test_short_run_beats_chance_by_a_clear_margin(shards_300, tmp_path):
     config = load_config("trainer/configs/demo.yaml", [
         f"data.shards={shards_300}", f"run.out={tmp_path}", "model.audio.clip_seconds=2",
         "model.dim=64", "model.dropout=0", "optim.lr=2e-3", "optim.epochs=10",
+        "optim.warmup_epochs=1",
         "swap.warmup_epochs=2", "swap.ramp_epochs=2"])
     train(config)
     epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
