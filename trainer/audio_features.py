@@ -49,11 +49,11 @@ SCHEMA = "adswap.features.audio/1"
 def audio_identity(config: TrainConfig) -> dict:
     """Everything the cached states depend on, and nothing else."""
     audio = config.model.audio
+    settings = getattr(audio, audio.encoder.section, None)  # None: the encoder has none
     return {"schema": SCHEMA, "split": "train",
             "encoder": {"kind": audio.kind, "path": audio.path,
                         "revision": encoder_revision(audio.path),
-                        "settings": as_dict(getattr(audio, audio.encoder.section, None))
-                        if hasattr(audio, audio.encoder.section) else {}},
+                        "settings": as_dict(settings) if settings is not None else {}},
             "sample_rate": audio.sample_rate, "clip_seconds": audio.clip_seconds,
             "crops": config.features.audio_crops, "dtype": config.features.dtype,
             "shards_manifest_sha256": file_digest(Path(config.data.shards) /
