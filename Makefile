@@ -98,7 +98,7 @@ RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/pipeline/captions/test_vllm.py tests/pipeline/captions/test_vllm_ray.py
 
-.PHONY: help setup demo-data tags captions curate card shards features train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check docs docs-serve cli-reference lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards features train eval-data eval-data-tags eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check docs docs-serve cli-reference lint clean distclean
 
 help: ## List the targets, and the caption engines ENGINE takes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -180,6 +180,11 @@ train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8
 eval-data: $(STAMPS)/venv ## Import the demo test split and its reference captions as an eval set
 	$(BIN)/adswap import-eval --file $(DEMO_DIR)/reference_captions.parquet \
 	  --catalog $(CATALOG) --out $(DEMO_DIR)/eval/demo-test --name demo-test --clip-seconds 5
+
+eval-data-tags: $(STAMPS)/venv ## The demo test split with each track's own tag list as its query (what the audio side learned)
+	$(BIN)/adswap tag-queries --catalog $(CATALOG) --out $(DEMO_DIR)/eval/tag_queries.parquet
+	$(BIN)/adswap import-eval --file $(DEMO_DIR)/eval/tag_queries.parquet \
+	  --catalog $(CATALOG) --out $(DEMO_DIR)/eval/demo-test-tags --name demo-test-tags --clip-seconds 5
 
 eval-data-multilingual: $(STAMPS)/venv $(STAMPS)/venv-llm ## The demo eval set plus LLM translations (EVAL_LANGUAGES)
 	$(VENV_LLM)/bin/adswap translate-captions --file $(DEMO_DIR)/reference_captions.parquet \

@@ -22,6 +22,7 @@ from pipeline.curate.stage import CurateConfig
 from pipeline.demo_data import DemoConfig
 from pipeline.eval_sets import ImportConfig
 from pipeline.shards.stage import ShardsConfig
+from pipeline.tag_queries import TagQueriesConfig
 from pipeline.tags import TagsConfig
 from pipeline.translate import TranslateConfig
 from retrieval.config import EmbedIndexConfig, SearchConfig, ServeConfig
@@ -222,6 +223,18 @@ def import_eval(config: ImportConfig) -> None:
     typer.echo(f"import-eval: {stats.tracks} tracks, {stats.captions} captions, "
                f"{stats.samples} clips from {stats.rows} rows ({stats.built} shards built, "
                f"{stats.skipped} already done); rejected: {rejected} -> {config.out}")
+
+
+@config_command(app, TagQueriesConfig, "tag-queries")
+def tag_queries(config: TagQueriesConfig) -> None:
+    """Each track's own tag list (the text a p_cap 0 run trains on) as its query, for
+    `adswap import-eval`: scored on held-out tracks, what the audio side has learned,
+    free of caption paraphrase."""
+    from pipeline.tag_queries import run
+
+    stats = _run(run, config)
+    typer.echo(f"tag-queries: {stats.queries} {config.split} tracks ({stats.invalid_rows} "
+               f"invalid catalog rows left out) -> {config.out}")
 
 
 @config_command(app, TranslateConfig, "translate-captions")
