@@ -285,12 +285,14 @@ def ablation(config: AblationConfig) -> None:
     Dropout, + TextSwap), and the optional p_cap and other-shards sweeps, with the same
     seeds and budget; write a table of each step's difference with a 95% paired-bootstrap
     interval, and a plot. A rerun skips finished runs and resumes an interrupted one."""
-    from trainer.ablation import render, run_ablation
+    from trainer.ablation import render, report_stem, run_ablation
 
     _exit_on_sigterm()
-    summary = _run(run_ablation, config)
-    typer.echo(render(summary))
-    typer.echo(f"ablation: {config.out / 'ablation.md'}, {config.out / 'ablation.png'}")
+    summaries = _run(run_ablation, config)
+    typer.echo(render(summaries[0]))
+    for i, summary in enumerate(summaries):
+        stem = config.out / report_stem(i, summary)
+        typer.echo(f"ablation on {summary['set_name']}: {stem}.md, {stem}.png")
 
 
 @config_command(app, CardConfig)

@@ -13,15 +13,16 @@ with + TextSwap: other p_cap values (`p_caps`), and shards made from other capti
 Each (row, seed) trains into OUT/<row>-s<seed> and its last checkpoint (the same
 budget for every row) is evaluated on the eval sets with one protocol seed, so every
 run ranks the same queries in the same subsets; a finished one is skipped on a rerun,
-an interrupted one resumes. The table reports text-to-music R@1, R@10 and median rank
-on the first set (mean and spread over seeds) and, for each step, the difference from
-the row it builds on with a 95% paired-bootstrap interval over queries and seeds
-(trainer/bootstrap.py).
+an interrupted one resumes. A table per eval set (OUT/ablation.md for the first,
+OUT/ablation-<set>.md for each other) reports text-to-music R@1, R@10 and median rank
+(mean and spread over seeds) and, for each step, the difference from the row it builds
+on with a 95% paired-bootstrap interval over queries and seeds (trainer/bootstrap.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from trainer.evaluate import evaluate, paired_runs
 from trainer.train import train
 from trainer.zero_shot import baseline_run
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 EVAL_SEED = 0  # one protocol seed for every run: paired runs need the same subsets
 
 
@@ -49,7 +51,8 @@ def _needs_eval(run: Path, config: AblationConfig) -> bool:
     return False
 
 
-def run_ablation(config: AblationConfig) -> dict:
+def run_ablation(config: AblationConfig) -> list[dict]:
+    """Trains and scores what is missing; returns the table on each eval set, in order."""
     out = Path(config.out)
     rows = config.rows()
     for row in rows:  # before any run starts, not after hours of training
@@ -64,13 +67,10 @@ def run_ablation(config: AblationConfig) -> dict:
         if _needs_eval(run, config):
             evaluate(EvalConfig(run=run, sets=config.eval_sets, subsets=config.subsets,
                                 seed=EVAL_SEED))
-    results: dict[str, list[dict]] = {row.name: [] for row in rows}
-    set_name = language = None
     for seed in config.seeds:
         for row in rows:
             run = out / f"{row.name}-s{seed}"
-            report_file = run / "eval" / "report.json"
-            if _set_entry(report_file, config.eval_sets[0]) is None:
+            if _set_entry(run / "eval" / "report.json", config.eval_sets[0]) is None:
                 resume = (run / "checkpoints" / "last.pt").exists()
                 train_config = load_config(
                     run / "config.yaml" if resume else config.train_config,
@@ -80,12 +80,36 @@ def run_ablation(config: AblationConfig) -> dict:
                 # the last checkpoint: every row gets the same training budget
                 evaluate(EvalConfig(run=run, sets=config.eval_sets, subsets=config.subsets,
                                     seed=EVAL_SEED, checkpoint="last"))
-            set_name, first = _set_entry(report_file, config.eval_sets[0])
-            language = "en" if "en" in first["languages"] else next(iter(first["languages"]))
-            results[row.name].append({"seed": seed, **_scores(first, language)})
+    summaries = [_summarise(config, rows, baselines, folder) for folder in config.eval_sets]
+    for i, summary in enumerate(summaries):
+        stem = report_stem(i, summary)
+        (out / f"{stem}.json").write_text(json.dumps(summary, indent=1))
+        (out / f"{stem}.md").write_text(render(summary))
+        plot(summary, out / f"{stem}.png")
+    return summaries
+
+
+def report_stem(index: int, summary: dict) -> str:
+    """The files of the table on the index-th eval set: the first set's keep the plain
+    names, each other set's carry the set's name (ablation-<set>.md)."""
+    return "ablation" if index == 0 else f"ablation-{_UNSAFE.sub('_', summary['set_name'])}"
+
+
+def _summarise(config: AblationConfig, rows: list, baselines: dict, folder: Path) -> dict:
+    """The table on one eval set: every row's scores per seed, and each step's paired
+    difference from the row it builds on (and from each zero-shot baseline)."""
+    out = Path(config.out)
+    set_name = language = None
+    results: dict[str, list[dict]] = {row.name: [] for row in rows}
+    for seed in config.seeds:
+        for row in rows:
+            set_name, entry = _set_entry(out / f"{row.name}-s{seed}" / "eval" / "report.json",
+                                         folder)
+            language = "en" if "en" in entry["languages"] else next(iter(entry["languages"]))
+            results[row.name].append({"seed": seed, **_scores(entry, language)})
     table = {}
     for spec, run in baselines.items():  # the zero-shot rows first
-        _, entry = _set_entry(run / "eval" / "report.json", config.eval_sets[0])
+        _, entry = _set_entry(run / "eval" / "report.json", folder)
         runs = [{"seed": seed, **_scores(entry, language)} for seed in config.seeds]
         table[f"zero-shot-{run.name}"] = {
             "label": f"zero-shot {Path(spec[len('clap:'):]).name}", "runs": runs,
@@ -110,16 +134,12 @@ def run_ablation(config: AblationConfig) -> dict:
     first_report = json.loads((out / f"{rows[0].name}-s{config.seeds[0]}" / "eval" /
                                "report.json").read_text())
     measured = first_report["sets"][set_name]["languages"][language]
-    summary = {"seeds": list(config.seeds), "eval_set": str(config.eval_sets[0]),
-               "set_name": set_name, "language": language,
-               "subset_tracks": measured["subset_tracks"], "subsets": measured["subsets"],
-               "queries": measured["queries"], "replicates": config.replicates,
-               "config": str(config.train_config), "overrides": list(config.train_set),
-               "rows": table}
-    (out / "ablation.json").write_text(json.dumps(summary, indent=1))
-    (out / "ablation.md").write_text(render(summary))
-    plot(summary, out / "ablation.png")
-    return summary
+    return {"seeds": list(config.seeds), "eval_set": str(folder),
+            "set_name": set_name, "language": language,
+            "subset_tracks": measured["subset_tracks"], "subsets": measured["subsets"],
+            "queries": measured["queries"], "replicates": config.replicates,
+            "config": str(config.train_config), "overrides": list(config.train_set),
+            "rows": table}
 
 
 def _scores(entry: dict, language: str) -> dict:

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -28,6 +29,23 @@ def eval_set(demo_catalog, tmp_path_factory):
         "--workers", "1"])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def tags_eval_set(demo_catalog, tmp_path_factory):
+    """The same test tracks, each queried with its own tag list (`adswap tag-queries`)."""
+    demo, _ = demo_catalog
+    work = tmp_path_factory.mktemp("tags_eval_set")
+    runner = CliRunner()
+    made = runner.invoke(app, ["tag-queries", "--catalog", str(demo / "catalog.parquet"),
+                               "--out", str(work / "queries.parquet")])
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(app, [
+        "import-eval", "--file", str(work / "queries.parquet"), "--catalog",
+        str(demo / "catalog.parquet"), "--out", str(work / "demo-test-tags"),
+        "--clip-seconds", "1.5", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    return work / "demo-test-tags"
 
 
 def test_rows_and_sweeps(tmp_path):
@@ -86,12 +104,13 @@ def test_eval_compare_gives_paired_intervals(demo_shards, eval_set, tmp_path):
 
 @pytest.mark.slow
 def test_ablation_with_sweeps_writes_intervals_for_every_step(demo_shards, eval_set,
-                                                              tmp_path):
+                                                              tags_eval_set, tmp_path):
     from tests.clap import tiny_clap
 
     out = tmp_path / "ablation"
     clap = tiny_clap(tmp_path / "tiny-clap", max_length_s=1.5)  # the eval set's clips
-    args = ["ablation", "--eval-set", str(eval_set), "--seeds", "0,1", "--out", str(out),
+    args = ["ablation", "--eval-set", str(eval_set), "--eval-set", str(tags_eval_set),
+            "--seeds", "0,1", "--out", str(out),
             "--p-caps", "0.5", "--other-shards", f"same shards={demo_shards}",
             "--replicates", "500", "--train-set", f"data.shards={demo_shards}",
             "--baseline", f"clap:{clap}"]
@@ -125,6 +144,23 @@ def test_ablation_with_sweeps_writes_intervals_for_every_step(demo_shards, eval_
     assert table.index("| zero-shot tiny-clap |") < table.index("| tags only |")
     assert "zero-shot, untrained" in table and "Against zero-shot tiny-clap" in table
     assert (out / "ablation.png").stat().st_size > 10_000
+    # the second eval set gets its own table from the same runs: other queries, same rows
+    tags = json.loads((out / "ablation-demo-test-tags.json").read_text())
+    assert tags["eval_set"] == str(tags_eval_set) and summary["eval_set"] == str(eval_set)
+    assert tags["queries"] == pq.read_table(tags_eval_set.parent / "queries.parquet").num_rows
+    assert list(tags["rows"]) == list(summary["rows"])
+    for name, row in tags["rows"].items():
+        if row.get("zero_shot"):
+            continue
+        for run in row["runs"]:
+            report = json.loads((out / f"{name}-s{run['seed']}" / "eval" / "report.json")
+                                .read_text())
+            scored = report["sets"]["demo-test-tags"]["languages"]["en"]
+            assert run["MR"] == scored["t2m_MR"]["mean"]
+            assert run["R@10"] == scored["t2m_R@10"]["mean"]
+    assert "| + TextSwap |" in (out / "ablation-demo-test-tags.md").read_text()
+    assert (out / "ablation-demo-test-tags.png").stat().st_size > 10_000
+    assert f"ablation on demo-test-tags: {out / 'ablation-demo-test-tags'}.md" in result.output
     # a rerun trains nothing and rescoring is skipped: the runs' reports stay as they were
     stamp = (out / "textswap-s1" / "eval" / "report.json").stat().st_mtime_ns
     again = CliRunner().invoke(app, args)
