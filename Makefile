@@ -236,9 +236,11 @@ demo: demo-data captions curate card shards eval-data train eval index ## Every 
 	@echo "Open the search page: make serve INDEX=$(INDEX)   (or $(BIN)/adswap serve $(INDEX)),"
 	@echo "then browse http://127.0.0.1:8000/"
 
+# --durations: the slowest tests, printed each run, so the suite's 15-minute budget on 2
+# cores is watched where it is spent
 test: $(STAMPS)/venv $(STAMPS)/venv-llm ## Run the test suite (vLLM tests run in .venv-llm)
-	$(BIN)/python -m pytest -q -m "not llm"
-	$(VENV_LLM)/bin/python -m pytest -q -m llm $(LLM_TESTS)
+	$(BIN)/python -m pytest -q -m "not llm" --durations=15
+	$(VENV_LLM)/bin/python -m pytest -q -m llm --durations=5 $(LLM_TESTS)
 
 test-fast: $(STAMPS)/venv ## The tests not marked slow or llm (the edit-run loop; make test runs all)
 	$(BIN)/python -m pytest -q -m "not llm and not slow"
