@@ -68,8 +68,10 @@ TRAIN_ARGS ?=
 # and `make ablation` use DEMO_DIR/features unless FEATURES is given.
 FEATURES ?=
 # Evaluation: the demo's test split with its independent reference captions, cut into
-# the demo model's 5 s input; EVAL_SETS takes any folders made by `adswap import-eval`.
-EVAL_SETS ?= $(DEMO_DIR)/eval/demo-test
+# the demo model's 5 s input, and the same tracks queried with their own tag lists (what
+# the audio side learned, free of paraphrase); EVAL_SETS takes any folders made by
+# `adswap import-eval`. The first is the ablation's main table and the search index's.
+EVAL_SETS ?= $(DEMO_DIR)/eval/demo-test $(DEMO_DIR)/eval/demo-test-tags
 # the demo trains a fixed budget (no early stopping), so its last checkpoint is the model
 EVAL_ARGS ?= --checkpoint last
 EVAL_LANGUAGES ?= de,fr,it,es
@@ -98,7 +100,7 @@ RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
 LLM_TESTS := tests/pipeline/captions/test_vllm.py tests/pipeline/captions/test_vllm_ray.py
 
-.PHONY: help setup demo-data tags captions curate card shards features train eval-data eval-data-tags eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check docs docs-serve cli-reference lint clean distclean
+.PHONY: help setup demo-data tags captions curate card shards features train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check docs docs-serve cli-reference lint clean distclean
 
 help: ## List the targets, and the caption engines ENGINE takes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -177,11 +179,9 @@ train: $(STAMPS)/venv ## Train DuET-MC on SHARDS into RUN (TRAIN_CONFIG; NPROC=8
 	    --card-dir $(CARDS_DIR)/$(DATASET) $(RESUME) $(TRAIN_ARGS); \
 	fi
 
-eval-data: $(STAMPS)/venv ## Import the demo test split and its reference captions as an eval set
+eval-data: $(STAMPS)/venv ## Import the demo test split as eval sets: its reference captions, and each track's own tag list
 	$(BIN)/adswap import-eval --file $(DEMO_DIR)/reference_captions.parquet \
 	  --catalog $(CATALOG) --out $(DEMO_DIR)/eval/demo-test --name demo-test --clip-seconds 5
-
-eval-data-tags: $(STAMPS)/venv ## The demo test split with each track's own tag list as its query (what the audio side learned)
 	$(BIN)/adswap tag-queries --catalog $(CATALOG) --out $(DEMO_DIR)/eval/tag_queries.parquet
 	$(BIN)/adswap import-eval --file $(DEMO_DIR)/eval/tag_queries.parquet \
 	  --catalog $(CATALOG) --out $(DEMO_DIR)/eval/demo-test-tags --name demo-test-tags --clip-seconds 5
@@ -232,7 +232,7 @@ demo: demo-data captions curate card shards eval-data train eval index ## Every 
 	@echo "  data card:        $(CARDS_DIR)/$(DATASET)/README.md"
 	@echo "  training run:     $(RUN) (metrics.jsonl, loss.png, validation.png)"
 	@echo "  search index:     $(INDEX) (the test split)"
-	@sed -n '/^| language/,/^$$/p' $(RUN)/eval/report.md
+	@sed -n '/^## /p; /^| language/,/^$$/p' $(RUN)/eval/report.md
 	@echo "Open the search page: make serve INDEX=$(INDEX)   (or $(BIN)/adswap serve $(INDEX)),"
 	@echo "then browse http://127.0.0.1:8000/"
 

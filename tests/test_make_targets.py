@@ -37,6 +37,10 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
     assert "## Shards" in readme and "## Evaluation" in readme
     report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
     assert report["sets"]["demo-test"]["tracks"] > 0
+    # the same tracks queried with their own tag lists, one query each, and in the summary
+    tags = report["sets"]["demo-test-tags"]
+    assert tags["tracks"] == report["sets"]["demo-test"]["tracks"] == tags["captions"]
+    assert "## demo-test-tags" in result.stdout
     # the demo trains on its text feature cache, built first
     assert list((tmp_path / "demo" / "features").glob("text-*/manifest.json"))
     assert f"dir: {tmp_path / 'demo' / 'features'}" in (tmp_path / "run" / "config.yaml"
@@ -68,6 +72,7 @@ def test_make_demo_runs_every_stage_on_a_tiny_catalog(tmp_path):
     for label in ("tags only", "+ tag-to-caption", "+ View Dropout", "+ TextSwap"):
         assert f"| {label} |" in table
     assert "vs + tag-to-caption |" in table and "- + TextSwap vs + View Dropout: " in table
+    assert "| + TextSwap |" in (tmp_path / "ablation" / "ablation-demo-test-tags.md").read_text()
     summary = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
     runs = {row: entry["runs"][0] for row, entry in summary["rows"].items()}
     configs = {row: (tmp_path / "ablation" / f"{row}-s0" / "config.yaml").read_text()
