@@ -99,14 +99,14 @@ def _summarise(config: AblationConfig, rows: list, baselines: dict, folder: Path
     """The table on one eval set: every row's scores per seed, and each step's paired
     difference from the row it builds on (and from each zero-shot baseline)."""
     out = Path(config.out)
-    set_name = language = None
-    results: dict[str, list[dict]] = {row.name: [] for row in rows}
-    for seed in config.seeds:
-        for row in rows:
-            set_name, entry = _set_entry(out / f"{row.name}-s{seed}" / "eval" / "report.json",
-                                         folder)
-            language = "en" if "en" in entry["languages"] else next(iter(entry["languages"]))
-            results[row.name].append({"seed": seed, **_scores(entry, language)})
+    entries = {(row.name, seed): _set_entry(out / f"{row.name}-s{seed}" / "eval" /
+                                            "report.json", folder)
+               for seed in config.seeds for row in rows}
+    # every run was scored on the same set, so the first one's names and sizes hold for all
+    set_name, first = entries[rows[0].name, config.seeds[0]]
+    language = "en" if "en" in first["languages"] else next(iter(first["languages"]))
+    results = {row.name: [{"seed": seed, **_scores(entries[row.name, seed][1], language)}
+                          for seed in config.seeds] for row in rows}
     table = {}
     for spec, run in baselines.items():  # the zero-shot rows first
         _, entry = _set_entry(run / "eval" / "report.json", folder)
@@ -131,9 +131,7 @@ def _summarise(config: AblationConfig, rows: list, baselines: dict, folder: Path
                 [out / f"{row.versus}-s{s}" for s in config.seeds], set_name, language,
                 config.replicates)
         table[row.name] = entry
-    first_report = json.loads((out / f"{rows[0].name}-s{config.seeds[0]}" / "eval" /
-                               "report.json").read_text())
-    measured = first_report["sets"][set_name]["languages"][language]
+    measured = first["languages"][language]
     return {"seeds": list(config.seeds), "eval_set": str(folder),
             "set_name": set_name, "language": language,
             "subset_tracks": measured["subset_tracks"], "subsets": measured["subsets"],
