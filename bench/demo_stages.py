@@ -34,12 +34,32 @@ class Settings(Config):
                                          "every make call", repeatable=True)
 
 
-def demo_targets() -> list[str]:
+def _demo_rule() -> tuple[list[str], list[str]]:
+    """The Makefile's `demo` target: its prerequisites, and its own variables
+    (`demo: FEATURES = ...`) as VAR=value."""
     makefile = (ROOT / "Makefile").read_text()
-    line = re.search(r"^demo:([^#\n]*)", makefile, re.MULTILINE)
-    if line is None:
+    targets, variables = None, []
+    for line in re.findall(r"^demo:([^#\n]*)", makefile, re.MULTILINE):
+        assignment = re.fullmatch(r"\s*(\w+)\s*:?=\s*(.*?)\s*", line)
+        if assignment:
+            variables.append(f"{assignment[1]}={assignment[2]}")
+        else:
+            targets = line.split()
+    if targets is None:
         sys.exit("no demo target in the Makefile")
-    return line.group(1).split()
+    return targets, variables
+
+
+def demo_targets() -> list[str]:
+    return _demo_rule()[0]
+
+
+def demo_variables() -> list[str]:
+    """`make demo` gives its own variables to its prerequisites, and a stage run on its
+    own would go without them (train would run the frozen text tower at every step).
+    Given on the command line, their `$(...)` still expand in make, to this run's
+    folders."""
+    return _demo_rule()[1]
 
 
 def run(settings: Settings) -> Outcome:
@@ -47,7 +67,7 @@ def run(settings: Settings) -> Outcome:
         base = (settings.keep or Path(tmp)).resolve()
         base.mkdir(parents=True, exist_ok=True)
         variables = [f"DEMO_DIR={base / 'demo'}", f"RUN={base / 'run'}",
-                     f"CARDS_DIR={base / 'cards'}", *settings.make_args]
+                     f"CARDS_DIR={base / 'cards'}", *demo_variables(), *settings.make_args]
         stages, cpu = {}, {}
         for target in settings.targets or demo_targets():
             with measure() as measured:
