@@ -41,9 +41,9 @@ TAGS_REPORT ?= $(DEMO_DIR)/tag_report
 VIEWS ?= $(DEMO_DIR)/views
 ENGINE ?= vllm
 # The paper's 10 dropout views plus one from all tags per track, for the 400 train/valid
-# tracks (test tracks are never captioned): SmolLM2 on 2 CPU cores makes 5.85 views/s with
-# faithful decoding, so the captions took 12.6 of `make demo`'s 15.7 minutes (budget 30)
-# with 15 training epochs; the 45 epochs of today's demo add about 3.5 minutes there.
+# tracks (test tracks are never captioned): SmolLM2 with faithful decoding made 4.4 views/s
+# on 2 CPU cores, 16.6 of `make demo`'s 31.2 minutes on that machine (budget 30; see
+# docs/index.md for the faster one).
 CAPTIONS_ARGS ?= --n-views 10 --full-view
 # Where captions and shards run: local, or ray (a Ray cluster: one started for the run,
 # or the one `ray start` runs here with CAPTIONS_ARGS/SHARDS_ARGS="--address auto").

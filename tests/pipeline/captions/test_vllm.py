@@ -188,7 +188,8 @@ def test_openai_engine_against_a_vllm_server(tiny_model, tiny_engine, tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
          "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
-         "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"],
+         "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048",
+         "--block-size", "32", "--enable-prompt-tokens-details"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 240
@@ -210,6 +211,9 @@ def test_openai_engine_against_a_vllm_server(tiny_model, tiny_engine, tmp_path):
         offline = tiny_engine.generate(requests, greedy)
         assert [r.prompt_tokens for r in served] == [r.prompt_tokens for r in offline]
         assert [r.text for r in served] == [r.text for r in offline]
+        # the server's prefix cache serves the template's shared prefix (past one 128-token
+        # block: its 32-token blocks), and says so; requests sent together may all miss
+        assert any((r.cached_tokens or 0) > 128 for r in served)
         # faithful decoding: ban a word of each sampled answer, and it is gone, offline (the
         # engine's logits processor) and through the server (vLLM's bad_words). A random
         # model may spell a word in tokens other than its canonical ones, so the words
