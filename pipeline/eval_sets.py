@@ -45,6 +45,9 @@ from schemas.tabular import Row, iter_rows
 
 EVAL_SET_SCHEMA_ID = "eval_set/1"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# a set's name is a folder of every run it scores (RUN/eval/<name>/) and part of the
+# ablation's file names
+_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class ImportConfig(Config):
                          "`text`) and an `audio` path or a `track_id` (with catalog); "
                          "optional `language`, `caption_id`.")
     out: Path = setting(help="Folder for the eval shards.")
-    name: str = setting("", help="The set's name in reports (default: out's name).")
+    name: str = setting("", help="The set's name in reports and its folder in each run's "
+                        "eval/ (letters, digits, '_', '.', '-'; default: out's name).")
     catalog: Path | None = setting(None, help="Catalog to find audio by track_id.")
     audio_root: Path | None = setting(None, help="Folder audio paths resolve in (default: "
                                       "the file's folder, or the catalog's).")
@@ -64,8 +68,13 @@ class ImportConfig(Config):
     workers: int = setting(0, help="Worker processes; 0 = all cores.")
 
     def check(self) -> list[str]:
-        return [] if self.max_samples >= 1 and self.workers >= 0 else \
+        problems = [] if self.max_samples >= 1 and self.workers >= 0 else \
             ["max_samples must be >= 1 and workers >= 0"]
+        if self.name and not _SET_NAME.fullmatch(self.name):
+            problems.append(f"name {self.name!r} names a folder of each run it scores "
+                            "(RUN/eval/<name>): use letters, digits, '_', '.' and '-', "
+                            "starting with a letter or digit")
+        return problems
 
 
 @dataclass

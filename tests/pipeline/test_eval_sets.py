@@ -134,3 +134,13 @@ def test_an_unreadable_file_or_type_is_an_error(tmp_path):
         (tmp_path / name).write_bytes(body)
         with pytest.raises(ValueError, match=message):
             run(ImportConfig(file=tmp_path / name, out=tmp_path / "out"))
+
+
+def test_a_name_that_is_not_a_plain_folder_name_is_refused(tmp_path):
+    from schemas.config import ConfigError
+
+    for bad in ("../elsewhere", "a/b", ".hidden", "two words"):
+        with pytest.raises(ConfigError, match="names a folder of each run"):
+            ImportConfig(file=tmp_path / "set.csv", out=tmp_path / "out", name=bad)
+    assert ImportConfig(file=tmp_path / "set.csv", out=tmp_path / "out",
+                        name="demo-test_v1.2").name == "demo-test_v1.2"
