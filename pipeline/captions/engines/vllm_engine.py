@@ -26,8 +26,8 @@ TRIM_HEADROOM_MB = 256
 # Requests per vLLM worker process: on 2 CPU cores (4.4 views/s with SmolLM2) a worker
 # lives about 9 minutes against ~13 s to start one. With trimming, one process held its
 # peak as low but its batches ran ~5% slower after 4,000 views; a fresh worker starts
-# clean (issue 17). The other engines hold nothing that grows, and a pipe would cost the template
-# engine most of its speed.
+# clean (issue 17). The other engines hold nothing that grows, and a pipe would cost the
+# template engine most of its speed.
 RECYCLE_VLLM = 2500
 
 # KV cache block on CPU, in tokens: the smallest multiple of 32 (what vLLM's CPU
@@ -124,7 +124,7 @@ class VllmEngine:
         # the prefix cache serves whole blocks only: of caption-v1's 231 shared tokens
         # 128 were reused, and every request's own tokens took two more blocks of a 1 GB
         # cache. 32-token blocks reuse 224 and fit three times the requests in flight:
-        # 2.1x the views/s on 2 cores, the same text.
+        # 2.7x the views/s of the demo's captions on 2 cores, the same text.
         cpu_only = {"enable_chunked_prefill": False, "block_size": CPU_BLOCK_TOKENS,
                     "max_num_batched_tokens": max(8192, config.vllm.max_model_len)} if cpu else {}
         self.llm = LLM(
