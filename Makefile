@@ -98,7 +98,8 @@ KEEP_PROBS ?= 0.25 0.75
 RESUME = $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
 
 # .venv-llm has vLLM but not the training stack, so it only collects the vLLM tests.
-LLM_TESTS := tests/pipeline/captions/test_vllm.py tests/pipeline/captions/test_vllm_ray.py
+LLM_TESTS := tests/pipeline/captions/test_vllm.py tests/pipeline/captions/test_vllm_ray.py \
+  tests/pipeline/captions/test_nucleus.py
 
 .PHONY: help setup demo-data tags captions curate card shards features train eval-data eval-data-multilingual eval ablation ablation-keep-prob index serve demo test test-fast bench llm-cuda-check gpu-check docs docs-serve cli-reference lint clean distclean
 

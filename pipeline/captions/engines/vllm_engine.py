@@ -106,6 +106,7 @@ class VllmEngine:
                 BannedSequences,
                 BannedSequencesV2,
             )
+            from pipeline.captions.nucleus import NucleusMask
         except ImportError as err:
             raise RuntimeError("the vllm engine needs vLLM: run captions from .venv-llm "
                                "(`make captions`), or use --engine openai/template") from err
@@ -127,30 +128,27 @@ class VllmEngine:
         # 2.7x the views/s of the demo's captions on 2 cores, the same text.
         cpu_only = {"enable_chunked_prefill": False, "block_size": CPU_BLOCK_TOKENS,
                     "max_num_batched_tokens": max(8192, config.vllm.max_model_len)} if cpu else {}
+        processors = [BannedSequencesV2] if v2 else [BannedSequences]
+        # on CPU top_p's nucleus is found without vLLM's sort of the whole vocabulary
+        # (pipeline/captions/nucleus.py); on GPUs vLLM's own kernels are fast
+        self.nucleus_on_host = cpu
+        if cpu:
+            processors.append(NucleusMask)
         self.llm = LLM(
             model=model.path, revision=config.revision,
             dtype=(("float32" if cpu else "auto") if config.vllm.dtype == "auto"
                    else config.vllm.dtype),
             tensor_parallel_size=config.vllm.tensor_parallel_size, enable_prefix_caching=True,
             enforce_eager=cpu, max_model_len=config.vllm.max_model_len, seed=0,
-            logits_processors=[BannedSequencesV2 if v2 else BannedSequences], **cpu_only,
+            logits_processors=processors, **cpu_only,
         )
         self._token_sequences: dict[str, list] = {}  # banned word -> its token ids
         self.chat = bool(self.llm.get_tokenizer().chat_template)
         self.trim_memory = config.vllm.trim_memory
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Result]:
-        from vllm import SamplingParams
-
-        from pipeline.captions.banned_tokens import EXTRA_ARG, token_sequences
-
         tokenizer = self.llm.get_tokenizer()
-        params = [SamplingParams(
-            temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens, seed=r.seed,
-            extra_args={EXTRA_ARG: token_sequences(tokenizer, r.banned,
-                                                   self._token_sequences)}
-            if r.banned else None) for r in requests]
+        params = [self._params(r, sampling, tokenizer) for r in requests]
         # Each step's activations take a new size, so freed buffers pile up in malloc's
         # arenas (+0.5 MB of RSS per view on CPU), inside a batch as well as across them
         with trimmed(TRIM_HEADROOM_MB) if self.trim_memory else nullcontext():
@@ -174,6 +172,23 @@ class VllmEngine:
                 completion_tokens=len(completion.token_ids),
                 cached_tokens=output.num_cached_tokens))
         return results
+
+    def _params(self, request: Request, sampling: Sampling, tokenizer):
+        """vLLM's sampling parameters for one request: its seed, its banned sequences,
+        and on CPU its top_p for NucleusMask to apply (vLLM then gets top_p=1)."""
+        from vllm import SamplingParams
+
+        from pipeline.captions import banned_tokens, nucleus
+
+        extra, top_p = {}, sampling.top_p
+        if request.banned:
+            extra[banned_tokens.EXTRA_ARG] = banned_tokens.token_sequences(
+                tokenizer, request.banned, self._token_sequences)
+        if self.nucleus_on_host and top_p < 1:
+            extra[nucleus.EXTRA_ARG], top_p = top_p, 1.0
+        return SamplingParams(temperature=sampling.temperature, top_p=top_p,
+                              max_tokens=sampling.max_tokens, seed=request.seed,
+                              extra_args=extra or None)
 
 
 def gpus_per_engine(engine: EngineConfig) -> int:

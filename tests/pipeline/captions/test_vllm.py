@@ -258,8 +258,9 @@ def test_bundled_smollm2_writes_captions(tmp_path):
     assert stats["completion_tokens"] > 0
 
 
-FAITHFUL_CHILD = """
+SMOLLM2_CHILD = """
 import json, sys
+from dataclasses import replace
 from pipeline.captions.engines import EngineConfig, Request, Sampling
 from pipeline.captions.engines.vllm_engine import VllmEngine
 from pipeline.captions.faithful import surface_forms
@@ -277,11 +278,25 @@ out = {}
 for name, words in (("free", ()), ("banned", banned)):
     requests = [Request(f"r{i}", messages, {}, "en", seed=i, banned=words) for i in range(48)]
     out[name] = [r.text for r in engine.generate(requests, sampling)]
+out["unmasked"] = [r.text for r in engine.generate(requests, replace(sampling, top_p=1.0))]
+engine.nucleus_on_host = False  # top_p=0.95 handed to vLLM, which sorts the vocabulary
+out["vllm_top_p"] = [r.text for r in engine.generate(requests, sampling)]
 print(json.dumps(out))
 """
 
 
-def test_banned_descriptors_never_appear_in_seeded_generations():
+@pytest.fixture(scope="module")
+def smollm2_samples():
+    """48 seeded captions of an energetic rock track by the bundled SmolLM2 at
+    temperature 0.7 and top_p 0.95: free, with rock and energetic banned, the banned
+    ones again at top_p 1 and with vLLM's own top_p (in a child: one engine each)."""
+    child = subprocess.run([sys.executable, "-c", SMOLLM2_CHILD], capture_output=True,
+                           text=True, timeout=900)
+    assert child.returncode == 0, child.stderr[-3000:]
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def test_banned_descriptors_never_appear_in_seeded_generations(smollm2_samples):
     """The bundled SmolLM2, asked for a caption of an energetic rock track, names rock
     and energetic in most of 48 seeded samples; with their surface forms banned, in
     none (checked with the curation's own matcher), and it still writes captions.
@@ -289,10 +304,7 @@ def test_banned_descriptors_never_appear_in_seeded_generations():
     from schemas.descriptors import DescriptorMatcher
     from schemas.swap_dictionary import Descriptor, SwapDictionary
 
-    child = subprocess.run([sys.executable, "-c", FAITHFUL_CHILD], capture_output=True,
-                           text=True, timeout=900)
-    assert child.returncode == 0, child.stderr[-3000:]
-    texts = json.loads(child.stdout.strip().splitlines()[-1])
+    texts = smollm2_samples
     matcher = DescriptorMatcher(SwapDictionary((Descriptor("genre", "rock"),
                                                 Descriptor("mood", "energetic"))))
     named = [{m.term for m in matcher.find(t)} for t in texts["free"]]
@@ -300,6 +312,16 @@ def test_banned_descriptors_never_appear_in_seeded_generations():
     assert sum("energetic" in n for n in named) >= 12, texts["free"]
     assert [t for t in texts["banned"] if matcher.find(t)] == []
     assert sum(len(t.split()) >= 4 for t in texts["banned"]) >= 40, texts["banned"]
+
+
+def test_the_engines_nucleus_on_cpu_writes_the_text_of_vllms_top_p(smollm2_samples):
+    """On CPU the engine masks top_p's nucleus itself (NucleusMask, without vLLM's sort
+    of the vocabulary): the real model's seeded samples, with banned sequences masked
+    beside it, are word for word those of vLLM's own top_p, and top_p does cut
+    something (at top_p 1 some differ)."""
+    texts = smollm2_samples
+    assert texts["banned"] == texts["vllm_top_p"]
+    assert texts["banned"] != texts["unmasked"]
 
 
 BANS = [[5], [1, 2, 7], [3, 7], [3, 8], [9, 9, 4]]
