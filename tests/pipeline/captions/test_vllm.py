@@ -367,8 +367,10 @@ def test_both_of_vllms_loaders_take_what_the_engine_registers():
     )
 
     from pipeline.captions.banned_tokens import BannedSequences, BannedSequencesV2
+    from pipeline.captions.nucleus import NucleusMask
 
-    assert _load_logitsprocs_by_fqcns([BannedSequences]) == [BannedSequences]
+    on_cpu = [BannedSequences, NucleusMask]  # what the engine registers on CPU
+    assert _load_logitsprocs_by_fqcns(on_cpu) == on_cpu
     validate = build_custom_logits_processors_params_validator([BannedSequencesV2])
     with pytest.raises(ValueError, match="is not a subclass of"):
         build_custom_logits_processors_params_validator([BannedSequences])
