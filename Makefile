@@ -41,8 +41,8 @@ TAGS_REPORT ?= $(DEMO_DIR)/tag_report
 VIEWS ?= $(DEMO_DIR)/views
 ENGINE ?= vllm
 # The paper's 10 dropout views plus one from all tags per track, for the 400 train/valid
-# tracks (test tracks are never captioned): SmolLM2 with faithful decoding made 4.4 views/s
-# on 2 CPU cores, 16.6 of `make demo`'s 31.2 minutes on that machine (budget 30; see
+# tracks (test tracks are never captioned): SmolLM2 with faithful decoding made 5.7 views/s
+# on 2 CPU cores, 12.9 of `make demo`'s 26.8 minutes on that machine (budget 30; see
 # docs/index.md for the faster one).
 CAPTIONS_ARGS ?= --n-views 10 --full-view
 # Where captions and shards run: local, or ray (a Ray cluster: one started for the run,

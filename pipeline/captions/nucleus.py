@@ -53,10 +53,10 @@ def nucleus_mask(logits: torch.Tensor, top_p: torch.Tensor) -> int:
     # the mass of everything past the candidates: the most any of them has at or below it
     rest = (1.0 - probs.sum(-1, keepdim=True)).clamp(min=0)
     cut = top.gather(1, kept - 1)  # the least likely token kept
-    exact = ~(((at_or_below - threshold).abs() < MARGIN).any(-1, keepdim=True)
+    unsure = (((at_or_below - threshold).abs() < MARGIN).any(-1, keepdim=True)
               | (rest >= threshold - MARGIN) | (kept >= k)
-              | (top.gather(1, kept.clamp(max=k - 1)) == cut))[:, 0]
-    fallback = (~exact).nonzero()[:, 0]
+              | (top.gather(1, kept.clamp(max=k - 1)) == cut))
+    fallback = unsure[:, 0].nonzero()[:, 0]
     original = logits[fallback]
     # with no tie at the boundary, the nucleus is exactly the tokens at or above the cut
     logits.masked_fill_(logits < cut, -torch.inf)

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 # (issue 17).
 TRIM_HEADROOM_MB = 256
 
-# Requests per vLLM worker process: on 2 CPU cores (4.4 views/s with SmolLM2) a worker
-# lives about 9 minutes against ~13 s to start one. With trimming, one process held its
+# Requests per vLLM worker process: on 2 CPU cores (5.7 views/s with SmolLM2) a worker
+# lives about 7 minutes against ~13 s to start one. With trimming, one process held its
 # peak as low but its batches ran ~5% slower after 4,000 views; a fresh worker starts
 # clean (issue 17). The other engines hold nothing that grows, and a pipe would cost the
 # template engine most of its speed.
